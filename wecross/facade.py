@@ -1,0 +1,47 @@
+"""What the user-facing layers (REST, later the SDK server side and the console) need from a router.
+
+REST is written against this Protocol, not against the node's internals, so it can be tested with a fake router and
+so the node can change shape without touching the HTTP layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+
+from wecross.ipath import IPath
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One resource operation as the router handles it, wherever it came from.
+
+    ``args`` is normalised: for getData it is ``[key]``, for setData ``[key, value]``, for call and
+    sendTransaction the method's arguments.
+    """
+
+    path: IPath
+    op: str
+    method: str
+    args: list[Any] = field(default_factory=list)
+    sender: str = "anonymous"
+
+
+class RouterFacade(Protocol):
+    def status(self) -> dict[str, Any]:
+        """Router id, zones, version, uptime, counters (requests, errors, bad frames), chains served."""
+
+    def peers(self) -> list[dict[str, Any]]:
+        """One dict per known peer: id, address, state, direction, srtt_ms, rtt_var_ms, loss, last_seen, resources."""
+
+    def resources(self) -> list[dict[str, Any]]:
+        """Every resource reachable from here: ipath, kind, methods, local (bool), routers (ids serving it)."""
+
+    def invoke(self, invocation: Invocation) -> Deferred[dict[str, Any]]:
+        """Run the operation on the owning router (here or over the overlay).
+
+        Fires with the Result's wire dict plus ``router`` (who executed it) and ``path`` (routers traversed);
+        fails with wecross.errors.RouterError.
+        """

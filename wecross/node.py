@@ -1,0 +1,148 @@
+"""One router as a Twisted service tree: the object both ``twistd wecross`` and tests (and the simulator) run.
+
+Start-up order matters and is explicit: stubs first (a router must know what it serves before it tells anyone),
+then the router core, then peer links and the listeners. ``ready`` fires when the router accepts traffic, with the
+real port numbers (configs may say port 0); a failure at any step fails ``ready`` with a message naming the step.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from wecross.config import Settings
+from wecross.peer.service import LinkTransports, PeerService
+from wecross.peer.tls import TLSMaterial, load_tls_material, rest_server_options
+from wecross.peer.transports import TLSTransports
+from wecross.rest.api import make_site
+from wecross.router import Router
+from wecross.stub.interfaces import StubSettings
+from wecross.stub.service import StubService
+from wecross.wire.limits import Limits as WireLimits
+
+log = Logger()
+
+
+class StartupError(Exception):
+    """The router could not start; the message says which step failed and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    p2p: int | None
+    rest: int | None
+
+
+class RouterNode(MultiService):
+    def __init__(
+        self,
+        settings: Settings,
+        reactor: Any = None,
+        *,
+        transports: LinkTransports | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.settings = settings
+        self.reactor = reactor
+        self.ready: Deferred[Ports] = Deferred()
+        self._ports: list[IListeningPort] = []
+        self.p2p_port: int | None = None
+        self.rest_port: int | None = None
+
+        stub_settings = [StubSettings(s.name, s.zone, s.type, dict(s.options), list(s.resources))
+                         for s in settings.stubs]
+        self.stubs = StubService(stub_settings, settings.data_dir, list(settings.plugin_dirs))
+        self.stubs.setServiceParent(self)
+        self.router = Router(settings, self.stubs, reactor)
+        self.material: TLSMaterial | None = None
+        if transports is None:
+            tls = settings.p2p_tls
+            self.material = load_tls_material(tls.ca, tls.cert, tls.key, router_id=settings.router_id)
+            transports = TLSTransports(reactor, self.material, settings.p2p_listen, ciphers=tls.ciphers,
+                                       connect_timeout=settings.timing.handshake_timeout)
+        self.peers = PeerService(
+            local_id=settings.router_id,
+            zones=settings.zones,
+            listen=settings.p2p_listen,
+            peers=settings.peers,
+            transports=transports,
+            handler=self.router,
+            timing=settings.timing,
+            wire_limits=WireLimits(max_frame=settings.limits.max_frame),
+            max_in_flight=settings.limits.max_in_flight,
+            clock=reactor,
+            rng=rng,
+        )
+        self.router.peer_service = self.peers
+        self.site = make_site(self.router, max_body=settings.rest.max_body)
+
+    def startService(self) -> None:
+        super().startService()  # starts the stub service; the rest waits for it
+        d = self.stubs.ready
+        d.addCallback(lambda _: self.router.start())
+        d.addCallback(lambda _: self._start_network())
+        d.addCallbacks(self._started, self._failed)
+
+    def _start_network(self) -> Deferred[None]:
+        self.peers.setServiceParent(self)
+
+        def got_p2p(port: IListeningPort | None) -> Deferred[None]:
+            if port is not None:
+                self._ports.append(port)
+                self.p2p_port = port.getHost().port
+            return self._listen_rest()
+
+        return self.peers.listen_now().addCallback(got_p2p)
+
+    def _listen_rest(self) -> Deferred[None]:
+        rest = self.settings.rest
+        if rest.listen is None:
+            return defer.succeed(None)
+        if rest.tls is not None:
+            material = load_tls_material(rest.tls.ca, rest.tls.cert, rest.tls.key)
+            options = rest_server_options(material, require_client_cert=rest.require_client_cert)
+            endpoint: Any = SSL4ServerEndpoint(self.reactor, rest.listen.port, options, interface=rest.listen.host)
+        else:
+            endpoint = TCP4ServerEndpoint(self.reactor, rest.listen.port, interface=rest.listen.host)
+
+        def listening(port: IListeningPort) -> None:
+            self._ports.append(port)
+            self.rest_port = port.getHost().port
+            scheme = "https" if rest.tls else "http"
+            log.info("router {id}: REST API at {scheme}://{host}:{port}/", id=self.settings.router_id,
+                     scheme=scheme, host=rest.listen.host if rest.listen else "", port=self.rest_port)
+
+        return endpoint.listen(self.site).addCallback(listening)
+
+    def _started(self, _: object) -> None:
+        log.info("router {id} ready: zones {zones}, chains {chains}, {n} configured peers",
+                 id=self.settings.router_id, zones=list(self.settings.zones),
+                 chains=sorted(self.stubs.stubs()), n=len(self.settings.peers))
+        self.ready.callback(Ports(self.p2p_port, self.rest_port))
+
+    def _failed(self, failure: Failure) -> None:
+        message = failure.getErrorMessage()
+        log.critical("router {id} failed to start: {message}", id=self.settings.router_id, message=message)
+        self.ready.errback(StartupError(f"router {self.settings.router_id} failed to start: {message}"))
+
+    def stopService(self) -> Deferred[None]:
+        self.router.stop()
+        ports, self._ports = self._ports, []
+        stopping = [defer.maybeDeferred(p.stopListening) for p in ports]
+        d = defer.gatherResults(stopping, consumeErrors=True)
+        d.addBoth(lambda _: super(RouterNode, self).stopService())
+        return d

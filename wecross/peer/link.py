@@ -1,0 +1,126 @@
+"""Sans-IO health of one peer link: heartbeat bookkeeping, smoothed RTT, loss, liveness.
+
+The Twisted protocol feeds it events (a ping sent, a pong or any frame received, a heartbeat tick) with timestamps
+from whatever clock drives it, real or virtual; it answers "send a ping with this seq" and "the link is dead". Keeping
+this free of the reactor lets the simulator and the tests drive thousands of links on a fake clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+#: RFC 6298 gains: srtt moves 1/8 of the way to each sample, rttvar 1/4.
+_ALPHA = 0.125
+_BETA = 0.25
+#: Loss is measured over this many most recent heartbeats.
+_LOSS_WINDOW = 32
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSnapshot:
+    srtt: float | None
+    rttvar: float | None
+    last_rtt: float | None
+    loss: float
+    missed: int
+    pings_sent: int
+    pongs_received: int
+    last_heard: float
+
+
+class LinkHealth:
+    """Heartbeats and RTT of one link.
+
+    A link is *dead* after ``dead_after`` consecutive heartbeat intervals in which nothing at all was heard from the
+    peer: any frame proves the peer alive, so a link busy with large responses is not declared dead because a pong
+    queued behind them arrived late. RTT samples come only from pongs, which the peer answers at once.
+    """
+
+    def __init__(self, now: float, dead_after: int) -> None:
+        if dead_after < 1:
+            raise ValueError("dead_after must be at least 1")
+        self.dead_after = dead_after
+        self.srtt: float | None = None
+        self.rttvar: float | None = None
+        self.last_rtt: float | None = None
+        self.missed = 0
+        self.pings_sent = 0
+        self.pongs_received = 0
+        self.last_heard = now
+        self._heard_since_tick = True
+        self._seq = 0
+        # seq of each recent ping -> answered? (most recent last)
+        self._window: deque[tuple[int, bool]] = deque(maxlen=_LOSS_WINDOW)
+
+    def heard(self, now: float) -> None:
+        """Any frame arrived from the peer."""
+        self.last_heard = now
+        self._heard_since_tick = True
+
+    def tick(self, now: float) -> int | None:
+        """A heartbeat interval elapsed. Returns the seq of the ping to send, or None when the link is dead."""
+        if self._heard_since_tick:
+            self.missed = 0
+        else:
+            self.missed += 1
+        self._heard_since_tick = False
+        if self.missed >= self.dead_after:
+            return None
+        self._seq += 1
+        self.pings_sent += 1
+        self._window.append((self._seq, False))
+        return self._seq
+
+    def pong(self, seq: int, sent_at: float, now: float) -> float | None:
+        """A pong echoing ``seq``/``sent_at`` arrived; returns the RTT sample (None if it is not plausible)."""
+        self.heard(now)
+        for i, (s, answered) in enumerate(self._window):
+            if s == seq:
+                if answered:
+                    return None  # a duplicated pong must not count twice
+                self._window[i] = (s, True)
+                break
+        else:
+            if seq > self._seq or seq <= 0:
+                return None  # a pong for a ping we never sent
+        rtt = now - sent_at
+        if rtt < 0:
+            return None
+        self.pongs_received += 1
+        self.last_rtt = rtt
+        if self.srtt is None or self.rttvar is None:
+            self.srtt = rtt
+            self.rttvar = rtt / 2
+        else:
+            self.rttvar = (1 - _BETA) * self.rttvar + _BETA * abs(self.srtt - rtt)
+            self.srtt = (1 - _ALPHA) * self.srtt + _ALPHA * rtt
+        return rtt
+
+    @property
+    def loss(self) -> float:
+        """Share of recent pings never answered; the newest one is still in flight and not counted."""
+        settled = list(self._window)[:-1]
+        if not settled:
+            return 0.0
+        return sum(1 for _, answered in settled if not answered) / len(settled)
+
+    def snapshot(self) -> LinkSnapshot:
+        return LinkSnapshot(
+            srtt=self.srtt,
+            rttvar=self.rttvar,
+            last_rtt=self.last_rtt,
+            loss=self.loss,
+            missed=self.missed,
+            pings_sent=self.pings_sent,
+            pongs_received=self.pongs_received,
+            last_heard=self.last_heard,
+        )
+
+
+def keep_dialled_by(local_id: str, peer_id: str) -> str:
+    """Which router's dialled connection survives when two routers dial each other at once.
+
+    Both ends evaluate this with the same two ids and so close the same connection; the lower id's dial wins.
+    """
+    return min(local_id, peer_id)

@@ -1,0 +1,370 @@
+"""One router-to-router link on Twisted: handshake, heartbeats, request multiplexing.
+
+The protocol is a thin shell: frames come from the sans-IO :class:`~wecross.wire.codec.FrameDecoder`, link health from
+:class:`~wecross.peer.link.LinkHealth`; what a request *means* is the business of the :class:`LinkOwner` (the peer
+service, which passes requests on to the router). Every frame problem closes this one connection, is counted by
+reason and is logged with the peer's address; nothing from a peer can raise into the reactor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from wecross.errors import RouterError
+from wecross.peer.link import LinkHealth
+from wecross.wire.codec import Envelope, FrameDecoder, encode_frame
+from wecross.wire.errors import WireError
+from wecross.wire.limits import Limits as WireLimits
+from wecross.wire.messages import (
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    Advertise,
+    Bye,
+    Error,
+    Hello,
+    Ping,
+    Pong,
+    Request,
+    Response,
+)
+
+if TYPE_CHECKING:
+    from wecross.peer.tls import PeerIdentity
+
+log = Logger()
+
+
+class LinkOwner(Protocol):
+    """What a link needs from the service that owns it."""
+
+    local_id: str
+
+    def hello(self) -> Hello:
+        """The HELLO this router sends."""
+
+    def identify(self, link: PeerLink, hello: Hello) -> str | None:
+        """Check the peer's claimed id against its certificate; return a refusal reason or None."""
+
+    def link_up(self, link: PeerLink) -> str | None:
+        """The handshake finished; return a reason to refuse the link (e.g. duplicate) or None to keep it."""
+
+    def link_down(self, link: PeerLink, reason: str) -> None:
+        """The link is gone (after link_up, or refused during the handshake)."""
+
+    def frame_error(self, link: PeerLink, error: WireError) -> None:
+        """A frame could not be decoded; the link is being closed."""
+
+    def handle_request(self, link: PeerLink, request: Request) -> Deferred[dict[str, Any]]:
+        """Serve a REQUEST; fire with the result dict or fail with RouterError."""
+
+    def handle_advertise(self, link: PeerLink, advert: Advertise) -> None:
+        """The peer told us what it serves."""
+
+
+class PeerLink(TwistedProtocol):
+    """The protocol of one TLS connection to another router (either direction)."""
+
+    def __init__(
+        self,
+        owner: LinkOwner,
+        clock: IReactorTime,
+        *,
+        outbound: bool,
+        expected_id: str | None,
+        heartbeat_interval: float,
+        dead_after: int,
+        handshake_timeout: float,
+        wire_limits: WireLimits,
+        max_in_flight: int,
+    ) -> None:
+        self.owner = owner
+        self.clock = clock
+        self.outbound = outbound
+        self.expected_id = expected_id
+        self.heartbeat_interval = heartbeat_interval
+        self.handshake_timeout = handshake_timeout
+        self.max_in_flight = max_in_flight
+        self.decoder = FrameDecoder(wire_limits)
+        self.health = LinkHealth(clock.seconds(), dead_after)
+        self.peer_hello: Hello | None = None
+        self.peer_identity: PeerIdentity | None = None
+        self.version = PROTOCOL_VERSION
+        self.established = False
+        self.closing_reason: str | None = None
+        self.connected_at = clock.seconds()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.frames_in = 0
+        self.frames_out = 0
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[Deferred[Response], IDelayedCall]] = {}
+        self._handshake_timer: IDelayedCall | None = None
+        self._heartbeat_timer: IDelayedCall | None = None
+        self._serving = 0
+        self.late_replies = 0
+        self.lost = False
+
+    # -- identity ---------------------------------------------------------------------------------------------------
+
+    @property
+    def peer_id(self) -> str | None:
+        return self.peer_hello.router_id if self.peer_hello else None
+
+    @property
+    def address(self) -> str:
+        transport = self.transport
+        if transport is None:
+            return "?"
+        peer = transport.getPeer()
+        host = getattr(peer, "host", "?")
+        port = getattr(peer, "port", "?")
+        return f"{host}:{port}"
+
+    def describe(self) -> str:
+        direction = "to" if self.outbound else "from"
+        return f"link {direction} {self.peer_id or '?'} ({self.address})"
+
+    # -- Twisted events ---------------------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        # Written now, sent by the TLS layer as soon as the handshake completes.
+        self._send(self.owner.hello())
+        self._handshake_timer = self.clock.callLater(self.handshake_timeout, self._handshake_timed_out)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing_reason is not None:
+            return
+        self.bytes_in += len(data)
+        try:
+            envelopes = self.decoder.feed(data)
+        except WireError as exc:
+            log.warn("{link}: bad frame ({reason}): {message}; closing this link",
+                     link=self.describe(), reason=exc.reason, message=exc.message)
+            self.owner.frame_error(self, exc)
+            self.close(f"bad frame: {exc.reason}", bye=True, abort=True)
+            return
+        now = self.clock.seconds()
+        for envelope in envelopes:
+            if self.closing_reason is not None:
+                return
+            self.frames_in += 1
+            self.health.heard(now)
+            self._dispatch(envelope)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.lost = True
+        self.established = False
+        why = self.closing_reason or reason.getErrorMessage()
+        self.closing_reason = why
+        for timer in (self._handshake_timer, self._heartbeat_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        pending, self._pending = self._pending, {}
+        for deferred, timer in pending.values():
+            if timer.active():
+                timer.cancel()
+            deferred.errback(RouterError("peer_lost", f"link to {self.peer_id or self.address} closed: {why}"))
+        self.owner.link_down(self, why)
+
+    # -- sending ----------------------------------------------------------------------------------------------------
+
+    def _send(self, message: Any, msg_id: int | None = None) -> int:
+        if msg_id is None:
+            msg_id = next(self._ids)
+        frame = encode_frame(msg_id, message)
+        self.bytes_out += len(frame)
+        self.frames_out += 1
+        assert self.transport is not None
+        self.transport.write(frame)
+        return msg_id
+
+    def close(self, reason: str, *, bye: bool = True, abort: bool = False) -> None:
+        """Close with a reason the peer can read (BYE) and we log; idempotent."""
+        if self.closing_reason is not None or self.transport is None:
+            return
+        self.closing_reason = reason
+        if bye:
+            # A transport already half gone must not stop the close.
+            with contextlib.suppress(Exception):
+                self._send(Bye(reason=reason[:200]))
+        if abort:
+            # After a framing error the stream cannot be trusted: drop it, but let TLS flush the BYE first.
+            self.clock.callLater(0.5, self._abort)
+        self.transport.loseConnection()
+
+    def _abort(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def request(self, request: Request, timeout: float) -> Deferred[Response]:
+        """Send a REQUEST and fire with its RESPONSE; fail with RouterError (ERROR, timeout, link lost)."""
+        if not self.established or self.closing_reason is not None:
+            return defer.fail(RouterError("peer_lost", f"link to {self.peer_id} is not up"))
+        if len(self._pending) >= self.max_in_flight:
+            return defer.fail(RouterError("overloaded", f"{self.max_in_flight} requests already in flight to "
+                                                        f"{self.peer_id}"))
+        msg_id = next(self._ids)
+
+        def cancel(d: Deferred[Response]) -> None:
+            entry = self._pending.pop(msg_id, None)
+            if entry is not None and entry[1].active():
+                entry[1].cancel()
+
+        deferred: Deferred[Response] = Deferred(cancel)
+        timer = self.clock.callLater(max(timeout, 0.0), self._timed_out, msg_id, timeout)
+        self._pending[msg_id] = (deferred, timer)
+        self._send(request, msg_id)
+        return deferred
+
+    def _timed_out(self, msg_id: int, timeout: float) -> None:
+        entry = self._pending.pop(msg_id, None)
+        if entry is not None:
+            entry[0].errback(RouterError("timeout", f"no answer from {self.peer_id} within {timeout:.3f} s"))
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    # -- receiving --------------------------------------------------------------------------------------------------
+
+    def _dispatch(self, envelope: Envelope) -> None:
+        message = envelope.message
+        if self.peer_hello is None:
+            if isinstance(message, Hello):
+                self._on_hello(message)
+            elif isinstance(message, Bye):
+                log.info("{link}: peer closed during handshake: {reason}", link=self.describe(), reason=message.reason)
+                self.close(f"peer said bye: {message.reason}", bye=False)
+            else:
+                self._protocol_violation(f"{type(message).__name__} before HELLO")
+            return
+        if isinstance(message, Request):
+            self._on_request(envelope.msg_id, message)
+        elif isinstance(message, Response | Error):
+            self._settle(message.reply_to, message)
+        elif isinstance(message, Ping):
+            self._send(Pong(seq=message.seq, sent_at=message.sent_at))
+        elif isinstance(message, Pong):
+            self.health.pong(message.seq, message.sent_at, self.clock.seconds())
+        elif isinstance(message, Advertise):
+            if message.router_id != self.peer_id:
+                self._protocol_violation(f"ADVERTISE for {message.router_id!r} on a link with {self.peer_id!r}")
+                return
+            self.owner.handle_advertise(self, message)
+        elif isinstance(message, Bye):
+            log.info("{link}: peer closed the link: {reason}", link=self.describe(), reason=message.reason)
+            self.close(f"peer said bye: {message.reason}", bye=False)
+        elif isinstance(message, Hello):
+            self._protocol_violation("second HELLO")
+        # GOSSIP_* and EVENT are served by later layers; until then they are ignored, not fatal.
+
+    def _protocol_violation(self, what: str) -> None:
+        log.warn("{link}: protocol violation: {what}; closing", link=self.describe(), what=what)
+        self.owner.frame_error(self, WireError("schema", what))
+        self.close(f"protocol violation: {what}")
+
+    def _on_hello(self, hello: Hello) -> None:
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        common = set(hello.versions) & set(SUPPORTED_VERSIONS)
+        if not common:
+            log.warn("{link}: no common protocol version (peer {theirs}, ours {ours})", link=self.describe(),
+                     theirs=hello.versions, ours=list(SUPPORTED_VERSIONS))
+            self.close(f"no common protocol version (ours {list(SUPPORTED_VERSIONS)})")
+            return
+        self.version = max(common)
+        if self.expected_id is not None and hello.router_id != self.expected_id:
+            self._refuse(f"expected router {self.expected_id!r}, peer says it is {hello.router_id!r}")
+            return
+        refusal = self.owner.identify(self, hello)
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        self.peer_hello = hello
+        refusal = self.owner.link_up(self)
+        if refusal is not None:
+            self.close(refusal)
+            return
+        self.established = True
+        log.info("{link}: up (protocol v{version})", link=self.describe(), version=self.version)
+        self._heartbeat_timer = self.clock.callLater(self.heartbeat_interval, self._heartbeat)
+
+    def _refuse(self, reason: str) -> None:
+        log.warn("{link}: refused: {reason}", link=self.describe(), reason=reason)
+        self.close(f"refused: {reason}")
+
+    def _handshake_timed_out(self) -> None:
+        log.warn("{link}: no HELLO within {t} s; closing", link=self.describe(), t=self.handshake_timeout)
+        self.close("handshake timeout")
+
+    def _heartbeat(self) -> None:
+        now = self.clock.seconds()
+        seq = self.health.tick(now)
+        if seq is None:
+            log.warn("{link}: dead: nothing heard for {n} heartbeats", link=self.describe(), n=self.health.missed)
+            self.close("dead: heartbeats missed", bye=False, abort=True)
+            return
+        self._send(Ping(seq=seq, sent_at=now))
+        self._heartbeat_timer = self.clock.callLater(self.heartbeat_interval, self._heartbeat)
+
+    def _settle(self, reply_to: int, message: Response | Error) -> None:
+        entry = self._pending.pop(reply_to, None)
+        if entry is None:
+            # An answer after its deadline (or a link-level ERROR): harmless, but worth a counter.
+            self.late_replies += 1
+            if reply_to == 0 and isinstance(message, Error):
+                log.warn("{link}: peer reports {code}: {message}", link=self.describe(), code=message.code,
+                         message=message.message)
+            return
+        deferred, timer = entry
+        if timer.active():
+            timer.cancel()
+        if isinstance(message, Response):
+            deferred.callback(message)
+        else:
+            deferred.errback(RouterError(message.code, message.message, {"path": list(message.path)}))
+
+    def _on_request(self, msg_id: int, request: Request) -> None:
+        self._serving += 1
+        try:
+            d = self.owner.handle_request(self, request)
+        except Exception as exc:  # the owner's own bug must not kill the link
+            d = defer.fail(exc)
+
+        def answer(result: dict[str, Any]) -> None:
+            if self.closing_reason is None:
+                body = dict(result)  # the handler may keep its dict (replay cache): never mutate it
+                path = body.pop("path", list(request.path))
+                self._send(Response(reply_to=msg_id, request_id=request.request_id, result=body, path=path))
+
+        def failed(failure: Failure) -> None:
+            if isinstance(failure.value, RouterError):
+                code, message = failure.value.code, failure.value.message
+                path = failure.value.details.get("path", list(request.path))
+            else:
+                log.failure("{link}: serving request {rid} failed", failure, link=self.describe(),
+                            rid=request.request_id.hex())
+                code, message, path = "internal", "internal error in the router", list(request.path)
+            if self.closing_reason is None:
+                self._send(Error(reply_to=msg_id, request_id=request.request_id, code=code, message=message,
+                                 path=[str(p) for p in path]))
+
+        def done(_: object) -> None:
+            self._serving -= 1
+
+        d.addCallback(answer)
+        d.addErrback(failed)
+        d.addBoth(done)
+
+    def send_advertise(self, advert: Advertise) -> None:
+        if self.established and self.closing_reason is None:
+            self._send(advert)

@@ -1,0 +1,351 @@
+"""PeerService: the router's links to other routers.
+
+It listens for peers, dials every configured peer through its own :class:`ClientService` (exponential back-off with
+jitter), keeps exactly one link per peer router, and tells the router when links come and go. How bytes travel is
+the business of a :class:`LinkTransports` object: real TCP + mutual TLS in a daemon, in-memory links in the
+simulator. Everything above (handshake, heartbeats, duplicate resolution, request handling) is the same code.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.application.internet import ClientService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorTime,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from wecross.config import Address, PeerSettings, Timing
+from wecross.peer.link import keep_dialled_by
+from wecross.peer.protocol import LinkOwner, PeerLink
+from wecross.wire.errors import WireError
+from wecross.wire.limits import Limits as WireLimits
+from wecross.wire.messages import SUPPORTED_VERSIONS, Advertise, Hello, Request
+
+log = Logger()
+
+
+class LinkTransports(Protocol):
+    """How links are carried: endpoints to listen on and to dial, and how a peer proves its id."""
+
+    def server_endpoint(self) -> IStreamServerEndpoint | None:
+        """Where to accept peers, or None for a router that only dials out."""
+
+    def client_endpoint(self, peer: PeerSettings) -> IStreamClientEndpoint:
+        """How to reach one configured peer."""
+
+    def identify(self, link: PeerLink, hello: Hello) -> str | None:
+        """None if the link's authenticated identity is ``hello.router_id``; else the reason to refuse."""
+
+
+class RequestHandler(Protocol):
+    """The router side of the peer service."""
+
+    def handle_request(self, link: PeerLink, request: Request) -> Deferred[dict[str, Any]]: ...
+
+    def handle_advertise(self, link: PeerLink, advert: Advertise) -> None: ...
+
+    def peer_up(self, link: PeerLink) -> None: ...
+
+    def peer_down(self, link: PeerLink) -> None: ...
+
+
+def backoff_delays(
+    initial: float, maximum: float, factor: float, jitter: float, rng: random.Random
+) -> Callable[[int], float]:
+    """Delay before reconnect attempt ``n`` (0-based): exponential, capped, with proportional jitter.
+
+    Jitter takes up to ``jitter`` of the delay away at random, so routers that lost a common neighbour do not all
+    redial in the same instant, and a run seeded alike in the simulator redials alike.
+    """
+
+    def delay(attempt: int) -> float:
+        base = min(maximum, initial * factor ** min(attempt, 64))
+        return base * (1.0 - jitter * rng.random())
+
+    return delay
+
+
+@dataclass
+class Dialer:
+    """One configured peer: its ClientService and what we know of its attempts."""
+
+    settings: PeerSettings
+    service: ClientService | None = None
+    attempts: int = 0
+    last_error: str = ""
+    peer_id: str | None = None
+    paused_for: PeerLink | None = None
+    connected: bool = False
+
+
+@dataclass
+class PeerCounters:
+    bad_frames: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    links_up: int = 0
+    links_down: int = 0
+
+
+class _LinkFactory(Factory):
+    def __init__(self, owner: PeerService, outbound: bool, dialer: Dialer | None) -> None:
+        self.owner = owner
+        self.outbound = outbound
+        self.dialer = dialer
+
+    def buildProtocol(self, addr: Any) -> PeerLink:
+        link = self.owner.new_link(outbound=self.outbound, dialer=self.dialer)
+        link.factory = self
+        return link
+
+
+class PeerService(MultiService, LinkOwner):
+    """All of one router's peer links."""
+
+    def __init__(
+        self,
+        *,
+        local_id: str,
+        zones: tuple[str, ...],
+        listen: Address | None,
+        peers: tuple[PeerSettings, ...],
+        transports: LinkTransports,
+        handler: RequestHandler,
+        timing: Timing,
+        wire_limits: WireLimits,
+        max_in_flight: int,
+        clock: IReactorTime,
+        rng: random.Random | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.local_id = local_id
+        self.zones = zones
+        self.listen = listen
+        self.transports = transports
+        self.handler = handler
+        self.timing = timing
+        self.wire_limits = wire_limits
+        self.max_in_flight = max_in_flight
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.epoch = epoch if epoch is not None else int(time.time() * 1000)
+        self.links: dict[str, PeerLink] = {}
+        self.pending: set[PeerLink] = set()
+        self.dialers = [Dialer(p) for p in peers]
+        self.counters = PeerCounters()
+        self.port: IListeningPort | None = None
+
+    # -- service lifecycle ------------------------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        for dialer in self.dialers:
+            self._start_dialer(dialer)
+
+    def listen_now(self) -> Deferred[IListeningPort | None]:
+        """Start accepting peers; fires with the port (its real number matters when the config said port 0)."""
+        endpoint = self.transports.server_endpoint()
+        if endpoint is None:
+            d: Deferred[IListeningPort | None] = Deferred()
+            d.callback(None)
+            return d
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            self.port = port
+            log.info("router {id}: accepting peers on {addr}", id=self.local_id, addr=port.getHost())
+            return port
+
+        return endpoint.listen(_LinkFactory(self, outbound=False, dialer=None)).addCallback(listening)
+
+    def stopService(self) -> Deferred[None]:
+        for dialer in self.dialers:
+            dialer.paused_for = None
+        for link in list(self.links.values()) + list(self.pending):
+            link.close("router shutting down")
+        d = super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            d.addCallback(lambda _: port.stopListening())
+        return d
+
+    def _start_dialer(self, dialer: Dialer) -> None:
+        policy = backoff_delays(
+            self.timing.backoff_initial, self.timing.backoff_max, self.timing.backoff_factor,
+            self.timing.backoff_jitter, self.rng,
+        )
+
+        def retry_policy(_failed_attempts: int) -> float:
+            # ClientService resets its count on every TCP connect; a peer that accepts TCP but refuses the
+            # handshake must still be backed off, so count our own attempts until a link is really up.
+            delay = policy(dialer.attempts)
+            dialer.attempts += 1
+            return delay
+
+        service = ClientService(
+            self.transports.client_endpoint(dialer.settings),
+            _LinkFactory(self, outbound=True, dialer=dialer),
+            retryPolicy=retry_policy,
+            clock=self.clock,
+        )
+        dialer.service = service
+        service.setServiceParent(self)
+
+    def _pause_dialer(self, dialer: Dialer, survivor: PeerLink) -> None:
+        """Stop redialling a peer we are already linked to through its own dial; resume when that link drops."""
+        if dialer.service is None or dialer.paused_for is not None:
+            return
+        dialer.paused_for = survivor
+        service, dialer.service = dialer.service, None
+        service.disownServiceParent()
+        log.debug("router {id}: not dialling {peer}: linked through its own connection", id=self.local_id,
+                  peer=survivor.peer_id)
+
+    # -- LinkOwner --------------------------------------------------------------------------------------------------
+
+    def new_link(self, *, outbound: bool, dialer: Dialer | None) -> PeerLink:
+        link = PeerLink(
+            self,
+            self.clock,
+            outbound=outbound,
+            expected_id=dialer.settings.id if dialer else None,
+            heartbeat_interval=self.timing.heartbeat_interval,
+            dead_after=self.timing.dead_after,
+            handshake_timeout=self.timing.handshake_timeout,
+            wire_limits=self.wire_limits,
+            max_in_flight=self.max_in_flight,
+        )
+        link.dialer = dialer  # type: ignore[attr-defined]
+        self.pending.add(link)
+        return link
+
+    def hello(self) -> Hello:
+        return Hello(
+            router_id=self.local_id,
+            versions=list(SUPPORTED_VERSIONS),
+            zones=list(self.zones),
+            features=[],
+            listen=str(self.listen) if self.listen else "",
+            epoch=self.epoch,
+        )
+
+    def identify(self, link: PeerLink, hello: Hello) -> str | None:
+        if hello.router_id == self.local_id:
+            return "the peer has our own router id (a router dialling itself, or a stolen identity)"
+        refusal = self.transports.identify(link, hello)
+        if refusal is not None:
+            self.counters.refused["identity"] += 1
+        return refusal
+
+    def link_up(self, link: PeerLink) -> str | None:
+        peer_id = link.peer_id
+        assert peer_id is not None
+        existing = self.links.get(peer_id)
+        if existing is not None and existing is not link:
+            winner_dialler = keep_dialled_by(self.local_id, peer_id)
+
+            def dialler(candidate: PeerLink) -> str:
+                return self.local_id if candidate.outbound else peer_id
+
+            new_wins = dialler(link) == winner_dialler or dialler(existing) != winner_dialler
+            loser, survivor = (existing, link) if new_wins else (link, existing)
+            self.counters.refused["duplicate"] += 1
+            loser_dialer: Dialer | None = getattr(loser, "dialer", None)
+            if loser.outbound and loser_dialer is not None:
+                self._pause_dialer(loser_dialer, survivor)
+            if not new_wins:
+                return "duplicate link (the other connection is kept)"
+            self.links.pop(peer_id, None)
+            loser.close("duplicate link (the other connection is kept)")
+        self.pending.discard(link)
+        self.links[peer_id] = link
+        dialer: Dialer | None = getattr(link, "dialer", None)
+        if dialer is not None:
+            dialer.attempts = 0
+            dialer.peer_id = peer_id
+            dialer.connected = True
+            dialer.last_error = ""
+        self.counters.links_up += 1
+        self.handler.peer_up(link)
+        return None
+
+    def link_down(self, link: PeerLink, reason: str) -> None:
+        self.pending.discard(link)
+        dialer: Dialer | None = getattr(link, "dialer", None)
+        if dialer is not None:
+            dialer.connected = False
+            dialer.last_error = reason
+        if link.peer_id is not None and self.links.get(link.peer_id) is link:
+            del self.links[link.peer_id]
+            self.counters.links_down += 1
+            log.info("router {id}: link to {peer} down: {reason}", id=self.local_id, peer=link.peer_id,
+                     reason=reason)
+            self.handler.peer_down(link)
+            for paused in self.dialers:
+                if paused.paused_for is link:
+                    paused.paused_for = None
+                    if self.running:
+                        self._start_dialer(paused)
+
+    def frame_error(self, link: PeerLink, error: WireError) -> None:
+        self.counters.bad_frames[error.reason] += 1
+
+    def handle_request(self, link: PeerLink, request: Request) -> Deferred[dict[str, Any]]:
+        return self.handler.handle_request(link, request)
+
+    def handle_advertise(self, link: PeerLink, advert: Advertise) -> None:
+        self.handler.handle_advertise(link, advert)
+
+    # -- views ------------------------------------------------------------------------------------------------------
+
+    def peer_table(self) -> list[dict[str, Any]]:
+        """What ``GET /peers`` shows: established links, then configured peers that are not linked."""
+        now = self.clock.seconds()
+        rows: list[dict[str, Any]] = []
+        for peer_id, link in sorted(self.links.items()):
+            snap = link.health.snapshot()
+            rows.append({
+                "id": peer_id,
+                "address": link.address,
+                "listen": link.peer_hello.listen if link.peer_hello else "",
+                "zones": list(link.peer_hello.zones) if link.peer_hello else [],
+                "state": "up",
+                "direction": "outbound" if link.outbound else "inbound",
+                "srtt_ms": None if snap.srtt is None else round(snap.srtt * 1000, 3),
+                "rttvar_ms": None if snap.rttvar is None else round(snap.rttvar * 1000, 3),
+                "last_rtt_ms": None if snap.last_rtt is None else round(snap.last_rtt * 1000, 3),
+                "loss": round(snap.loss, 4),
+                "last_heard_s": round(now - snap.last_heard, 3),
+                "up_for_s": round(now - link.connected_at, 3),
+                "in_flight": link.in_flight,
+                "bytes_in": link.bytes_in,
+                "bytes_out": link.bytes_out,
+                "frames_in": link.frames_in,
+                "frames_out": link.frames_out,
+                "protocol": link.version,
+            })
+        linked = set(self.links)
+        for dialer in self.dialers:
+            if dialer.peer_id in linked or dialer.connected:
+                continue
+            rows.append({
+                "id": dialer.settings.id or dialer.peer_id,
+                "address": str(dialer.settings.address),
+                "state": "connecting",
+                "direction": "outbound",
+                "attempts": dialer.attempts,
+                "last_error": dialer.last_error,
+            })
+        return rows

@@ -1,0 +1,201 @@
+"""UBI/HIP: the one interface every chain adapter (stub) and every resource on it offers.
+
+A router never talks to a chain SDK directly; it talks to these interfaces, so a request for any chain travels the
+same way. Every method that may touch the chain returns a Deferred: a stub whose SDK blocks runs it in a thread pool,
+never on the reactor thread.
+
+Values crossing these interfaces are "wire values": None, bool, int, float, str, bytes, lists and str-keyed dicts of
+them, because they are carried in msgpack frames and JSON bodies unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+#: Operations of the resource interface (UBI, whitepaper 3.1), as named on the wire and in REST URLs.
+OP_CALL = "call"
+OP_SEND_TRANSACTION = "sendTransaction"
+OP_GET_DATA = "getData"
+OP_SET_DATA = "setData"
+OPERATIONS = (OP_CALL, OP_SEND_TRANSACTION, OP_GET_DATA, OP_SET_DATA)
+#: Operations that change chain state: never retried blindly, deduplicated by request id at the owner.
+WRITE_OPERATIONS = frozenset({OP_SEND_TRANSACTION, OP_SET_DATA})
+
+
+class StubError(Exception):
+    """A failure a stub reports to the caller, with a stable code (e.g. ``unknown_method``, ``bad_args``,
+    ``insufficient_funds``) and a human message. Anything else a stub raises is an internal error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ChainState:
+    """What a router advertises about a chain it serves."""
+
+    chain_type: str
+    height: int
+    head_hash: str
+    genesis_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    """The abstract block header (whitepaper 3.1.2): chain-structure fields and the three verification roots.
+
+    Hashes and roots are lowercase hex strings without ``0x``. ``extras`` carries chain-specific fields.
+    """
+
+    number: int
+    hash: str
+    prev_hash: str
+    tx_root: str
+    receipt_root: str
+    state_root: str
+    timestamp: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "hash": self.hash,
+            "prev_hash": self.prev_hash,
+            "tx_root": self.tx_root,
+            "receipt_root": self.receipt_root,
+            "state_root": self.state_root,
+            "timestamp": self.timestamp,
+            "extras": dict(self.extras),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceInfo:
+    """What the network learns about one resource: its name, its kind and the methods it offers."""
+
+    name: str
+    kind: str
+    methods: dict[str, str]  # method name -> "read" (call) or "write" (sendTransaction)
+    description: str = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "methods": dict(self.methods), "description": self.description}
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The answer of a resource operation.
+
+    ``output`` is the decoded return value. Write operations also carry the transaction hash, the number of the
+    block that holds it and the receipt (a wire-value dict); ``proof`` is filled by stubs that can prove inclusion.
+    """
+
+    output: Any
+    tx_hash: str | None = None
+    block_number: int | None = None
+    receipt: dict[str, Any] | None = None
+    proof: dict[str, Any] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"output": self.output}
+        if self.tx_hash is not None:
+            wire["tx_hash"] = self.tx_hash
+        if self.block_number is not None:
+            wire["block_number"] = self.block_number
+        if self.receipt is not None:
+            wire["receipt"] = self.receipt
+        if self.proof is not None:
+            wire["proof"] = self.proof
+        return wire
+
+
+class IResource(Interface):
+    """One contract, asset, table or channel on a chain."""
+
+    info = Attribute("ResourceInfo")
+
+    def call(method: str, args: list[Any], sender: str) -> Deferred[Result]:
+        """Read-only invocation; changes no state and makes no block."""
+
+    def send_transaction(method: str, args: list[Any], sender: str) -> Deferred[Result]:
+        """State-changing invocation; the Result carries tx hash, block number and receipt."""
+
+    def get_data(key: str, sender: str) -> Deferred[Result]:
+        """Read one value by key."""
+
+    def set_data(key: str, value: Any, sender: str) -> Deferred[Result]:
+        """Write one value by key (a transaction on chains that need one)."""
+
+    # Transaction hooks (2PC and HTLC). Declared here so every stub states what it supports; implemented with the
+    # transaction layer. A stub that does not take part raises StubError("unsupported", ...).
+    def prepare(tx_id: str, method: str, args: list[Any], sender: str) -> Deferred[Result]:
+        """Execute tentatively under tx_id and lock what it touches."""
+
+    def commit(tx_id: str) -> Deferred[Result]:
+        """Make a prepared tx_id permanent and release its locks."""
+
+    def rollback(tx_id: str) -> Deferred[Result]:
+        """Undo a prepared tx_id and release its locks."""
+
+    def lock(htlc_id: str, hash_lock: str, timelock: float, args: list[Any], sender: str) -> Deferred[Result]:
+        """HTLC: lock an amount until a secret with sha256 == hash_lock is shown or timelock passes."""
+
+    def unlock(htlc_id: str, secret: str, sender: str) -> Deferred[Result]:
+        """HTLC: release the locked amount to its receiver by showing the secret."""
+
+    def timeout(htlc_id: str, sender: str) -> Deferred[Result]:
+        """HTLC: return the locked amount to its sender after the time lock passed."""
+
+
+class IStub(Interface):
+    """The adapter to one chain."""
+
+    name = Attribute("str: the chain's name, the middle part of its iPaths")
+    zone = Attribute("str: the zone the chain belongs to")
+    chain_type = Attribute("str: e.g. 'embedded', 'evm'")
+
+    def start() -> Deferred[None]:
+        """Open the chain (database, RPC connection)."""
+
+    def stop() -> Deferred[None]:
+        """Close it; pending work finishes or fails cleanly."""
+
+    def chain_state() -> Deferred[ChainState]:
+        """Height, head and genesis hash."""
+
+    def header(number: int) -> Deferred[BlockHeader]:
+        """The abstract header of block ``number``; StubError('no_such_block') if there is none."""
+
+    def resources() -> list[IResource]:
+        """The resources this stub serves."""
+
+    def resource(name: str) -> IResource | None:
+        """One resource by name, or None."""
+
+
+@dataclass(frozen=True, slots=True)
+class StubSettings:
+    """What the router's config says about one stub (see wecross.config)."""
+
+    name: str
+    zone: str
+    type: str
+    options: dict[str, Any]
+    resources: list[dict[str, Any]]
+
+
+class IStubFactory(Interface):
+    """Found by ``twisted.plugin.getPlugins`` in the stub plugin directories; makes stubs of one chain type."""
+
+    stub_type = Attribute("str: the value of ``type`` in a stub's config that selects this factory")
+    description = Attribute("str: one line for `wecross stubs`")
+
+    def build(settings: StubSettings, data_dir: Path) -> IStub:
+        """Make (not start) a stub; raise ValueError naming the option that is wrong."""
