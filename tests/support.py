@@ -1,0 +1,116 @@
+"""Shared fixtures for the router tests: a PKI made once per run, router settings, routers started for real."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.defer import Deferred
+
+from wecross.config import Settings, settings_from_dict
+from wecross.node import RouterNode
+from wecross.pki import authority
+
+ROUTER_IDS = ("router-a", "router-b", "router-c", "router-d", "router-e", "router-f", "router-g", "router-h")
+
+
+@cache
+def pki() -> Path:
+    """One CA with an intermediate, router certs for ROUTER_IDS, and a CA of strangers with one router cert."""
+    base = Path(tempfile.mkdtemp(prefix="wecross-pki-"))
+    root, intermediate = authority.create_ca_chain(1)
+    authority.write_certificates(base / "ca.crt", [root.cert])
+    for rid in ROUTER_IDS:
+        leaf = authority.issue_router_cert(intermediate, rid)
+        authority.write_certificates(base / rid / "chain.pem", leaf.full_chain)
+        authority.write_private_key(base / rid / "key.pem", leaf.key)
+    client = authority.issue_client_cert(intermediate, "alice")
+    authority.write_certificates(base / "alice" / "chain.pem", client.full_chain)
+    authority.write_private_key(base / "alice" / "key.pem", client.key)
+    (stranger_root,) = authority.create_ca_chain(0, root_name="Stranger CA")
+    authority.write_certificates(base / "stranger" / "ca.crt", [stranger_root.cert])
+    for rid in ("router-a", "router-b"):
+        leaf = authority.issue_router_cert(stranger_root, rid)
+        authority.write_certificates(base / "stranger" / rid / "chain.pem", leaf.full_chain)
+        authority.write_private_key(base / "stranger" / rid / "key.pem", leaf.key)
+    return base
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def router_settings(
+    router_id: str,
+    workdir: Path,
+    *,
+    zone: str = "payment",
+    chain: str | None = None,
+    peers: list[dict[str, Any]] | None = None,
+    p2p_port: int = 0,
+    rest: bool = True,
+    timing: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
+    cert_dir: Path | None = None,
+) -> Settings:
+    certs = cert_dir or pki() / router_id
+    document: dict[str, Any] = {
+        "router": {"id": router_id, "zones": [zone], "data_dir": str(workdir / router_id)},
+        "p2p": {
+            "listen": f"127.0.0.1:{p2p_port}",
+            "ca": str((cert_dir.parent if cert_dir else pki()) / "ca.crt"),
+            "cert": str(certs / "chain.pem"),
+            "key": str(certs / "key.pem"),
+            "peers": peers or [],
+        },
+        "timing": {"heartbeat_interval": 0.2, "dead_after": 3, "backoff_initial": 0.05, "backoff_max": 0.5,
+                   **(timing or {})},
+        "limits": limits or {},
+        "stubs": [],
+    }
+    if rest:
+        document["rest"] = {"listen": "127.0.0.1:0"}
+    if chain is not None:
+        document["stubs"].append({
+            "name": chain, "zone": zone, "type": "embedded",
+            "resources": [
+                {"name": "hello", "kind": "kv"},
+                {"name": "asset", "kind": "asset", "initial": {"alice": 1000, "anonymous": 100}},
+            ],
+        })
+    return settings_from_dict(document, workdir / f"{router_id}.toml")
+
+
+def start(settings: Settings) -> Deferred[RouterNode]:
+    node = RouterNode(settings, reactor)
+    node.startService()
+    return node.ready.addCallback(lambda _: node)
+
+
+def stop(node: RouterNode) -> Deferred[None]:
+    if not node.running:
+        return defer.succeed(None)
+    return defer.maybeDeferred(node.stopService)
+
+
+def until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Deferred[None]:
+    """Poll a condition on the reactor (never sleeping it); fail the test if it does not hold in time."""
+    from twisted.internet.task import deferLater
+
+    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def loop() -> Any:
+        while not predicate():
+            if reactor.seconds() > deadline:  # type: ignore[attr-defined]
+                raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+            yield deferLater(reactor, interval, lambda: None)
+
+    return loop()

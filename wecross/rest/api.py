@@ -1,0 +1,586 @@
+"""The router's public REST API on twisted.web.
+
+Written against :class:`wecross.facade.RouterFacade` only, so it runs the same against a real node, a simulated one
+or a test fake. Every answer is one JSON envelope (see :mod:`wecross.rest.json_body`), every failure has a stable
+code from :mod:`wecross.errors`, and nothing a client sends can make a traceback reach it.
+
+Three decisions shape this module:
+
+* One leaf resource dispatches every path itself. twisted.web's resource tree would answer unknown paths and wrong
+  methods with HTML pages; doing the routing here keeps every answer in the JSON envelope.
+* Oversized bodies are refused by :class:`RestRequest` while the headers are being parsed (Content-Length) or while
+  chunks arrive (chunked encoding), before twisted.web would have buffered the whole body to memory or disk.
+* The sender of an operation is the CN of the client's TLS certificate, never a field of the body: the body is
+  whatever the client chose to write, the certificate is what the TLS layer verified.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+from http import HTTPStatus
+from typing import Any, cast
+
+from cryptography.x509.oid import NameOID
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime, ISSLTransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from wecross.errors import RouterError
+from wecross.facade import Invocation, RouterFacade
+from wecross.ipath import IPath, IPathError, IPathPattern
+from wecross.rest.json_body import (
+    JSON_CONTENT_TYPE,
+    check_content_type,
+    error_body,
+    parse_json_object,
+    parse_operation_body,
+    success_body,
+)
+from wecross.stub.interfaces import OPERATIONS, StubError
+
+ANONYMOUS = "anonymous"
+DEFAULT_MAX_BODY = 1024 * 1024
+
+_log = Logger(namespace="wecross.rest")
+
+#: The paths that take no URL parameters, and the query parameters each accepts.
+_GET_ENDPOINTS: dict[str, frozenset[str]] = {
+    "": frozenset(),
+    "status": frozenset(),
+    "peers": frozenset(),
+    "resources": frozenset({"zone", "chain"}),
+}
+_GET_METHODS = (b"GET", b"HEAD")
+_POST_METHODS = (b"POST",)
+
+_INDEX: dict[str, Any] = {
+    "service": "wecross router REST API",
+    "envelope": {
+        "success": {"ok": True, "data": "..."},
+        "error": {"ok": False, "error": {"code": "...", "message": "...", "details": "(optional)"}},
+    },
+    "endpoints": [
+        {"method": "GET", "path": "/", "summary": "this index"},
+        {"method": "GET", "path": "/status", "summary": "router id, zones, version, uptime, counters"},
+        {"method": "GET", "path": "/peers", "summary": "known peers and link metrics"},
+        {
+            "method": "GET",
+            "path": "/resources",
+            "query": ["zone", "chain"],
+            "summary": "resources reachable from this router, optionally filtered",
+        },
+        {
+            "method": "POST",
+            "path": "/{zone}/{chain}/{resource}/{op}",
+            "ops": list(OPERATIONS),
+            "summary": "run an operation on a resource",
+        },
+    ],
+}
+
+
+def new_counters() -> dict[str, int]:
+    """The request counters a site keeps; ``requests`` counts arrivals, the others outcomes."""
+    return {"requests": 0, "ok": 0, "client_error": 0, "server_error": 0, "client_gone": 0}
+
+
+def _count_status(counters: dict[str, int], status: int) -> None:
+    if status >= 500:
+        counters["server_error"] += 1
+    elif status >= 400:
+        counters["client_error"] += 1
+    else:
+        counters["ok"] += 1
+
+
+def _reason(status: int) -> bytes | None:
+    # twisted.web has no phrase for some codes (422 would go out as "Unknown Status").
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return None
+
+
+def _new_ref() -> str:
+    """A short id tying a 500 answer to its log entry, so a user's report can be matched without a traceback."""
+    return secrets.token_hex(4)
+
+
+def _internal_error(ref: str) -> RouterError:
+    return RouterError("internal", f"internal error; see the router log (ref {ref})", {"ref": ref})
+
+
+def client_identity(request: Any) -> str:
+    """The CN of the client's TLS certificate, or ``anonymous`` on plain HTTP or when no certificate was presented.
+
+    Whether the certificate was verified against the network's CA is the listener's business (its TLS context must
+    require verification of any certificate offered); this function only reads what the TLS layer accepted.
+    """
+    transport = getattr(request, "transport", None)
+    if transport is None or not ISSLTransport.providedBy(transport):
+        return ANONYMOUS
+    try:
+        cert = transport.getPeerCertificate()
+    except Exception:  # a transport torn down mid-request has no TLS connection left to ask
+        return ANONYMOUS
+    if cert is None:
+        return ANONYMOUS
+    try:
+        names = cert.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except Exception:
+        return ANONYMOUS
+    if not names:
+        return ANONYMOUS
+    value = names[0].value
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value) or ANONYMOUS
+
+
+def _decode_segment(segment: bytes) -> str | None:
+    try:
+        return segment.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _check_single_part(kind: str, value: str, where: str) -> None:
+    # The iPath parser splits on dots; a dot inside one URL segment would otherwise yield a message about a
+    # four-part iPath the client never wrote.
+    if "." in value or "*" in value:
+        raise RouterError(
+            "bad_ipath",
+            f"{where} {kind} {value!r} must be one iPath part: 1-64 letters, digits, '_' or '-' (no '.' or '*')",
+            {kind: value},
+        )
+
+
+def _url_ipath(zone: str, chain: str, resource: str) -> IPath:
+    for kind, value in (("zone", zone), ("chain", chain), ("resource", resource)):
+        _check_single_part(kind, value, "URL")
+    try:
+        return IPath.from_url_parts(zone, chain, resource)
+    except IPathError as exc:
+        raise RouterError("bad_ipath", str(exc), {"zone": zone, "chain": chain, "resource": resource}) from None
+
+
+def _query(request: Any, allowed: frozenset[str]) -> dict[str, str]:
+    """Single-valued, known query parameters only: a typo such as ``?zones=`` must not silently mean 'no filter'."""
+    raw: dict[bytes, list[bytes]] = getattr(request, "args", None) or {}
+    result: dict[str, str] = {}
+    for key_bytes, values in raw.items():
+        key = _decode_segment(key_bytes)
+        if key is None or key not in allowed:
+            shown = key if key is not None else key_bytes.decode("utf-8", "replace")
+            accepted = ", ".join(sorted(allowed)) or "none"
+            raise RouterError(
+                "bad_request",
+                f"unknown query parameter {shown!r}; accepted: {accepted}",
+                {"unknown": [shown], "allowed": sorted(allowed)},
+            )
+        if len(values) != 1:
+            raise RouterError("bad_request", f"query parameter {key!r} given {len(values)} times", {"field": key})
+        value = _decode_segment(values[0])
+        if value is None:
+            raise RouterError("bad_request", f"query parameter {key!r} is not valid UTF-8", {"field": key})
+        result[key] = value
+    return result
+
+
+class _Exchange:
+    """One request from arrival to answer: tracks whether the client is still there and answers exactly once."""
+
+    def __init__(self, api: RestApi, request: Any) -> None:
+        # Any: twisted.web's Request is largely unannotated, and tests drive this with DummyRequest.
+        self.api = api
+        self.request = request
+        self.gone = False
+        self.answered = False
+        self.pending: Deferred[Any] | None = None
+        self.label = f"{request.method.decode('latin-1')} {request.uri.decode('latin-1')}"
+
+    def start(self) -> None:
+        self.api.counters["requests"] += 1
+        self.request.notifyFinish().addErrback(self._client_left)
+        d: Deferred[Any] = maybeDeferred(self.api.dispatch, self.request)
+        self.pending = d
+        d.addCallbacks(self._succeeded, self._failed)
+        d.addErrback(self._last_resort)
+
+    def _last_resort(self, failure: Failure) -> None:
+        # Only reached when writing the answer itself failed; nothing more can be sent, but it must be logged.
+        _log.failure("{request}: could not send the answer", failure=failure, request=self.label)
+
+    def _client_left(self, reason: Failure) -> None:
+        if self.answered:
+            return
+        self.gone = True
+        self.api.counters["client_gone"] += 1
+        if self.api.log_requests:
+            _log.info("{request} client left before the answer", request=self.label)
+        if self.pending is not None:
+            # Lets the router stop waiting for a far-away peer; harmless when the facade has no canceller.
+            self.pending.cancel()
+
+    def _succeeded(self, data: object) -> None:
+        if self.gone:
+            return
+        try:
+            payload = success_body(data)
+        except Exception:
+            self._failed(Failure())  # type: ignore[no-untyped-call]
+            return
+        self._answer(200, payload)
+
+    def _failed(self, failure: Failure) -> None:
+        error = failure.value
+        if self.gone:
+            if not isinstance(error, RouterError | StubError | CancelledError):
+                _log.failure("{request} failed after the client left", failure=failure, request=self.label)
+            return
+        if isinstance(error, RouterError):
+            routed = error
+        elif isinstance(error, StubError):
+            routed = RouterError(error.code, error.message)
+        else:
+            ref = _new_ref()
+            _log.failure("{request} failed (ref {ref})", failure=failure, request=self.label, ref=ref)
+            routed = _internal_error(ref)
+        headers: dict[bytes, bytes] = {}
+        if isinstance(error, _MethodNotAllowed):
+            headers[b"Allow"] = error.allow
+        self._answer(routed.http_status, error_body(routed), headers)
+
+    def _answer(self, status: int, payload: bytes, headers: dict[bytes, bytes] | None = None) -> None:
+        request = self.request
+        if self.answered or self.gone or getattr(request, "_disconnected", False):
+            return
+        self.answered = True
+        request.setResponseCode(status, _reason(status))
+        request.setHeader(b"Content-Type", JSON_CONTENT_TYPE)
+        request.setHeader(b"Content-Length", str(len(payload)).encode("ascii"))
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        for name, value in (headers or {}).items():
+            request.setHeader(name, value)
+        request.write(payload)
+        if not getattr(request, "_disconnected", False):  # finish() raises if the client left during write()
+            request.finish()
+        _count_status(self.api.counters, status)
+        if self.api.log_requests:
+            _log.info("{request} -> {status}", request=self.label, status=status)
+
+
+class _MethodNotAllowed(RouterError):
+    """Carries the Allow header value to the exchange, which must send it with the 405."""
+
+    def __init__(self, method: bytes, allowed: tuple[bytes, ...], path: str) -> None:
+        names = [m.decode("ascii") for m in allowed]
+        super().__init__(
+            "method_not_allowed",
+            f"{method.decode('latin-1')} is not allowed on {path}; use {' or '.join(names)}",
+            {"allowed": names},
+        )
+        self.allow = b", ".join(allowed)
+
+
+class RestApi(Resource):
+    """The whole API as one leaf resource (see the module docstring for why)."""
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        router: RouterFacade,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+        counters: dict[str, int] | None = None,
+        log_requests: bool = False,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.router = router
+        self.max_body = max_body
+        self.counters = counters if counters is not None else new_counters()
+        self.log_requests = log_requests
+
+    def render(self, request: Request) -> bytes:
+        exchange = _Exchange(self, request)
+        try:
+            exchange.start()
+        except Exception:  # start() itself failing is a bug here, still not the client's business
+            exchange._failed(Failure())  # type: ignore[no-untyped-call]
+        return cast(bytes, NOT_DONE_YET)
+
+    # --- routing -----------------------------------------------------------------------------------------------------
+
+    def dispatch(self, request: Request) -> Any:
+        """Route one request; returns the data (or a Deferred of it), raises RouterError for anything refused."""
+        raw_segments = list(request.postpath or [b""])
+        if len(raw_segments) > 1 and raw_segments[-1] == b"":
+            raw_segments.pop()  # "/status/" means "/status"
+        segments = [_decode_segment(s) for s in raw_segments]
+        shown_path = "/" + "/".join(s if s is not None else "?" for s in segments)
+        method = request.method
+
+        if len(segments) == 1 and segments[0] in _GET_ENDPOINTS:
+            name = segments[0]
+            assert name is not None
+            if method not in _GET_METHODS:
+                raise _MethodNotAllowed(method, _GET_METHODS, shown_path)
+            return self._get(name, _query(request, _GET_ENDPOINTS[name]))
+
+        if len(segments) == 4:
+            op = segments[3]
+            if op not in OPERATIONS:
+                raise RouterError(
+                    "not_found",
+                    f"unknown operation {op!r}; use one of {', '.join(OPERATIONS)}",
+                    {"operations": list(OPERATIONS)},
+                )
+            if method not in _POST_METHODS:
+                raise _MethodNotAllowed(method, _POST_METHODS, shown_path)
+            zone, chain, resource = segments[:3]
+            if zone is None or chain is None or resource is None:
+                raise RouterError("bad_ipath", "iPath parts in the URL must be valid UTF-8")
+            path = _url_ipath(zone, chain, resource)
+            _query(request, frozenset())
+            return self._operation(request, path, op)
+
+        raise RouterError(
+            "not_found",
+            f"no endpoint at {shown_path}; GET / lists the endpoints",
+            {"endpoints": ["/", "/status", "/peers", "/resources", "/{zone}/{chain}/{resource}/{op}"]},
+        )
+
+    def _get(self, name: str, query: dict[str, str]) -> Any:
+        if name == "":
+            return _INDEX
+        if name == "status":
+            return self.router.status()
+        if name == "peers":
+            return self.router.peers()
+        pattern = self._resource_filter(query)
+        d: Deferred[Any] = maybeDeferred(self.router.resources)
+        if pattern is not None:
+            d.addCallback(_filter_resources, pattern)
+        return d
+
+    @staticmethod
+    def _resource_filter(query: dict[str, str]) -> IPathPattern | None:
+        if not query:
+            return None
+        for kind in ("zone", "chain"):
+            if kind in query:
+                _check_single_part(kind, query[kind], "query parameter")
+        text = f"{query.get('zone', '*')}.{query.get('chain', '*')}.*"
+        try:
+            return IPathPattern.parse(text)
+        except IPathError as exc:
+            raise RouterError("bad_ipath", str(exc), dict(query)) from None
+
+    def _operation(self, request: Request, path: IPath, op: str) -> Deferred[Any]:
+        check_content_type(request.getHeader(b"Content-Type"))
+        body = self._read_body(request)
+        method, args = parse_operation_body(op, parse_json_object(body))
+        invocation = Invocation(path=path, op=op, method=method, args=args, sender=client_identity(request))
+        return self.router.invoke(invocation)
+
+    def _read_body(self, request: Request) -> bytes:
+        # RestRequest already stopped storing at the limit; reading one byte more tells a full body from an
+        # oversized one when this resource sits behind another request class.
+        content = request.content
+        if content is None:
+            return b""
+        content.seek(0)
+        body = content.read(self.max_body + 1)
+        if len(body) > self.max_body:
+            raise _too_large(self.max_body, None)
+        return cast(bytes, body)
+
+
+def _filter_resources(items: list[dict[str, Any]], pattern: IPathPattern) -> list[dict[str, Any]]:
+    kept = []
+    for item in items:
+        try:
+            path = IPath.parse(str(item.get("ipath", "")))
+        except IPathError:
+            continue
+        if pattern.matches(path):
+            kept.append(item)
+    return kept
+
+
+def _too_large(limit: int, declared: int | None) -> RouterError:
+    size = f" of {declared} bytes" if declared is not None else ""
+    return RouterError(
+        "too_large",
+        f"request body{size} exceeds the limit of {limit} bytes",
+        {"limit": limit, **({"length": declared} if declared is not None else {})},
+    )
+
+
+class RestRequest(Request):
+    """A request that refuses a body over the site's limit as soon as it knows, instead of buffering it first.
+
+    twisted.web reads the whole body before the resource sees the request; this class answers 413 from the header
+    (Content-Length) or from the running byte count (chunked encoding), so the router never holds more than
+    ``max_body`` bytes of one body.
+
+    After the 413 the connection is not closed at once. A client that writes its whole body before reading (urllib,
+    requests) would get a TCP reset instead of the answer if the server closed with unread data in its socket, so
+    the rest of the body is read and dropped, until the body has reached ``site.drain_limit`` bytes in all or
+    ``site.drain_timeout`` seconds have passed; a declared length above the drain limit closes the connection at once.
+    """
+
+    _rejected = False
+    _received = 0
+    _drain_call: Any = None  # an IDelayedCall; zope interfaces do not type-check as classes
+
+    def _site(self) -> RestSite | None:
+        site = getattr(self.channel, "site", None)
+        return site if isinstance(site, RestSite) else None
+
+    def gotLength(self, length: int | None) -> None:
+        site = self._site()
+        if site is not None and length is not None and length > site.max_body:
+            # Refuse before twisted.web answers "100 Continue": a client that waits for it never sends the body.
+            self.requestHeaders.removeHeader(b"Expect")
+            self._reject(site, _too_large(site.max_body, length), drain=length <= site.drain_limit)
+            return
+        super().gotLength(length)  # type: ignore[no-untyped-call]
+
+    def handleContentChunk(self, data: bytes) -> None:
+        site = self._site()
+        self._received += len(data)
+        if self._rejected:
+            if site is None or self._received > site.drain_limit:
+                self._close()
+            return
+        if site is not None and self._received > site.max_body:
+            self._reject(site, _too_large(site.max_body, None), drain=True)
+            return
+        super().handleContentChunk(data)  # type: ignore[no-untyped-call]
+
+    def _reject(self, site: RestSite, error: RouterError, *, drain: bool) -> None:
+        self._rejected = True
+        if self.content is not None:
+            self.content.close()
+        self.content = io.BytesIO()
+        payload = error_body(error)
+        head = (
+            b"HTTP/1.1 413 Request Entity Too Large\r\n"
+            b"Content-Type: " + JSON_CONTENT_TYPE + b"\r\n"
+            b"Content-Length: " + str(len(payload)).encode("ascii") + b"\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        # Written directly: the request line's method and version are not parsed into this object yet, and the
+        # connection closes after it, so no later response can interleave with this one.
+        transport = self.channel.transport
+        if transport is not None:
+            cast(Any, transport).write(head + payload)
+        site.counters["requests"] += 1
+        _count_status(site.counters, 413)
+        if site.log_requests:
+            _log.info("request refused: {message}", message=error.message)
+        if drain:
+            clock: Any = site.reactor  # IReactorTime: zope interface methods do not type-check as methods
+            self._drain_call = clock.callLater(site.drain_timeout, self._close)
+        else:
+            self._close()
+
+    def _close(self) -> None:
+        if self._drain_call is not None and self._drain_call.active():
+            self._drain_call.cancel()
+        self._drain_call = None
+        if self.channel is not None:
+            self.channel.loseConnection()  # type: ignore[no-untyped-call]
+
+    def process(self) -> None:
+        if self._rejected:
+            self._close()  # the refused body has been read to its end; the 413 said the connection closes
+            return
+        super().process()  # type: ignore[no-untyped-call]
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._drain_call is not None and self._drain_call.active():
+            self._drain_call.cancel()
+        self._drain_call = None
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+    def processingFailed(self, reason: Failure) -> Failure:
+        """A failure that escaped the resource: answered in the JSON envelope, never as twisted.web's HTML page."""
+        ref = _new_ref()
+        _log.failure("{uri} failed (ref {ref})", failure=reason, uri=self.uri, ref=ref)
+        if self.finished or self._disconnected:
+            return reason
+        payload = error_body(_internal_error(ref))
+        this: Any = self  # twisted.web's Request methods are unannotated
+        this.setResponseCode(500)
+        this.setHeader(b"Content-Type", JSON_CONTENT_TYPE)
+        this.setHeader(b"Content-Length", str(len(payload)).encode("ascii"))
+        this.write(payload)
+        this.finish()
+        site = self._site()
+        if site is not None:
+            _count_status(site.counters, 500)
+        return reason
+
+
+class RestSite(Site):
+    """The Site serving :class:`RestApi`; holds the counters /status reports and the body limits."""
+
+    #: How much of a refused body is read and dropped so that the client can see the 413 (see RestRequest).
+    drain_limit: int = 16 * 1024 * 1024
+    #: How long the connection stays open for that, in seconds.
+    drain_timeout: float = 10.0
+
+    def __init__(
+        self, api: RestApi, *, max_body: int, log_requests: bool, reactor: IReactorTime | None = None
+    ) -> None:
+        super().__init__(  # type: ignore[no-untyped-call]
+            api, requestFactory=RestRequest, parsePOSTFormSubmission=False, reactor=reactor
+        )
+        self.api = api
+        self.counters: dict[str, int] = api.counters
+        self.max_body = max_body
+        self.log_requests = log_requests
+        self.displayTracebacks = False
+
+    def log(self, request: http.Request) -> None:
+        """Silences twisted.web's access log; the API emits its own structured events when ``log_requests``."""
+
+
+def make_site(
+    router: RouterFacade,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    log_requests: bool = False,
+    reactor: IReactorTime | None = None,
+) -> RestSite:
+    """The REST API for one router, ready to be given to a TCP or TLS listener.
+
+    For client identity, listen with TLS and a context that verifies offered client certificates against the
+    network's CA; plain HTTP (or TLS without a client certificate) makes every caller ``anonymous``.
+    ``reactor`` only drives connection timeouts; the simulator passes its virtual clock.
+    """
+    if max_body < 0:
+        raise ValueError(f"max_body must be >= 0, got {max_body}")
+    api = RestApi(router, max_body=max_body, counters=new_counters(), log_requests=log_requests)
+    return RestSite(api, max_body=max_body, log_requests=log_requests, reactor=reactor)
+
+
+__all__ = [
+    "ANONYMOUS",
+    "DEFAULT_MAX_BODY",
+    "RestApi",
+    "RestRequest",
+    "RestSite",
+    "client_identity",
+    "make_site",
+    "new_counters",
+]

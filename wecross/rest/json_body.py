@@ -1,0 +1,230 @@
+"""JSON in and out of the REST API, with no I/O so every rule can be tested on its own.
+
+The REST layer accepts only a narrow, predictable dialect of JSON and answers in one envelope, so that clients in any
+language can rely on it:
+
+* request bodies are UTF-8 JSON objects with a fixed field list per operation; anything else is refused with a code
+  (``bad_json``, ``bad_request``, ``unsupported_media_type``) and a message naming the offending field;
+* answers are ``{"ok": true, "data": ...}`` or ``{"ok": false, "error": {...}}``; the wire values that JSON cannot
+  carry are mapped in a documented way (bytes -> ``"0x"`` + hex, NaN and infinities -> ``null``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from wecross.errors import RouterError
+from wecross.stub.interfaces import OP_CALL, OP_GET_DATA, OP_SEND_TRANSACTION, OP_SET_DATA, OPERATIONS
+
+#: Deeper results are refused rather than risking the interpreter's recursion limit on a hostile or buggy value.
+MAX_RESULT_DEPTH = 128
+
+JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
+
+#: Fields each operation accepts in its body: name -> (required, expected JSON type or None for any value).
+_FIELDS: dict[str, dict[str, tuple[bool, str | None]]] = {
+    OP_CALL: {"method": (True, "string"), "args": (False, "array")},
+    OP_SEND_TRANSACTION: {"method": (True, "string"), "args": (False, "array")},
+    OP_GET_DATA: {"key": (True, "string")},
+    OP_SET_DATA: {"key": (True, "string"), "value": (True, None)},
+}
+
+
+def json_type_name(value: object) -> str:
+    """The JSON name of a parsed value's type, so messages speak the client's language rather than Python's."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+# --- request side ---------------------------------------------------------------------------------------------------
+
+
+def check_content_type(header: bytes | None) -> None:
+    """Refuse a body that says it is something other than UTF-8 JSON.
+
+    A missing header is accepted (curl and many scripts omit it); a present one must be ``application/json`` or an
+    ``application/*+json`` type, with no charset or a UTF-8 one, because the body is decoded as UTF-8 regardless.
+    """
+    if header is None:
+        return
+    text = header.decode("latin-1")
+    media, *params = (part.strip() for part in text.split(";"))
+    media = media.lower()
+    is_json = media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    if not is_json:
+        hint = ""
+        if media == "application/x-www-form-urlencoded":
+            hint = " (curl -d sends this type by default: use --json, or -H 'Content-Type: application/json')"
+        raise RouterError(
+            "unsupported_media_type",
+            f"request body must be JSON (Content-Type: application/json), got {media or 'an empty type'!r}{hint}",
+            {"expected": "application/json"},
+        )
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise RouterError(
+                "unsupported_media_type",
+                f"request body must be UTF-8 encoded, got charset {value.strip()!r}",
+                {"expected": "application/json; charset=utf-8"},
+            )
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; Python's parser accepts them unless told otherwise.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A duplicated key means two different readings of the same body; refuse instead of silently keeping the last.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Decode a request body that must be one JSON object; raise RouterError bad_json / bad_request otherwise."""
+    if not body.strip():
+        raise RouterError("bad_json", "request body is empty; expected a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RouterError("bad_json", f"request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise RouterError(
+            "bad_json",
+            f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            {"line": exc.lineno, "column": exc.colno},
+        ) from None
+    except RecursionError:
+        raise RouterError("bad_json", "request body is nested too deeply") from None
+    except ValueError as exc:  # duplicate keys, NaN/Infinity, integers with too many digits
+        raise RouterError("bad_json", f"request body is not acceptable JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise RouterError("bad_request", f"request body must be a JSON object, got {json_type_name(value)}")
+    return value
+
+
+def parse_operation_body(op: str, body: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """Check an operation's body and return ``(method, args)`` in the Invocation's normalised form.
+
+    getData becomes ``("getData", [key])`` and setData ``("setData", [key, value])``: the operation name stands in
+    for the method so logs and permission checks always have a non-empty method to show.
+    """
+    if op not in _FIELDS:
+        raise RouterError("not_found", f"unknown operation {op!r}", {"operations": list(OPERATIONS)})
+    fields = _FIELDS[op]
+    if "sender" in body:
+        raise RouterError(
+            "bad_request",
+            "field 'sender' is not accepted: the sender is the identity of the client's TLS certificate",
+            {"field": "sender"},
+        )
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise RouterError(
+            "bad_request",
+            f"unknown field{'s' if len(unknown) > 1 else ''} {names} for {op}; allowed: {', '.join(fields)}",
+            {"unknown": unknown, "allowed": list(fields)},
+        )
+    for name, (required, expected) in fields.items():
+        if name not in body:
+            if required:
+                wanted = f" ({expected})" if expected else ""
+                raise RouterError("bad_request", f"missing field {name!r}{wanted} for {op}", {"field": name})
+            continue
+        actual = json_type_name(body[name])
+        if expected is not None and actual != expected:
+            raise RouterError(
+                "bad_request",
+                f"field {name!r} must be a{'n' if expected[0] in 'aeiou' else ''} {expected}, got {actual}",
+                {"field": name, "expected": expected, "got": actual},
+            )
+    if op in (OP_CALL, OP_SEND_TRANSACTION):
+        method = body["method"]
+        if not method:
+            raise RouterError("bad_request", "field 'method' must not be empty", {"field": "method"})
+        return method, list(body.get("args", []))
+    if op == OP_GET_DATA:
+        return op, [body["key"]]
+    return op, [body["key"], body["value"]]
+
+
+# --- response side --------------------------------------------------------------------------------------------------
+
+
+def _json_key(key: object) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes | bytearray | memoryview):
+        return "0x" + bytes(key).hex()
+    if isinstance(key, bool) or key is None:
+        return json.dumps(key)
+    if isinstance(key, int):
+        return str(key)
+    if isinstance(key, float):
+        return json.dumps(key) if math.isfinite(key) else "null"
+    raise TypeError(f"cannot use a {type(key).__name__} as a JSON object key")
+
+
+def to_json_value(value: object, _depth: int = 0) -> Any:
+    """Map a wire value onto what strict JSON can carry.
+
+    bytes become ``"0x"`` + lowercase hex (the same spelling as hashes elsewhere in the API, so a client can tell them
+    from ordinary strings by prefix only by convention: the API documents which fields hold bytes). NaN and the
+    infinities become ``null``: strict parsers (browsers, Go, Java) reject the ``NaN`` token Python would write.
+    Tuples become arrays. Anything else is a programming error upstream and raises TypeError.
+    """
+    if _depth > MAX_RESULT_DEPTH:
+        raise ValueError(f"value nested deeper than {MAX_RESULT_DEPTH} levels")
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, Mapping):
+        return {_json_key(k): to_json_value(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, Sequence):
+        return [to_json_value(item, _depth + 1) for item in value]
+    raise TypeError(f"cannot render a {type(value).__name__} as JSON")
+
+
+def _dump(envelope: dict[str, Any]) -> bytes:
+    # ASCII output: lone surrogates in a str (possible from a buggy stub) still give valid JSON text.
+    return json.dumps(envelope, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def success_body(data: object) -> bytes:
+    """The success envelope; raises TypeError/ValueError when ``data`` holds something JSON cannot carry."""
+    return _dump({"ok": True, "data": to_json_value(data)})
+
+
+def error_body(error: RouterError) -> bytes:
+    """The error envelope; details that cannot be rendered are dropped rather than turning an error into a 500."""
+    wire: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.details:
+        with contextlib.suppress(TypeError, ValueError):
+            wire["details"] = to_json_value(error.details)
+    return _dump({"ok": False, "error": wire})
