@@ -9,8 +9,10 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# compat mode puts this checkout on sys.path, which is how twistd finds twisted/plugins/wecross_plugin.py
-	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install -q -e '.[test]'
+	# twistd finds twisted/plugins/wecross_plugin.py through any sys.path entry holding twisted/plugins/:
+	# put this checkout on the venv's sys.path (an editable install alone maps packages, not this directory).
+	$(BIN)/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'wecross-checkout.pth').write_text(str(pathlib.Path.cwd()) + '\\n')"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -109,6 +109,7 @@ class PeerLink(TwistedProtocol):
         self._pending: dict[int, tuple[Deferred[Response], IDelayedCall]] = {}
         self._handshake_timer: IDelayedCall | None = None
         self._heartbeat_timer: IDelayedCall | None = None
+        self._abort_timer: IDelayedCall | None = None
         self._serving = 0
         self.late_replies = 0
         self.lost = False
@@ -165,7 +166,7 @@ class PeerLink(TwistedProtocol):
         self.established = False
         why = self.closing_reason or reason.getErrorMessage()
         self.closing_reason = why
-        for timer in (self._handshake_timer, self._heartbeat_timer):
+        for timer in (self._handshake_timer, self._heartbeat_timer, self._abort_timer):
             if timer is not None and timer.active():
                 timer.cancel()
         pending, self._pending = self._pending, {}
@@ -198,7 +199,7 @@ class PeerLink(TwistedProtocol):
                 self._send(Bye(reason=reason[:200]))
         if abort:
             # After a framing error the stream cannot be trusted: drop it, but let TLS flush the BYE first.
-            self.clock.callLater(0.5, self._abort)
+            self._abort_timer = self.clock.callLater(0.5, self._abort)
         self.transport.loseConnection()
 
     def _abort(self) -> None:
@@ -290,11 +291,12 @@ class PeerLink(TwistedProtocol):
             self._refuse(refusal)
             return
         self.peer_hello = hello
+        self.established = True  # before link_up: the owner may send on the link at once (ADVERTISE)
         refusal = self.owner.link_up(self)
         if refusal is not None:
+            self.established = False
             self.close(refusal)
             return
-        self.established = True
         log.info("{link}: up (protocol v{version})", link=self.describe(), version=self.version)
         self._heartbeat_timer = self.clock.callLater(self.heartbeat_interval, self._heartbeat)
 

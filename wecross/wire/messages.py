@@ -1,0 +1,850 @@
+"""The messages two routers exchange, with the rules every field must obey.
+
+Each message is a frozen, slotted dataclass with explicit fields. On the wire its body is a msgpack array of those
+fields in declaration order (no field names: they cost bytes and time on every frame, and the order is fixed by the
+protocol version anyway).
+
+Validation happens in two places and uses the same rules:
+
+* when a message is constructed (``__post_init__``, against :data:`DEFAULT_LIMITS`), so a bug in the sending code
+  fails where it is written instead of making the peer close the link;
+* when a frame is decoded (against the decoder's limits), so nothing a peer sends reaches the router unchecked.
+
+The checks are written out per message rather than derived from type hints at run time: a Request is encoded and
+decoded for every hop of every call, and a generic reflective validator costs several times more per field.
+Messages are treated as immutable values: the list and dict fields are not copied, so don't mutate them after
+construction (a mutated message is encoded as it is, unchecked).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, make_dataclass
+from operator import attrgetter
+from typing import Any, ClassVar, NoReturn, TypeAlias, TypeVar
+
+from wecross.wire.errors import WireError
+from wecross.wire.limits import DEFAULT_LIMITS, Limits
+
+__all__ = [
+    "HOP_LIMIT_MAX",
+    "MESSAGE_TYPES",
+    "NAME_MAX",
+    "PROTOCOL_VERSION",
+    "REQUEST_ID_LEN",
+    "SUPPORTED_VERSIONS",
+    "U64_MAX",
+    "Advertise",
+    "Bye",
+    "ChainAd",
+    "Error",
+    "Event",
+    "GossipDigest",
+    "GossipRecords",
+    "Hello",
+    "Message",
+    "Ping",
+    "Pong",
+    "Request",
+    "ResourceAd",
+    "Response",
+    "negotiate_version",
+    "validate",
+]
+
+#: The version this code sends once a link has agreed on it.
+PROTOCOL_VERSION = 1
+#: Every envelope version this code can read and write, lowest first.
+SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+
+#: Largest unsigned 64-bit integer (sequence numbers, epochs, heights, message ids).
+U64_MAX = 2**64 - 1
+#: msgpack integers cover -2**63 .. 2**64-1; free-form integers must fit.
+I64_MIN = -(2**63)
+#: Upper bound on the length of typed name fields (router ids, zones, features, op and method names...).
+NAME_MAX = 256
+#: Upper bound on Request.hop_limit (one byte, as in IP's TTL).
+HOP_LIMIT_MAX = 255
+#: Length of a request id (a UUID's worth of random bytes).
+REQUEST_ID_LEN = 16
+#: Protocol versions are small positive integers.
+VERSION_MAX = 65535
+
+_T = TypeVar("_T")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Field checks. Each raises WireError naming the message type and field; the happy path is a few type() tests.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    """Describe a rejected value briefly: error messages end up in logs, and the value came from a peer.
+
+    Containers are described by size only: their repr could be megabytes long or nested deeper than repr recurses.
+    """
+    kind = type(value).__name__
+    if isinstance(value, (list, dict, tuple, set, frozenset)):
+        return f"{kind} of {len(value)} items"
+    if isinstance(value, (str, bytes, bytearray)):
+        text = repr(value[:60])
+        return f"{kind} {text}" + ("..." if len(value) > 60 else "")
+    text = repr(value)
+    return f"{kind} {text[:57]}..." if len(text) > 60 else f"{kind} {text}"
+
+
+def _fail(reason: str, where: str, problem: str) -> NoReturn:
+    raise WireError(reason, f"{where}: {problem}")
+
+
+def _u64(value: Any, where: str) -> None:
+    # type() rather than isinstance(): bool is an int subclass and True is not a sequence number.
+    if type(value) is not int or value < 0 or value > U64_MAX:
+        _fail("schema", where, f"expected an integer from 0 to 2**64-1, got {_show(value)}")
+
+
+def _finite_float(value: Any, where: str) -> None:
+    if type(value) is not float or not math.isfinite(value):
+        _fail("schema", where, f"expected a finite float, got {_show(value)}")
+
+
+def _name(value: Any, where: str) -> None:
+    """A required short string: router ids, zone names, error codes."""
+    if type(value) is not str or not value or len(value) > NAME_MAX:
+        _fail("schema", where, f"expected a non-empty string of at most {NAME_MAX} characters, got {_show(value)}")
+
+
+def _short(value: Any, where: str) -> None:
+    """An optional short string (may be empty): ops, method names, addresses."""
+    if type(value) is not str or len(value) > NAME_MAX:
+        _fail("schema", where, f"expected a string of at most {NAME_MAX} characters, got {_show(value)}")
+
+
+def _text(value: Any, limits: Limits, where: str) -> None:
+    """Free text bounded only by Limits.max_str: messages, reasons, sender identities."""
+    if type(value) is not str:
+        _fail("schema", where, f"expected a string, got {_show(value)}")
+    if len(value) > limits.max_str:
+        _fail("limits", where, f"string of {len(value)} characters exceeds max_str {limits.max_str}")
+
+
+def _request_id(value: Any, where: str, *, empty_ok: bool = False) -> None:
+    if type(value) is not bytes or (len(value) != REQUEST_ID_LEN and not (empty_ok and not value)):
+        allowed = f"{REQUEST_ID_LEN} bytes" + (" or empty bytes" if empty_ok else "")
+        _fail("schema", where, f"expected {allowed}, got {_show(value)}")
+
+
+def _dotted(value: Any, parts: int, where: str) -> None:
+    """A name made of ``parts`` non-empty dot-separated parts (``zone.chain``, ``zone.chain.resource``)."""
+    _name(value, where)
+    pieces = value.split(".")
+    if len(pieces) != parts or not all(pieces):
+        shape = ("zone.chain", "zone.chain.resource")[parts - 2]
+        _fail("schema", where, f"expected {shape!r}, got {_show(value)}")
+
+
+def _listen_address(value: Any, where: str) -> None:
+    _short(value, where)
+    if not value:
+        return
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not (port.isascii() and port.isdigit() and len(port) <= 5) or not 0 < int(port) < 65536:
+        _fail("schema", where, f"expected 'host:port' or an empty string, got {_show(value)}")
+
+
+def _position(items: list[Any], item: Any) -> int:
+    """Index of ``item`` in ``items`` by identity; only used to word an error, never on the happy path."""
+    return next(i for i, candidate in enumerate(items) if candidate is item)
+
+
+def _list_header(value: Any, limits: Limits, where: str) -> list[Any]:
+    if type(value) is not list:
+        _fail("schema", where, f"expected a list, got {_show(value)}")
+    if len(value) > limits.max_list:
+        _fail("limits", where, f"list of {len(value)} items exceeds max_list {limits.max_list}")
+    return value
+
+
+def _dict_header(value: Any, limits: Limits, where: str) -> dict[Any, Any]:
+    if type(value) is not dict:
+        _fail("schema", where, f"expected a map, got {_show(value)}")
+    if len(value) > limits.max_map:
+        _fail("limits", where, f"map of {len(value)} entries exceeds max_map {limits.max_map}")
+    return value
+
+
+def _names(value: Any, limits: Limits, where: str) -> None:
+    """A list of required short strings (a path of router ids, zone names, features)."""
+    for item in _list_header(value, limits, where):
+        if type(item) is not str or not item or len(item) > NAME_MAX:
+            _name(item, f"{where}[{_position(value, item)}]")
+
+
+def _versions(value: Any, limits: Limits, where: str) -> None:
+    if not _list_header(value, limits, where):
+        _fail("schema", where, "expected at least one protocol version")
+    for item in value:
+        if type(item) is not int or not 0 < item <= VERSION_MAX:
+            _fail("schema", f"{where}[{_position(value, item)}]", f"expected 1..{VERSION_MAX}, got {_show(item)}")
+
+
+# Free-form values (Request.args, Response.result, Event.payload): msgpack's data model minus extension types, with
+# str-only map keys, bounded nesting and sizes.
+
+_FLAT_TYPES = frozenset({type(None), bool, float})
+
+
+def _free(value: Any, limits: Limits, where: str, enclosing: int) -> None:
+    """Check one free-form value that sits inside ``enclosing`` containers (0 for a field's own value)."""
+    kind = type(value)
+    if kind is str:
+        if len(value) > limits.max_str:
+            _fail("limits", where, f"string of {len(value)} characters exceeds max_str {limits.max_str}")
+    elif kind is int:
+        if value < I64_MIN or value > U64_MAX:
+            _fail("schema", where, f"integer {value} does not fit in 64 bits")
+    elif kind is bytes:
+        if len(value) > limits.max_bin:
+            _fail("limits", where, f"bytes of length {len(value)} exceed max_bin {limits.max_bin}")
+    elif kind is list:
+        if enclosing >= limits.max_depth:
+            _fail("limits", where, f"nesting deeper than max_depth {limits.max_depth}")
+        _list_header(value, limits, where)
+        for item in value:
+            _free(item, limits, where, enclosing + 1)
+    elif kind is dict:
+        if enclosing >= limits.max_depth:
+            _fail("limits", where, f"nesting deeper than max_depth {limits.max_depth}")
+        _dict_header(value, limits, where)
+        for key, item in value.items():
+            _free_key(key, limits, where)
+            _free(item, limits, where, enclosing + 1)
+    elif kind not in _FLAT_TYPES:
+        _fail(
+            "schema", where, f"{kind.__name__} is not a wire value (use None, bool, int, float, str, bytes, list, dict)"
+        )
+
+
+def _free_key(key: Any, limits: Limits, where: str) -> None:
+    if type(key) is not str:
+        _fail("schema", where, f"map keys must be strings, got {_show(key)}")
+    if len(key) > limits.max_str:
+        _fail("limits", where, f"map key of {len(key)} characters exceeds max_str {limits.max_str}")
+
+
+def _free_list(value: Any, limits: Limits, where: str) -> None:
+    """A list of free-form values; flat strings and integers (the usual call arguments) skip the recursive check."""
+    max_str = limits.max_str
+    for item in _list_header(value, limits, where):
+        kind = type(item)
+        if kind is str:
+            if len(item) <= max_str:
+                continue
+        elif kind is int and I64_MIN <= item <= U64_MAX:
+            continue
+        _free(item, limits, where, 1)
+
+
+def _free_map(value: Any, limits: Limits, where: str) -> None:
+    """A str-keyed map of free-form values (a call's result)."""
+    max_str = limits.max_str
+    for key, item in _dict_header(value, limits, where).items():
+        _free_key(key, limits, where)
+        if type(item) is str and len(item) <= max_str:
+            continue
+        _free(item, limits, where, 1)
+
+
+def _str_map(value: Any, limits: Limits, where: str) -> None:
+    """Method name -> description (ResourceAd.methods)."""
+    for key, item in _dict_header(value, limits, where).items():
+        _name(key, f"{where} key")
+        _text(item, limits, f"{where}[{key!r}]")
+
+
+def _digest_entries(value: Any, limits: Limits, where: str) -> None:
+    for key, item in _dict_header(value, limits, where).items():
+        _name(key, f"{where} key")
+        if type(item) is not list or len(item) != 2:
+            _fail("schema", f"{where}[{key!r}]", f"expected [epoch, seq], got {_show(item)}")
+        _u64(item[0], f"{where}[{key!r}][0] (epoch)")
+        _u64(item[1], f"{where}[{key!r}][1] (seq)")
+
+
+def _records(value: Any, limits: Limits, where: str) -> None:
+    for item in _list_header(value, limits, where):
+        if type(item) is not bytes or not item:
+            _fail("schema", f"{where}[{_position(value, item)}]", f"expected non-empty bytes, got {_show(item)}")
+        if len(item) > limits.max_bin:
+            _fail("limits", f"{where}[{_position(value, item)}]", f"{len(item)} bytes exceed max_bin {limits.max_bin}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Per-message checks. Each takes the fields in declaration order (the wire body, or the values of a constructed
+# message) and the limits to apply.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _check_hello(v: Sequence[Any], limits: Limits) -> None:
+    router_id, versions, zones, features, listen, epoch = v
+    _name(router_id, "Hello.router_id")
+    _versions(versions, limits, "Hello.versions")
+    _names(zones, limits, "Hello.zones")
+    _names(features, limits, "Hello.features")
+    _listen_address(listen, "Hello.listen")
+    _u64(epoch, "Hello.epoch")
+
+
+def _check_ping(v: Sequence[Any], limits: Limits) -> None:
+    seq, sent_at = v
+    _u64(seq, "Ping.seq")
+    _finite_float(sent_at, "Ping.sent_at")
+
+
+def _check_pong(v: Sequence[Any], limits: Limits) -> None:
+    seq, sent_at = v
+    _u64(seq, "Pong.seq")
+    _finite_float(sent_at, "Pong.sent_at")
+
+
+def _check_chain_ad(v: Sequence[Any], limits: Limits) -> None:
+    path, chain_type, height, genesis_hash = v
+    _dotted(path, 2, "ChainAd.path")
+    _name(chain_type, "ChainAd.chain_type")
+    _u64(height, "ChainAd.height")
+    _short(genesis_hash, "ChainAd.genesis_hash")
+
+
+def _check_resource_ad(v: Sequence[Any], limits: Limits) -> None:
+    ipath, kind, methods = v
+    _dotted(ipath, 3, "ResourceAd.ipath")
+    _name(kind, "ResourceAd.kind")
+    _str_map(methods, limits, "ResourceAd.methods")
+
+
+def _check_advertise_head(router_id: Any, seq: Any) -> None:
+    _name(router_id, "Advertise.router_id")
+    _u64(seq, "Advertise.seq")
+
+
+def _check_gossip_digest(v: Sequence[Any], limits: Limits) -> None:
+    (entries,) = v
+    _digest_entries(entries, limits, "GossipDigest.entries")
+
+
+def _check_gossip_records(v: Sequence[Any], limits: Limits) -> None:
+    (records,) = v
+    _records(records, limits, "GossipRecords.records")
+
+
+def _explain_request(v: Sequence[Any], limits: Limits) -> None:
+    """The reference rules for Request, one helper per field; slow but says exactly what is wrong."""
+    request_id, origin, destination, hop_limit, deadline_ms, path, op, ipath, method, args, sender = v
+    _request_id(request_id, "Request.request_id")
+    _name(origin, "Request.origin")
+    _name(destination, "Request.destination")
+    if type(hop_limit) is not int or not 0 <= hop_limit <= HOP_LIMIT_MAX:
+        _fail("schema", "Request.hop_limit", f"expected an integer from 0 to {HOP_LIMIT_MAX}, got {_show(hop_limit)}")
+    _u64(deadline_ms, "Request.deadline_ms")
+    _names(path, limits, "Request.path")
+    _name(op, "Request.op")
+    _short(ipath, "Request.ipath")
+    _short(method, "Request.method")
+    _free_list(args, limits, "Request.args")
+    _text(sender, limits, "Request.sender")
+
+
+def _check_request(v: Sequence[Any], limits: Limits) -> None:
+    """Request is on the hot path of every hop: test everything inline and fall back to the reference rules
+    (:func:`_explain_request`) only when something looks wrong. The inline tests are each at least as strict as the
+    reference, so the fallback decides every doubtful case."""
+    request_id, origin, destination, hop_limit, deadline_ms, path, op, ipath, method, args, sender = v
+    if not (
+        type(request_id) is bytes
+        and len(request_id) == REQUEST_ID_LEN
+        and type(origin) is str
+        and 0 < len(origin) <= NAME_MAX
+        and type(destination) is str
+        and 0 < len(destination) <= NAME_MAX
+        and type(hop_limit) is int
+        and 0 <= hop_limit <= HOP_LIMIT_MAX
+        and type(deadline_ms) is int
+        and 0 <= deadline_ms <= U64_MAX
+        and type(path) is list
+        and len(path) <= limits.max_list
+        and type(op) is str
+        and 0 < len(op) <= NAME_MAX
+        and type(ipath) is str
+        and len(ipath) <= NAME_MAX
+        and type(method) is str
+        and len(method) <= NAME_MAX
+        and type(args) is list
+        and len(args) <= limits.max_list
+        and type(sender) is str
+        and len(sender) <= limits.max_str
+    ):
+        _explain_request(v, limits)
+    for hop in path:
+        if type(hop) is not str or not 0 < len(hop) <= NAME_MAX:
+            _names(path, limits, "Request.path")
+    max_str = limits.max_str
+    for item in args:
+        kind = type(item)
+        if not ((kind is str and len(item) <= max_str) or (kind is int and I64_MIN <= item <= U64_MAX)):
+            _free(item, limits, "Request.args", 1)
+
+
+def _explain_response(v: Sequence[Any], limits: Limits) -> None:
+    """The reference rules for Response (see :func:`_check_request` for why there are two versions)."""
+    reply_to, request_id, result, path = v
+    if type(reply_to) is not int or not 0 < reply_to <= U64_MAX:
+        _fail("schema", "Response.reply_to", f"expected the id of the request's frame (>= 1), got {_show(reply_to)}")
+    _request_id(request_id, "Response.request_id")
+    _free_map(result, limits, "Response.result")
+    _names(path, limits, "Response.path")
+
+
+def _check_response(v: Sequence[Any], limits: Limits) -> None:
+    reply_to, request_id, result, path = v
+    if not (
+        type(reply_to) is int
+        and 0 < reply_to <= U64_MAX
+        and type(request_id) is bytes
+        and len(request_id) == REQUEST_ID_LEN
+        and type(result) is dict
+        and len(result) <= limits.max_map
+        and type(path) is list
+        and len(path) <= limits.max_list
+    ):
+        _explain_response(v, limits)
+    max_str = limits.max_str
+    for key, item in result.items():
+        if type(key) is not str or len(key) > max_str:
+            _free_key(key, limits, "Response.result")
+        kind = type(item)
+        if not ((kind is str and len(item) <= max_str) or (kind is int and I64_MIN <= item <= U64_MAX)):
+            _free(item, limits, "Response.result", 1)
+    for hop in path:
+        if type(hop) is not str or not 0 < len(hop) <= NAME_MAX:
+            _names(path, limits, "Response.path")
+
+
+def _check_error(v: Sequence[Any], limits: Limits) -> None:
+    reply_to, request_id, code, message, path = v
+    _u64(reply_to, "Error.reply_to")
+    # reply_to 0 is a link-level error (not about one request), which may not have a request id to quote.
+    _request_id(request_id, "Error.request_id", empty_ok=reply_to == 0)
+    _name(code, "Error.code")
+    _text(message, limits, "Error.message")
+    _names(path, limits, "Error.path")
+
+
+def _check_event(v: Sequence[Any], limits: Limits) -> None:
+    ipath, topic, payload = v
+    _dotted(ipath, 3, "Event.ipath")
+    _name(topic, "Event.topic")
+    _free(payload, limits, "Event.payload", 0)
+
+
+def _check_bye(v: Sequence[Any], limits: Limits) -> None:
+    (reason,) = v
+    _text(reason, limits, "Bye.reason")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The messages.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First frame each side sends: who it is, which protocol versions it speaks, and where it can be dialled."""
+
+    TYPE: ClassVar[int] = 0x01
+    NAME: ClassVar[str] = "HELLO"
+
+    router_id: str
+    versions: list[int]
+    zones: list[str]
+    features: list[str]
+    listen: str
+    epoch: int
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """Last frame before a deliberate close, so the peer logs a reason instead of a connection loss."""
+
+    TYPE: ClassVar[int] = 0x02
+    NAME: ClassVar[str] = "BYE"
+
+    reason: str
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Heartbeat; the peer answers with a Pong carrying the same values, which yields the round-trip time."""
+
+    TYPE: ClassVar[int] = 0x03
+    NAME: ClassVar[str] = "PING"
+
+    seq: int
+    sent_at: float
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Answer to a Ping, echoing its seq and sent_at."""
+
+    TYPE: ClassVar[int] = 0x04
+    NAME: ClassVar[str] = "PONG"
+
+    seq: int
+    sent_at: float
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainAd:
+    """One chain a router serves (part of Advertise)."""
+
+    path: str  # "zone.chain"
+    chain_type: str
+    height: int
+    genesis_hash: str
+
+    def __post_init__(self) -> None:
+        _check_chain_ad(_CHAIN_AD_FIELDS(self), DEFAULT_LIMITS)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceAd:
+    """One resource a router serves and the methods it offers (part of Advertise)."""
+
+    ipath: str  # "zone.chain.resource"
+    kind: str
+    methods: dict[str, str]
+
+    def __post_init__(self) -> None:
+        _check_resource_ad(_RESOURCE_AD_FIELDS(self), DEFAULT_LIMITS)
+
+
+@dataclass(frozen=True, slots=True)
+class Advertise:
+    """What a router serves, told to its direct peers (the signed, network-wide gossip record comes later)."""
+
+    TYPE: ClassVar[int] = 0x10
+    NAME: ClassVar[str] = "ADVERTISE"
+
+    router_id: str
+    seq: int
+    chains: list[ChainAd]
+    resources: list[ResourceAd]
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True, slots=True)
+class GossipDigest:
+    """Anti-entropy summary: router id -> [epoch, seq] of the newest record this side holds."""
+
+    TYPE: ClassVar[int] = 0x11
+    NAME: ClassVar[str] = "GOSSIP_DIGEST"
+
+    entries: dict[str, list[int]]
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True, slots=True)
+class GossipRecords:
+    """Signed router records the peer lacks; opaque here, verified by the gossip layer."""
+
+    TYPE: ClassVar[int] = 0x12
+    NAME: ClassVar[str] = "GOSSIP_RECORDS"
+
+    records: list[bytes]
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An operation on a resource, forwarded hop by hop towards the router that serves it."""
+
+    TYPE: ClassVar[int] = 0x20
+    NAME: ClassVar[str] = "REQUEST"
+
+    request_id: bytes  # exactly 16 bytes; the owner deduplicates on it
+    origin: str  # entry router
+    destination: str  # router that serves the resource
+    hop_limit: int  # 0..255, decremented per hop
+    deadline_ms: int  # time left, not a timestamp (clocks of two routers disagree)
+    path: list[str]  # routers traversed so far
+    op: str
+    ipath: str
+    method: str
+    args: list[Any]
+    sender: str  # identity of the client on whose behalf the request runs
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """Successful answer to a Request, travelling back along the path."""
+
+    TYPE: ClassVar[int] = 0x21
+    NAME: ClassVar[str] = "RESPONSE"
+
+    reply_to: int  # msg_id of the Request frame on this link
+    request_id: bytes
+    result: dict[str, Any]
+    path: list[str]
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Failed answer to a Request (reply_to >= 1), or a link-level complaint (reply_to 0)."""
+
+    TYPE: ClassVar[int] = 0x22
+    NAME: ClassVar[str] = "ERROR"
+
+    reply_to: int
+    request_id: bytes  # 16 bytes, or b"" when reply_to is 0
+    code: str  # a code from wecross.errors (or a stub's own code)
+    message: str
+    path: list[str]
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event a resource emitted, pushed to subscribers."""
+
+    TYPE: ClassVar[int] = 0x30
+    NAME: ClassVar[str] = "EVENT"
+
+    ipath: str
+    topic: str
+    payload: Any
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+Message: TypeAlias = (
+    Hello | Bye | Ping | Pong | Advertise | GossipDigest | GossipRecords | Request | Response | Error | Event
+)
+
+#: type code -> message class.
+MESSAGE_TYPES: dict[int, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (Hello, Bye, Ping, Pong, Advertise, GossipDigest, GossipRecords, Request, Response, Error, Event)
+}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Building instances without __init__, turning them into bodies and back.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _twin(cls: type[Any]) -> Any:
+    """A mutable class with the same slots as ``cls``, or None if this interpreter can't re-label its instances.
+
+    A frozen dataclass's ``__init__`` sets every field through ``object.__setattr__`` and then runs
+    ``__post_init__``; on decode the values were just checked against the link's limits, and that path costs more
+    than decoding the msgpack itself. So decoders fill an instance of the twin with plain attribute stores and then
+    re-label it: CPython allows ``__class__`` assignment between classes with identical slot layouts.
+    """
+    names = [f.name for f in fields(cls)]
+    twin: Any = make_dataclass(f"_{cls.__name__}Twin", names, slots=True, eq=False, repr=False)
+    try:
+        probe = twin(*([None] * len(names)))
+        probe.__class__ = cls
+    except TypeError:
+        return None
+    return twin if type(probe) is cls else None
+
+
+def _builder(cls: type[_T]) -> Callable[[Sequence[Any]], _T]:
+    """A constructor for already-validated field values that skips ``__init__`` (see :func:`_twin` for why)."""
+    twin = _twin(cls)
+    if twin is not None:
+
+        def build(values: Sequence[Any]) -> _T:
+            obj = twin(*values)
+            obj.__class__ = cls
+            return obj  # type: ignore[no-any-return]
+
+        return build
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+
+    def build_slowly(values: Sequence[Any]) -> _T:
+        obj = object.__new__(cls)
+        for name, value in zip(names, values, strict=True):
+            object.__setattr__(obj, name, value)
+        return obj
+
+    return build_slowly
+
+
+def _getter(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
+    """Field values of an instance, in order, as a tuple (msgpack packs tuples as arrays)."""
+    names = [f.name for f in fields(cls)]
+    if len(names) == 1:
+        # attrgetter with one name returns the bare value, not a 1-tuple.
+        single = attrgetter(names[0])
+        return lambda obj: (single(obj),)
+    return attrgetter(*names)
+
+
+_CHAIN_AD_FIELDS = _getter(ChainAd)
+_RESOURCE_AD_FIELDS = _getter(ResourceAd)
+_build_chain_ad = _builder(ChainAd)
+_build_resource_ad = _builder(ResourceAd)
+_build_advertise = _builder(Advertise)
+
+#: message class -> (body fields in wire form) for encoding.
+BODY_ENCODERS: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {}
+#: type code -> decoder turning a body list into a validated message.
+BODY_DECODERS: dict[int, Callable[[list[Any], Limits], Any]] = {}
+#: message class -> check of a constructed instance.
+_OBJECT_CHECKS: dict[type[Any], Callable[[Any, Limits], None]] = {}
+
+
+def _register_flat(cls: type[Any], check: Callable[[Sequence[Any], Limits], None], *, extensible: bool = False) -> None:
+    """Register a message whose body is just its fields (no nested dataclasses)."""
+    get = _getter(cls)
+    count = len(fields(cls))
+    name = cls.NAME
+    twin = _twin(cls)
+    build = _builder(cls) if twin is None else None
+
+    def decode(body: list[Any], limits: Limits) -> Any:
+        if len(body) != count:
+            # An extensible message may gain trailing fields in a later version; an older reader ignores them.
+            if not (extensible and len(body) > count):
+                _fail("schema", name, f"expected {count} fields, got {len(body)}")
+            body = body[:count]
+        check(body, limits)
+        if build is not None:
+            return build(body)
+        obj = twin(*body)  # _builder inlined: this runs for every frame
+        obj.__class__ = cls
+        return obj
+
+    BODY_ENCODERS[cls] = get
+    BODY_DECODERS[cls.TYPE] = decode
+    _OBJECT_CHECKS[cls] = lambda obj, limits: check(get(obj), limits)
+
+
+def _nested(item: Any, count: int, index: int, where: str) -> list[Any]:
+    if type(item) is not list or len(item) != count:
+        _fail("schema", f"{where}[{index}]", f"expected an array of {count} fields, got {_show(item)}")
+    return item
+
+
+def _decode_advertise(body: list[Any], limits: Limits) -> Advertise:
+    if len(body) != 4:
+        _fail("schema", "ADVERTISE", f"expected 4 fields, got {len(body)}")
+    router_id, seq, chains, resources = body
+    _check_advertise_head(router_id, seq)
+    decoded_chains = []
+    for index, item in enumerate(_list_header(chains, limits, "Advertise.chains")):
+        values = _nested(item, 4, index, "Advertise.chains")
+        _check_chain_ad(values, limits)
+        decoded_chains.append(_build_chain_ad(values))
+    decoded_resources = []
+    for index, item in enumerate(_list_header(resources, limits, "Advertise.resources")):
+        values = _nested(item, 3, index, "Advertise.resources")
+        _check_resource_ad(values, limits)
+        decoded_resources.append(_build_resource_ad(values))
+    return _build_advertise((router_id, seq, decoded_chains, decoded_resources))
+
+
+def _encode_advertise(msg: Advertise) -> tuple[Any, ...]:
+    return (
+        msg.router_id,
+        msg.seq,
+        [_CHAIN_AD_FIELDS(chain) for chain in msg.chains],
+        [_RESOURCE_AD_FIELDS(resource) for resource in msg.resources],
+    )
+
+
+def _check_advertise_object(msg: Advertise, limits: Limits) -> None:
+    _check_advertise_head(msg.router_id, msg.seq)
+    for where, items, kind in (
+        ("Advertise.chains", msg.chains, ChainAd),
+        ("Advertise.resources", msg.resources, ResourceAd),
+    ):
+        for index, item in enumerate(_list_header(items, limits, where)):
+            if type(item) is not kind:
+                _fail("schema", f"{where}[{index}]", f"expected a {kind.__name__}, got {_show(item)}")
+            # Checked at construction against the default limits; re-check when the link's limits differ.
+            if limits is not DEFAULT_LIMITS:
+                if kind is ChainAd:
+                    _check_chain_ad(_CHAIN_AD_FIELDS(item), limits)
+                else:
+                    _check_resource_ad(_RESOURCE_AD_FIELDS(item), limits)
+
+
+_register_flat(Hello, _check_hello, extensible=True)
+_register_flat(Bye, _check_bye)
+_register_flat(Ping, _check_ping)
+_register_flat(Pong, _check_pong)
+_register_flat(GossipDigest, _check_gossip_digest)
+_register_flat(GossipRecords, _check_gossip_records)
+_register_flat(Request, _check_request)
+_register_flat(Response, _check_response)
+_register_flat(Error, _check_error)
+_register_flat(Event, _check_event)
+BODY_ENCODERS[Advertise] = _encode_advertise
+BODY_DECODERS[Advertise.TYPE] = _decode_advertise
+_OBJECT_CHECKS[Advertise] = _check_advertise_object
+
+
+def validate(message: Message, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Check a message against ``limits``; raises WireError ('schema' or 'limits').
+
+    Construction already checks against :data:`DEFAULT_LIMITS`; call this (or pass ``limits`` to ``encode_frame``)
+    when a link runs with tighter limits.
+    """
+    try:
+        check = _OBJECT_CHECKS[type(message)]
+    except KeyError:
+        raise WireError("schema", f"{type(message).__name__} is not a wire message") from None
+    try:
+        check(message, limits)
+    except RecursionError:
+        raise WireError("limits", f"{type(message).__name__}: value nested too deeply") from None
+
+
+def negotiate_version(offered: Sequence[int], supported: Sequence[int] = SUPPORTED_VERSIONS) -> int | None:
+    """The highest version both sides speak, or None (then send Bye and close).
+
+    Both sides run this on the other's Hello.versions and so agree without another round trip.
+    """
+    common = set(offered).intersection(supported)
+    return max(common) if common else None
