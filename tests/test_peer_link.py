@@ -9,7 +9,7 @@ from wecross.peer.link import LinkHealth, keep_dialled_by
 
 class LinkHealthTests(SynchronousTestCase):
     def test_rtt_smoothing(self) -> None:
-        h = LinkHealth(0.0, dead_after=3)
+        h = LinkHealth(0.0, dead_after=3, interval=1.0)
         seq = h.tick(1.0)
         assert seq is not None
         self.assertAlmostEqual(h.pong(seq, 1.0, 1.010) or 0, 0.010)
@@ -21,7 +21,7 @@ class LinkHealthTests(SynchronousTestCase):
         self.assertAlmostEqual(h.srtt or 0, 0.875 * 0.010 + 0.125 * 0.030)
 
     def test_duplicate_and_unknown_pongs_ignored(self) -> None:
-        h = LinkHealth(0.0, dead_after=3)
+        h = LinkHealth(0.0, dead_after=3, interval=1.0)
         seq = h.tick(1.0)
         assert seq is not None
         h.pong(seq, 1.0, 1.01)
@@ -31,21 +31,22 @@ class LinkHealthTests(SynchronousTestCase):
         self.assertEqual(h.pongs_received, 1)
 
     def test_dead_after_missed_beats(self) -> None:
-        h = LinkHealth(0.0, dead_after=3)
-        self.assertIsNotNone(h.tick(1.0))  # heard at start
-        self.assertIsNotNone(h.tick(2.0))  # missed 1
-        self.assertIsNotNone(h.tick(3.0))  # missed 2
-        self.assertIsNone(h.tick(4.0))  # missed 3: dead
+        h = LinkHealth(0.0, dead_after=3, interval=1.0)
+        self.assertIsNotNone(h.tick(1.0))  # silent for 1 interval
+        self.assertIsNotNone(h.tick(2.0))  # 2
+        self.assertIsNone(h.tick(3.0))  # 3: dead
+        h = LinkHealth(0.0, dead_after=3, interval=0.1)
+        self.assertIsNone(h.tick(0.1 + 0.1 + 0.1))  # float time must not make three intervals two
 
     def test_any_frame_keeps_alive(self) -> None:
-        h = LinkHealth(0.0, dead_after=2)
+        h = LinkHealth(0.0, dead_after=2, interval=1.0)
         for t in range(1, 20):
             h.heard(t - 0.5)
             self.assertIsNotNone(h.tick(float(t)))
         self.assertEqual(h.missed, 0)
 
     def test_loss(self) -> None:
-        h = LinkHealth(0.0, dead_after=100)
+        h = LinkHealth(0.0, dead_after=100, interval=1.0)
         for t in range(1, 11):
             seq = h.tick(float(t))
             assert seq is not None

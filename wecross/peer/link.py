@@ -32,15 +32,17 @@ class LinkSnapshot:
 class LinkHealth:
     """Heartbeats and RTT of one link.
 
-    A link is *dead* after ``dead_after`` consecutive heartbeat intervals in which nothing at all was heard from the
-    peer: any frame proves the peer alive, so a link busy with large responses is not declared dead because a pong
+    A link is *dead* once nothing at all has been heard from the peer for ``dead_after`` heartbeat intervals: any frame proves the peer alive, so a link busy with large responses is not declared dead because a pong
     queued behind them arrived late. RTT samples come only from pongs, which the peer answers at once.
     """
 
-    def __init__(self, now: float, dead_after: int) -> None:
+    def __init__(self, now: float, dead_after: int, interval: float) -> None:
         if dead_after < 1:
             raise ValueError("dead_after must be at least 1")
+        if interval <= 0:
+            raise ValueError("interval must be positive")
         self.dead_after = dead_after
+        self.interval = interval
         self.srtt: float | None = None
         self.rttvar: float | None = None
         self.last_rtt: float | None = None
@@ -48,23 +50,18 @@ class LinkHealth:
         self.pings_sent = 0
         self.pongs_received = 0
         self.last_heard = now
-        self._heard_since_tick = True
         self._seq = 0
         # seq of each recent ping -> answered? (most recent last)
         self._window: deque[tuple[int, bool]] = deque(maxlen=_LOSS_WINDOW)
 
     def heard(self, now: float) -> None:
         """Any frame arrived from the peer."""
-        self.last_heard = now
-        self._heard_since_tick = True
+        self.last_heard = max(self.last_heard, now)
 
     def tick(self, now: float) -> int | None:
         """A heartbeat interval elapsed. Returns the seq of the ping to send, or None when the link is dead."""
-        if self._heard_since_tick:
-            self.missed = 0
-        else:
-            self.missed += 1
-        self._heard_since_tick = False
+        # Whole heartbeat intervals of silence; the epsilon keeps 3 x 0.1 s of float time from counting as 2.
+        self.missed = int((now - self.last_heard) / self.interval + 1e-6)
         if self.missed >= self.dead_after:
             return None
         self._seq += 1

@@ -94,7 +94,7 @@ class PeerLink(TwistedProtocol):
         self.handshake_timeout = handshake_timeout
         self.max_in_flight = max_in_flight
         self.decoder = FrameDecoder(wire_limits)
-        self.health = LinkHealth(clock.seconds(), dead_after)
+        self.health = LinkHealth(clock.seconds(), dead_after, heartbeat_interval)
         self.peer_hello: Hello | None = None
         self.peer_identity: PeerIdentity | None = None
         self.version = PROTOCOL_VERSION
