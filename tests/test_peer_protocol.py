@@ -146,7 +146,7 @@ class LinkTests(SynchronousTestCase):
         d1 = self.a.request(request(1), timeout=10)
         d2 = self.a.request(request(2), timeout=10)
         self.pump.flush()
-        (r1, served1), (r2, served2) = self.b_owner.requests
+        (_, served1), (_, served2) = self.b_owner.requests
         served2.callback({"output": 2})
         served1.callback({"output": 1})
         self.pump.flush()

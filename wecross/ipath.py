@@ -73,7 +73,7 @@ class IPathPattern:
             raise IPathError(f"iPath pattern {text!r} must have one to three dot-separated parts")
         if len(parts) < 3 and parts[-1] != "*":
             raise IPathError(f"iPath pattern {text!r} with fewer than three parts must end with '*'")
-        for kind, part in zip(("zone", "chain", "resource"), parts):
+        for kind, part in zip(("zone", "chain", "resource"), parts, strict=False):
             if part != "*":
                 _check_part(kind, part, text)
         return cls(parts)

@@ -32,7 +32,8 @@ class LinkSnapshot:
 class LinkHealth:
     """Heartbeats and RTT of one link.
 
-    A link is *dead* once nothing at all has been heard from the peer for ``dead_after`` heartbeat intervals: any frame proves the peer alive, so a link busy with large responses is not declared dead because a pong
+    A link is *dead* once nothing at all has been heard from the peer for ``dead_after`` heartbeat intervals: any
+    frame proves the peer alive, so a link busy with large responses is not declared dead because a pong
     queued behind them arrived late. RTT samples come only from pongs, which the peer answers at once.
     """
 
