@@ -1,0 +1,166 @@
+"""The embedded chain as a stub: IStub for the chain, one IResource per built-in resource.
+
+This layer only translates: interface calls become ledger calls, synchronous answers become Deferreds, and options
+from the router's config are checked here, with messages that name the stub and the option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from wecross.embedded.ledger import CHAIN_TYPE, Ledger
+from wecross.embedded.resources import Contract, make_contract
+from wecross.ipath import IPath, IPathError
+from wecross.stub.interfaces import (
+    OP_CALL,
+    OP_GET_DATA,
+    OP_SEND_TRANSACTION,
+    OP_SET_DATA,
+    BlockHeader,
+    ChainState,
+    IResource,
+    IStub,
+    ResourceInfo,
+    Result,
+    StubError,
+    StubSettings,
+)
+
+#: Stub options (the ``options`` table of a stub's config) with their defaults.
+DEFAULT_OPTIONS: dict[str, int] = {
+    "max_block_txs": 1000,  # most transactions in one block; the rest wait for the next
+    "max_pending": 10000,  # most writes waiting for a block before new ones are refused as overloaded
+    "header_cache": 1024,  # recent headers kept in memory; older ones are read from disk
+}
+_UNSUPPORTED = "implemented with the transaction layer"
+
+
+def _parse_options(where: str, options: Mapping[str, Any]) -> dict[str, int]:
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise ValueError(f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_OPTIONS)}")
+    parsed = dict(DEFAULT_OPTIONS)
+    for key, value in options.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{where}: option {key!r} must be a positive integer, not {value!r}")
+        parsed[key] = value
+    return parsed
+
+
+@implementer(IResource)
+class EmbeddedResource:
+    """One built-in resource of an embedded chain."""
+
+    def __init__(self, ledger: Ledger, contract: Contract) -> None:
+        self._ledger = ledger
+        self._name = contract.name
+        self.info: ResourceInfo = contract.info
+
+    def _read(self, op: str, method: str, args: Any, sender: str) -> Deferred[Result]:
+        try:
+            return defer.succeed(Result(output=self._ledger.read(self._name, op, method, args, sender)))
+        except StubError as exc:
+            return defer.fail(exc)
+
+    def call(self, method: str, args: list[Any], sender: str) -> Deferred[Result]:
+        return self._read(OP_CALL, method, args, sender)
+
+    def send_transaction(self, method: str, args: list[Any], sender: str) -> Deferred[Result]:
+        return self._ledger.submit(self._name, OP_SEND_TRANSACTION, method, args, sender)
+
+    def get_data(self, key: str, sender: str) -> Deferred[Result]:
+        return self._read(OP_GET_DATA, "", [key], sender)
+
+    def set_data(self, key: str, value: Any, sender: str) -> Deferred[Result]:
+        return self._ledger.submit(self._name, OP_SET_DATA, "", [key, value], sender)
+
+    def prepare(self, tx_id: str, method: str, args: list[Any], sender: str) -> Deferred[Result]:
+        return defer.fail(StubError("unsupported", _UNSUPPORTED))
+
+    def commit(self, tx_id: str) -> Deferred[Result]:
+        return defer.fail(StubError("unsupported", _UNSUPPORTED))
+
+    def rollback(self, tx_id: str) -> Deferred[Result]:
+        return defer.fail(StubError("unsupported", _UNSUPPORTED))
+
+    def lock(self, htlc_id: str, hash_lock: str, timelock: float, args: list[Any], sender: str) -> Deferred[Result]:
+        return defer.fail(StubError("unsupported", _UNSUPPORTED))
+
+    def unlock(self, htlc_id: str, secret: str, sender: str) -> Deferred[Result]:
+        return defer.fail(StubError("unsupported", _UNSUPPORTED))
+
+    def timeout(self, htlc_id: str, sender: str) -> Deferred[Result]:
+        return defer.fail(StubError("unsupported", _UNSUPPORTED))
+
+    def __repr__(self) -> str:
+        return f"<EmbeddedResource {self._ledger.chain_id}.{self._name} ({self.info.kind})>"
+
+
+@implementer(IStub)
+class EmbeddedStub:
+    """An in-process chain persisted under ``data_dir`` (one SQLite file: ``chain.sqlite``)."""
+
+    chain_type = CHAIN_TYPE
+
+    def __init__(self, settings: StubSettings, data_dir: Path, *, reactor: Any = None) -> None:
+        where = f"stub {settings.zone}.{settings.name}"
+        try:
+            IPath.parse(f"{settings.zone}.{settings.name}.x")
+        except IPathError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        options = _parse_options(where, settings.options)
+        contracts: dict[str, Contract] = {}
+        for spec in settings.resources:
+            try:
+                contract = make_contract(settings.zone, settings.name, spec)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            if contract.name in contracts:
+                raise ValueError(f"{where}: resource {contract.name!r} is configured twice")
+            contracts[contract.name] = contract
+        self.name = settings.name
+        self.zone = settings.zone
+        self.data_dir = data_dir
+        self.ledger = Ledger(
+            f"{settings.zone}.{settings.name}", contracts, data_dir, reactor=reactor,
+            max_block_txs=options["max_block_txs"], max_pending=options["max_pending"],
+            header_cache=options["header_cache"],
+        )
+        # cast: zope's @implementer is invisible to mypy without the mypy-zope plugin.
+        self._resources = {name: cast(IResource, EmbeddedResource(self.ledger, c)) for name, c in contracts.items()}
+
+    def start(self) -> Deferred[None]:
+        return self.ledger.start()
+
+    def stop(self) -> Deferred[None]:
+        return self.ledger.stop()
+
+    def chain_state(self) -> Deferred[ChainState]:
+        return defer.succeed(self.ledger.chain_state())
+
+    def header(self, number: int) -> Deferred[BlockHeader]:
+        return self.ledger.header(number).addCallback(lambda header: header.to_abstract())
+
+    def resources(self) -> list[IResource]:
+        return list(self._resources.values())
+
+    def resource(self, name: str) -> IResource | None:
+        return self._resources.get(name)
+
+    # Beyond IStub: explorers, audits and the owner's answer to a retried write.
+    def block(self, number: int) -> Deferred[dict[str, Any]]:
+        """Header, transactions and receipts of one block as wire values."""
+        return self.ledger.block(number)
+
+    def receipt(self, tx_hash: str) -> Deferred[Result | None]:
+        """The Result (receipt and proofs) of an included transaction, or None if this chain has no such one."""
+        return self.ledger.receipt(tx_hash)
+
+    def __repr__(self) -> str:
+        return f"<EmbeddedStub {self.zone}.{self.name}>"
