@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, FileBodyProducer, readBody
@@ -42,7 +42,7 @@ class RawPeer(Protocol):
         self.closed.callback(None)
 
 
-class TwoRouters(TestCase):
+class TwoRoutersBase(TestCase):
     """router-a (zone payment, chain bank-a) dials router-b (zone evidence, chain court)."""
 
     timeout = 60
@@ -63,6 +63,20 @@ class TwoRouters(TestCase):
     def invoke(self, node: Any, ipath: str, op: str, method: str, args: list[Any]) -> defer.Deferred[Any]:
         return node.router.invoke(Invocation(IPath.parse(ipath), op, method, args))
 
+    def raw_peer(self, router_id: str = "router-c") -> defer.Deferred[RawPeer]:
+        certs = support.pki() / router_id
+        material = load_tls_material(support.pki() / "ca.crt", certs / "chain.pem", certs / "key.pem")
+        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", self.a.p2p_port, client_options(material))
+        return connectProtocol(endpoint, RawPeer())
+
+    @defer.inlineCallbacks
+    def assert_still_serving(self) -> Any:
+        got = yield self.invoke(self.a, "evidence.court.asset", "call", "balanceOf", ["alice"])
+        self.assertEqual(got["output"], 1000)
+        self.assertIn("router-b", self.a.peers.links)
+
+
+class TwoRouters(TwoRoutersBase):
     @defer.inlineCallbacks
     def test_call_and_send_transaction_across_zones(self) -> Any:
         sent = yield self.invoke(self.a, "evidence.court.hello", "sendTransaction", "set", ["k", "v1"])
@@ -182,18 +196,6 @@ class TwoRouters(TestCase):
 
     # -- bad input from peers ---------------------------------------------------------------------------------------
 
-    def raw_peer(self, router_id: str = "router-c") -> defer.Deferred[RawPeer]:
-        certs = support.pki() / router_id
-        material = load_tls_material(support.pki() / "ca.crt", certs / "chain.pem", certs / "key.pem")
-        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", self.a.p2p_port, client_options(material))
-        return connectProtocol(endpoint, RawPeer())
-
-    @defer.inlineCallbacks
-    def assert_still_serving(self) -> Any:
-        got = yield self.invoke(self.a, "evidence.court.asset", "call", "balanceOf", ["alice"])
-        self.assertEqual(got["output"], 1000)
-        self.assertIn("router-b", self.a.peers.links)
-
     @defer.inlineCallbacks
     def test_garbage_closes_only_that_link(self) -> Any:
         peer = yield self.raw_peer()
@@ -306,3 +308,56 @@ class DuplicateLinks(TestCase):
         self.assertLessEqual(nb.peers.counters.links_up, 2)
         got = yield nb.router.invoke(Invocation(IPath.parse("payment.bank-a.asset"), "call", "balanceOf", ["alice"]))
         self.assertEqual(got["output"], 1000)
+
+
+class _Capture(ProcessProtocol):
+    """Collects a process's output; closes its stdin at once so s_client ends after the handshake."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: defer.Deferred[bytes] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()  # type: ignore[union-attr]
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(self.output)
+
+
+def s_client(port: int, certs: Path, *extra: str) -> defer.Deferred[bytes]:
+    capture = _Capture()
+    args = ["openssl", "s_client", "-brief", *extra, "-connect", f"127.0.0.1:{port}",
+            "-CAfile", str(support.pki() / "ca.crt"),
+            "-cert", str(certs / "chain.pem"), "-cert_chain", str(certs / "chain.pem"), "-key", str(certs / "key.pem")]
+    reactor.spawnProcess(capture, "/usr/bin/openssl", args, env={})
+    return capture.ended
+
+
+class OpenSSLClient(TwoRoutersBase):
+    """A foreign TLS implementation, the openssl command, against a router."""
+
+    @defer.inlineCallbacks
+    def test_openssl_s_client_with_foreign_ca_refused(self) -> Any:
+        # TLS 1.2: the server's verdict on the client certificate arrives inside the handshake. (Under TLS 1.3 the
+        # client may finish and leave before the alert reaches it; the router refuses it all the same.)
+        server_tls = self.a.peers.transports._server_options  # type: ignore[attr-defined]
+        before = server_tls.refusals
+        output = yield s_client(self.a.p2p_port, support.pki() / "stranger" / "router-a", "-tls1_2")
+        self.assertIn("unknown ca", output.decode(errors="replace").lower())
+        yield s_client(self.a.p2p_port, support.pki() / "stranger" / "router-a")
+        yield support.until(lambda: server_tls.refusals == before + 2)
+        self.assertNotIn("router-a", self.a.peers.links)
+        yield self.assert_still_serving()
+
+    @defer.inlineCallbacks
+    def test_openssl_s_client_with_our_ca_gets_through_tls(self) -> Any:
+        output = yield s_client(self.a.p2p_port, support.pki() / "router-c")
+        text = output.decode(errors="replace").lower()
+        self.assertIn("verification: ok", text)
+        self.assertNotIn("unknown ca", text)
+        yield self.assert_still_serving()

@@ -6,11 +6,14 @@ Everything is made here from nothing: a CA with an intermediate, two router cert
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -32,8 +35,10 @@ def _free_port() -> int:
         return port
 
 
-def _config(router_id: str, p2p: int, rest: int, peer: tuple[str, int] | None, certs: Path) -> str:
+def _config(router_id: str, p2p: int, rest: int, peer: tuple[str, int] | None, certs: Path,
+            rest_tls: bool = False) -> str:
     info = ROUTERS[router_id]
+    tls = "tls = true\nrequire_client_cert = true  # users are known by their certificate's CN\n" if rest_tls else ""
     peers = f'peers = [{{ address = "127.0.0.1:{peer[1]}", id = "{peer[0]}" }}]' if peer else "peers = []"
     return f"""# Made by `wecross demo`.
 [router]
@@ -50,7 +55,7 @@ key = "{certs}/routers/{router_id}/key.pem"
 
 [rest]
 listen = "127.0.0.1:{rest}"
-
+{tls}
 [timing]
 heartbeat_interval = 1.0
 
@@ -70,11 +75,14 @@ initial = {{ alice = 1000, bob = 500 }}
 """
 
 
+_TLS: ssl.SSLContext | None = None
+
+
 def _post(base: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=_TLS) as response:
             reply: dict[str, Any] = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         reply = json.loads(exc.read())
@@ -82,7 +90,7 @@ def _post(base: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _get(base: str, path: str) -> Any:
-    with urllib.request.urlopen(base + path, timeout=5) as response:
+    with urllib.request.urlopen(base + path, timeout=5, context=_TLS) as response:
         return json.loads(response.read())["data"]
 
 
@@ -108,14 +116,22 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
     certs = work / "certs"
     from wecross.pki.cli import main as certs_main
 
-    print("== certificates: a CA, one intermediate CA, two routers (wecross certs)")
-    if certs_main(["--out", str(certs), "--intermediates", "1", "--routers", "router-a,router-b",
-                   "--clients", "alice"]) != 0:
+    print("== certificates: a CA, one intermediate CA, two routers and a user, alice (wecross certs)")
+    made = io.StringIO()
+    with contextlib.redirect_stdout(made):
+        status = certs_main(["--out", str(certs), "--intermediates", "1", "--routers", "router-a,router-b",
+                             "--clients", "alice"])
+    if status != 0:
+        print(made.getvalue())
         return 1
+    global _TLS
+    _TLS = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    _TLS.load_cert_chain(certs / "clients" / "alice" / "chain.pem", certs / "clients" / "alice" / "key.pem")
+    _TLS.check_hostname = False  # the REST certificate names the router id, we dial 127.0.0.1
     ports = {rid: (_free_port(), _free_port()) for rid in ROUTERS}
     (work / "router-a.toml").write_text(_config("router-a", *ports["router-a"], ("router-b", ports["router-b"][0]),
                                                  certs))
-    (work / "router-b.toml").write_text(_config("router-b", *ports["router-b"], None, certs))
+    (work / "router-b.toml").write_text(_config("router-b", *ports["router-b"], None, certs, rest_tls=True))
     twistd = str(Path(sys.executable).parent / "twistd")
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -127,7 +143,7 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
                 cwd=work, stdin=subprocess.DEVNULL,
             ))
         a = f"http://127.0.0.1:{ports['router-a'][1]}"
-        b = f"http://127.0.0.1:{ports['router-b'][1]}"
+        b = f"https://127.0.0.1:{ports['router-b'][1]}"
         _wait("router-b", lambda: _get(b, "/status"))
         _wait("the TLS link between the routers",
               lambda: any(p["state"] == "up" for p in _get(a, "/peers")) and
@@ -145,14 +161,21 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
         print(f"     block {data['block_number']}, tx {data['tx_hash'][:16]}..., path {' -> '.join(data['path'])}")
         got = _post(a, "/evidence/court/hello/call", {"method": "get", "args": ["greeting"]})["data"]
         print(f"== call get('greeting') through router-a: {got['output']!r} (path {' -> '.join(got['path'])})")
+        print("== the other way: alice, known to router-b by her client certificate (HTTPS), pays bob 25 on bank-a:")
         moved = _post(b, "/payment/bank-a/asset/sendTransaction", {"method": "transfer", "args": ["bob", 25]})
-        print(f"== the other way, router-b -> payment.bank-a.asset transfer: {moved.get('error') or 'ok'}")
-        bal = _post(b, "/payment/bank-a/asset/call", {"method": "balanceOf", "args": ["bob"]})["data"]["output"]
-        print(f"     bob's balance on bank-a is now {bal}")
+        if "error" in moved:
+            print(f"     failed: {moved['error']}")
+            return 1
+        print(f"     block {moved['data']['block_number']}, path {' -> '.join(moved['data']['path'])}")
+        for who in ("alice", "bob"):
+            bal = _post(b, "/payment/bank-a/asset/call", {"method": "balanceOf", "args": [who]})["data"]["output"]
+            print(f"     {who} now holds {bal} on bank-a")
+        broke = _post(b, "/payment/bank-a/asset/sendTransaction", {"method": "transfer", "args": ["bob", 10**6]})
+        print(f"== overspending is refused with a clear error: {broke['error']['code']}: {broke['error']['message']}")
         bad = _post(a, "/evidence/court/nothing/call", {"method": "get", "args": []})
         print(f"== an unknown resource gets a clear error: {bad['error']['code']}: {bad['error']['message']}")
         peer = _get(a, "/peers")[0]
-        print(f"== link health: srtt {peer['srtt_ms']} ms, loss {peer['loss']}")
+        print(f"== link health seen by router-a: smoothed RTT {peer['srtt_ms']} ms, loss {peer['loss']}")
         print(f"== REST APIs: {a}/status  {b}/status ; logs in {work}")
         if keep:
             print("== routers keep running; Ctrl-C stops them")

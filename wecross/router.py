@@ -260,9 +260,14 @@ class Router:
             if not self._serves(path.chain_path):
                 raise RouterError("unknown_chain", f"router {self.local_id} does not serve {path.chain_path}")
 
+            def with_path(failure: Failure) -> Failure:
+                if isinstance(failure.value, RouterError):
+                    failure.value.details.setdefault("path", trail)
+                return failure
+
             def execute() -> Deferred[dict[str, Any]]:
                 d = self._run_local(path, request.op, request.method, list(request.args), request.sender)
-                return d.addCallback(lambda result: dict(result, path=trail))
+                return d.addCallbacks(lambda result: dict(result, path=trail), with_path)
 
             if request.op in WRITE_OPERATIONS:
                 return self.replays.run(request.request_id, execute)

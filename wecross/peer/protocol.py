@@ -298,7 +298,8 @@ class PeerLink(TwistedProtocol):
             self.close(refusal)
             return
         log.info("{link}: up (protocol v{version})", link=self.describe(), version=self.version)
-        self._heartbeat_timer = self.clock.callLater(self.heartbeat_interval, self._heartbeat)
+        # Ping at once, so the link has an RTT (which routing wants) before the first interval passes.
+        self._heartbeat()
 
     def _refuse(self, reason: str) -> None:
         log.warn("{link}: refused: {reason}", link=self.describe(), reason=reason)
