@@ -19,7 +19,7 @@ from wecross.peer.protocol import PeerLink
 from wecross.wire.codec import encode_frame
 from wecross.wire.errors import WireError
 from wecross.wire.limits import Limits
-from wecross.wire.messages import Advertise, Hello, Ping, Request
+from wecross.wire.messages import GossipDigest, GossipRecords, Hello, Ping, Request
 
 
 class FakeOwner:
@@ -30,7 +30,8 @@ class FakeOwner:
         self.down: list[tuple[PeerLink, str]] = []
         self.frame_errors: list[WireError] = []
         self.requests: list[tuple[Request, Deferred[dict[str, Any]]]] = []
-        self.adverts: list[Advertise] = []
+        self.gossip: list[GossipDigest | GossipRecords] = []
+        self.measured: list[PeerLink] = []
         self.refuse_identity: str | None = None
         self.handler: Any = None
 
@@ -57,8 +58,11 @@ class FakeOwner:
         self.requests.append((request, d))
         return d
 
-    def handle_advertise(self, link: PeerLink, advert: Advertise) -> None:
-        self.adverts.append(advert)
+    def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords) -> None:
+        self.gossip.append(message)
+
+    def link_measured(self, link: PeerLink) -> None:
+        self.measured.append(link)
 
 
 def request(n: int = 1, **overrides: Any) -> Request:
@@ -235,10 +239,15 @@ class LinkTests(SynchronousTestCase):
         link.dataReceived(encode_frame(1, Ping(seq=1, sent_at=0.0)))
         self.assertIn("before HELLO", link.closing_reason or "")
 
-    def test_advertise_for_someone_else_is_a_violation(self) -> None:
+    def test_gossip_reaches_the_owner(self) -> None:
         self.make()
-        self.a.send_advertise(Advertise(router_id="a", seq=1, chains=[], resources=[]))
+        self.a.send(GossipDigest(entries={"a": [1, 2]}))
         self.pump.flush()
-        self.assertEqual(len(self.b_owner.adverts), 1)
-        self.b.dataReceived(encode_frame(99, Advertise(router_id="mallory", seq=2, chains=[], resources=[])))
-        self.assertIn("protocol violation", self.b.closing_reason or "")
+        self.assertEqual(self.b_owner.gossip, [GossipDigest(entries={"a": [1, 2]})])
+
+    def test_first_rtt_sample_is_reported_once(self) -> None:
+        self.make()  # the handshake pings at once: the first pong measures the link
+        self.assertEqual(self.a_owner.measured, [self.a])
+        self.clock.advance(1.0)
+        self.pump.flush(advanceClock=False)
+        self.assertEqual(self.a_owner.measured, [self.a])

@@ -57,8 +57,8 @@ class TwoRoutersBase(TestCase):
             "router-a", self.work, zone="payment", chain="bank-a",
             peers=[{"address": f"127.0.0.1:{self.b.p2p_port}", "id": "router-b"}]))
         self.addCleanup(support.stop, self.a)
-        yield support.until(lambda: self.a.router.directory.routers_for_chain("evidence.court")
-                            and self.b.router.directory.routers_for_chain("payment.bank-a"))
+        yield support.until(lambda: self.a.router.table.route("evidence.court")
+                            and self.b.router.table.route("payment.bank-a"))
 
     def invoke(self, node: Any, ipath: str, op: str, method: str, args: list[Any]) -> defer.Deferred[Any]:
         return node.router.invoke(Invocation(IPath.parse(ipath), op, method, args))
@@ -172,10 +172,10 @@ class TwoRouters(TwoRoutersBase):
         link = self.a.peers.links["router-b"]
         link.transport.pauseProducing()  # router-a stops reading: it hears nothing from router-b any more
         yield support.until(lambda: "router-b" not in self.a.peers.links, timeout=5)
-        self.assertFalse(self.a.router.directory.routers_for_chain("evidence.court"))
+        self.assertEqual(self.a.peers.counters.links_down, 1)
         # ...and the dialler brings the link back.
         yield support.until(lambda: "router-b" in self.a.peers.links
-                            and self.a.router.directory.routers_for_chain("evidence.court"), timeout=10)
+                            and self.a.router.table.route("evidence.court"), timeout=10)
         got = yield self.invoke(self.a, "evidence.court.asset", "call", "balanceOf", ["alice"])
         self.assertEqual(got["output"], 1000)
 
@@ -186,11 +186,13 @@ class TwoRouters(TwoRoutersBase):
         yield support.until(lambda: "router-b" not in self.a.peers.links)
         failure = yield self.assertFailure(
             self.invoke(self.a, "evidence.court.hello", "call", "get", ["k"]), RouterError)
-        self.assertEqual(failure.code, "unknown_chain")
+        # router-b's record lives on until its ttl, but no link leads to it any more
+        self.assertEqual(failure.code, "unreachable")
         self.b = yield support.start(support.router_settings("router-b", self.work, zone="evidence", chain="court",
                                                              p2p_port=port))
         self.addCleanup(support.stop, self.b)
-        yield support.until(lambda: self.a.router.directory.routers_for_chain("evidence.court"), timeout=15)
+        yield support.until(lambda: "router-b" in self.a.peers.links and self.a.router.table.route("evidence.court"),
+                            timeout=15)
         got = yield self.invoke(self.a, "evidence.court.asset", "call", "balanceOf", ["alice"])
         self.assertEqual(got["output"], 1000)
 

@@ -79,6 +79,19 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class GossipSettings:
+    interval: float = 1.0
+    fanout: int = 3
+    record_ttl: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    hysteresis: float = 0.2
+    rebuild_delay: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
 class StubConfig:
     name: str
     zone: str
@@ -101,6 +114,9 @@ class Settings:
     limits: Limits
     stubs: tuple[StubConfig, ...]
     plugin_dirs: tuple[Path, ...] = field(default=())
+    transit: bool = True
+    gossip: GossipSettings = field(default_factory=GossipSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -256,6 +272,7 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
     zones_raw = router.get("zones", list, default=[])
     zones = tuple(_name(router, f"zones[{i}]", z) for i, z in enumerate(zones_raw))
     data_dir = _path(router, "data_dir", base, default=f"data/{router_id}")
+    transit = router.get("transit", bool, True)
     router.finish()
 
     p2p = top.sub("p2p", required=True)
@@ -330,6 +347,23 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
     )
     lim.finish()
 
+    g = top.sub("gossip")
+    gossip = GossipSettings(
+        interval=g.number("interval", 1.0, 0.01, 3600),
+        fanout=g.integer("fanout", 3, 1, 64),
+        record_ttl=g.number("record_ttl", 60.0, 1.0, 86400),
+    )
+    if gossip.record_ttl < 3 * gossip.interval:
+        raise g.fail("record_ttl", "must be at least 3 gossip intervals (records are refreshed every ttl/3)")
+    g.finish()
+
+    r = top.sub("routing")
+    routing = RoutingSettings(
+        hysteresis=r.number("hysteresis", 0.2, 0.0, 10.0),
+        rebuild_delay=r.number("rebuild_delay", 0.05, 0.0, 60.0),
+    )
+    r.finish()
+
     plug = top.sub("stub_plugins")
     plugin_dirs = tuple(
         _path(_Reader(file, plug.key(f"dirs[{i}]"), {"dir": d}), "dir", base)
@@ -380,5 +414,8 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
         limits=limits,
         stubs=tuple(stubs),
         plugin_dirs=plugin_dirs,
+        transit=transit,
+        gossip=gossip,
+        routing=routing,
     )
 

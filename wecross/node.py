@@ -20,6 +20,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from wecross.config import Settings
+from wecross.gossip.directory import Directory
+from wecross.gossip.record import RecordSigner, RecordVerifier
+from wecross.gossip.service import GossipService
 from wecross.peer.service import LinkTransports, PeerService
 from wecross.peer.tls import TLSMaterial, load_tls_material, rest_server_options
 from wecross.peer.transports import TLSTransports
@@ -67,11 +70,13 @@ class RouterNode(MultiService):
                          for s in settings.stubs]
         self.stubs = StubService(stub_settings, settings.data_dir, list(settings.plugin_dirs))
         self.stubs.setServiceParent(self)
-        self.router = Router(settings, self.stubs, reactor)
-        self.material: TLSMaterial | None = None
+        tls = settings.p2p_tls
+        # The router's own key signs its gossip record; the CA admits the records of others (and TLS peers).
+        self.material: TLSMaterial = load_tls_material(tls.ca, tls.cert, tls.key, router_id=settings.router_id)
+        # Certificate validity is wall-clock time, whatever clock drives the router (the simulator's is virtual).
+        self.directory = Directory(settings.router_id, RecordVerifier(self.material.trust_roots))
+        self.router = Router(settings, self.stubs, reactor, self.directory)
         if transports is None:
-            tls = settings.p2p_tls
-            self.material = load_tls_material(tls.ca, tls.cert, tls.key, router_id=settings.router_id)
             transports = TLSTransports(reactor, self.material, settings.p2p_listen, ciphers=tls.ciphers,
                                        connect_timeout=settings.timing.handshake_timeout)
         self.peers = PeerService(
@@ -88,6 +93,20 @@ class RouterNode(MultiService):
             rng=rng,
         )
         self.router.peer_service = self.peers
+        self.gossip = GossipService(
+            directory=self.directory,
+            signer=RecordSigner.from_material(self.material),
+            clock=reactor,
+            epoch=self.peers.epoch,
+            content=self.router.local_content,
+            links=lambda: self.peers.links,
+            on_change=self.router.directory_changed,
+            interval=settings.gossip.interval,
+            fanout=settings.gossip.fanout,
+            ttl=settings.gossip.record_ttl,
+            rng=rng,
+        )
+        self.router.gossip = self.gossip
         self.site = make_site(self.router, max_body=settings.rest.max_body)
 
     def startService(self) -> None:
@@ -98,6 +117,7 @@ class RouterNode(MultiService):
         d.addCallbacks(self._started, self._failed)
 
     def _start_network(self) -> Deferred[None]:
+        self.gossip.setServiceParent(self)  # signs and installs our record before any link can ask for it
         self.peers.setServiceParent(self)
 
         def got_p2p(port: IListeningPort | None) -> Deferred[None]:

@@ -8,14 +8,14 @@ every failure leaves as a :class:`~wecross.errors.RouterError` with a stable cod
 
 from __future__ import annotations
 
+import itertools
 import os
-import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -23,11 +23,15 @@ from twisted.python.failure import Failure
 import wecross
 from wecross.errors import RouterError
 from wecross.facade import Invocation
+from wecross.gossip.directory import Directory
+from wecross.gossip.record import ChainInfo, ResourceEntry
+from wecross.gossip.service import GossipService, LocalContent
 from wecross.ipath import IPath, IPathError
-from wecross.routing.neighbours import NeighbourDirectory
+from wecross.routing.graph import build_graph
 from wecross.routing.replay import ReplayGuard
+from wecross.routing.table import Route, RoutingTable
 from wecross.stub.interfaces import OPERATIONS, WRITE_OPERATIONS, ChainState, Result, StubError
-from wecross.wire.messages import Advertise, ChainAd, Request, ResourceAd, Response
+from wecross.wire.messages import GossipDigest, GossipRecords, Request, Response
 
 if TYPE_CHECKING:
     from wecross.config import Settings
@@ -49,19 +53,27 @@ def _as_router_error(failure: Failure) -> Failure:
 
 
 class Router:
-    def __init__(self, settings: Settings, stubs: StubService, clock: IReactorTime) -> None:
+    def __init__(self, settings: Settings, stubs: StubService, clock: IReactorTime, directory: Directory) -> None:
         self.settings = settings
         self.local_id = settings.router_id
         self.stubs = stubs
         self.clock = clock
         self.peer_service: PeerService | None = None
-        self.directory = NeighbourDirectory()
+        self.gossip: GossipService | None = None
+        self.directory = directory
+        self.table = RoutingTable(self.local_id, hysteresis=settings.routing.hysteresis)
         self.replays = ReplayGuard(clock.seconds)
         self.started_at = clock.seconds()
         self.outcomes: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.route_changes = 0
         self.chain_states: dict[str, ChainState] = {}
-        self._advert_seq = int(time.time() * 1000)
+        # Request ids: a random prefix per router life and a counter, unique without a syscall per request.
+        self._id_prefix = os.urandom(8)
+        self._id_counter = itertools.count(1)
+        self._rebuild_call: IDelayedCall | None = None
+        self._stopped = False
+        self._built_version = -1
         self._refresher = LoopingCall(self._refresh_chains)
         self._refresher.clock = clock
 
@@ -73,8 +85,11 @@ class Router:
         return d
 
     def stop(self) -> None:
+        self._stopped = True
         if self._refresher.running:
             self._refresher.stop()
+        if self._rebuild_call is not None and self._rebuild_call.active():
+            self._rebuild_call.cancel()
 
     def _refresh_chains(self) -> Deferred[None]:
         def store(states: dict[str, ChainState]) -> None:
@@ -106,15 +121,26 @@ class Router:
             "bad_frames": dict(peers.counters.bad_frames) if peers else {},
             "refused_links": dict(peers.counters.refused) if peers else {},
             "replayed_writes": self.replays.replays,
+            "routers_known": len(self.directory),
+            "routes": self.table.reachable(),
+            "route_changes": self.route_changes,
+            "gossip": dict(self.gossip.counters) if self.gossip else {},
+            "chain_clashes": [{"path": c.path, "genesis_by_router": dict(c.genesis_by_router)}
+                              for c in self.directory.clashes()],
         }
 
     def peers(self) -> list[dict[str, Any]]:
         rows = self.peer_service.peer_table() if self.peer_service else []
+        records = self.directory.records()
         for row in rows:
-            advert_chains = [path for path, entries in self.directory.chains().items()
-                             if any(rid == row.get("id") for rid, _ in entries)]
-            row["chains"] = advert_chains
+            record = records.get(row.get("id") or "")
+            row["chains"] = [chain.path for chain in record.chains] if record else []
         return rows
+
+    def routes(self) -> dict[str, Any]:
+        """What ``GET /routes`` shows: the route of every chain and of every reachable router, with costs."""
+        return {"router_id": self.local_id, "rebuilds": self.table.rebuilds, "changes": self.route_changes,
+                "routes": self.table.snapshot()}
 
     def resources(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = [
@@ -123,10 +149,12 @@ class Router:
             for path, info in self.stubs.local_resources()
         ]
         local = {row["ipath"] for row in rows}
-        for remote in self.directory.resources():
-            if remote.ipath not in local:
-                rows.append({"ipath": remote.ipath, "kind": remote.kind, "methods": dict(remote.methods),
-                             "local": False, "routers": list(remote.routers)})
+        for entry, routers in self.directory.resources():
+            if entry.ipath not in local:
+                route = self.table.route(IPath.parse(entry.ipath).chain_path)
+                rows.append({"ipath": entry.ipath, "kind": entry.kind, "methods": dict(entry.methods),
+                             "local": False, "routers": [r for r in routers if r != self.local_id],
+                             "route": list(route.path) if route else None})
         rows.sort(key=lambda r: r["ipath"])
         return rows
 
@@ -140,13 +168,13 @@ class Router:
             d.addCallback(lambda result: dict(result, path=[self.local_id]))
             return self._count(d, "local")
         deadline = self.clock.seconds() + self.settings.limits.request_deadline
-        request_id = os.urandom(16)
-        d = self._forward_first(path, invocation.op, invocation.method, invocation.args, invocation.sender,
-                                request_id, deadline, [self.local_id], self.settings.limits.hop_limit, set())
+        request_id = self._id_prefix + next(self._id_counter).to_bytes(8, "big")
+        d = self._forward(path, invocation.op, invocation.method, invocation.args, invocation.sender,
+                          request_id, deadline, [self.local_id], self.settings.limits.hop_limit, None, set())
         return self._count(d, "forwarded")
 
     def _serves(self, chain_path: str) -> bool:
-        return chain_path in self.stubs.stubs()
+        return self.stubs.serves(chain_path)
 
     # -- running and forwarding -------------------------------------------------------------------------------------
 
@@ -161,40 +189,57 @@ class Router:
 
         return d.addCallback(to_wire).addErrback(_as_router_error)
 
-    def _candidates(self, chain_path: str, exclude: set[str]) -> list[PeerLink]:
-        """Links to routers serving the chain, best (lowest smoothed RTT) first."""
-        if self.peer_service is None:
-            return []
-        links = self.peer_service.links
-        candidates = [links[rid] for rid in self.directory.routers_for_chain(chain_path)
-                      if rid in links and rid not in exclude]
-        return sorted(candidates, key=lambda link: (link.health.srtt if link.health.srtt is not None else 1e9,
-                                               link.peer_id or ""))
+    def _choose(self, path: IPath, destination: str | None, avoid: set[str]) -> Route | None:
+        """The route for a request: towards its fixed destination (relays, and retries of writes, which only the
+        same owner may deduplicate), else to the best replica of the chain; never through ``avoid``."""
+        if destination is not None:
+            return self.table.path_to(destination, avoid)
+        chain = path.chain_path
+        if not avoid - {self.local_id}:
+            return self.table.route(chain)
+        alternatives = self.table.alternatives(chain, avoid)
+        return alternatives[0] if alternatives else None
 
-    def _forward_first(
+    def _no_route(self, path: IPath, destination: str | None, tried: set[str]) -> RouterError:
+        chain = path.chain_path
+        clash = next((c for c in self.directory.clashes() if c.path == chain), None)
+        if clash is not None and not self._serves(chain):
+            return RouterError("chain_clash", f"routers disagree on the genesis of {chain}: "
+                                              f"{dict(clash.genesis_by_router)}; refusing to guess")
+        if destination is not None:
+            return RouterError("unreachable", f"no path from {self.local_id} to {destination} avoiding "
+                                              f"{sorted(tried)}")
+        if not self.directory.routers_for_chain(chain):
+            return RouterError("unknown_chain", f"no router known to serve chain {chain} (asked for {path})")
+        if tried:
+            return RouterError("unreachable", f"every path to {chain} failed or was excluded: {sorted(tried)}")
+        return RouterError("unreachable", f"no path to a router serving {chain}")
+
+    def _forward(
         self, path: IPath, op: str, method: str, args: list[Any], sender: str, request_id: bytes,
-        deadline: float, trail: list[str], hop_limit: int, tried: set[str],
+        deadline: float, trail: list[str], hop_limit: int, destination: str | None, tried: set[str],
     ) -> Deferred[dict[str, Any]]:
-        """Send to the best router serving the chain; read-only calls fail over to the next one."""
-        candidates = self._candidates(path.chain_path, tried | set(trail))
-        if not candidates:
-            if tried:
-                return defer.fail(RouterError("unreachable", f"every router serving {path.chain_path} failed: "
-                                                              f"tried {sorted(tried)}"))
-            if not self.directory.routers_for_chain(path.chain_path):
-                return defer.fail(RouterError("unknown_chain", f"no router known to serve chain {path.chain_path} "
-                                                               f"(asked for {path})"))
-            return defer.fail(RouterError("unreachable", f"no usable link to a router serving {path.chain_path}"))
-        if self.directory.resource(str(path)) is None:
+        """Send towards the router that serves the chain, along the routing table; reads fail over."""
+        if self.peer_service is None:
+            return defer.fail(RouterError("unreachable", "this router has no peer links"))
+        avoid = set(trail) | tried
+        avoid.discard(self.local_id)
+        route = self._choose(path, destination, avoid)
+        if route is None:
+            return defer.fail(self._no_route(path, destination, tried))
+        entry = self.directory.resource(str(path))
+        if destination is None and entry is None:
             return defer.fail(RouterError("unknown_resource", f"chain {path.chain_path} has no resource "
                                                               f"{path.resource!r}"))
-        link = candidates[0]
+        link = self.peer_service.links.get(route.next_hop)
+        if link is None:  # the table is a rebuild behind a link that just died: route around it now
+            return self._forward(path, op, method, args, sender, request_id, deadline, trail, hop_limit,
+                                 destination, tried | {route.next_hop})
         remaining = deadline - self.clock.seconds()
         if remaining <= 0:
             return defer.fail(RouterError("timeout", "the request's deadline passed before it could be sent"))
-        assert link.peer_id is not None
         request = Request(
-            request_id=request_id, origin=trail[0], destination=link.peer_id, hop_limit=hop_limit,
+            request_id=request_id, origin=trail[0], destination=route.destination, hop_limit=hop_limit,
             deadline_ms=int(remaining * 1000), path=list(trail), op=op, ipath=str(path), method=method,
             args=list(args), sender=sender,
         )
@@ -204,17 +249,21 @@ class Router:
 
         def failed(failure: Failure) -> Deferred[dict[str, Any]] | Failure:
             error = failure.value
-            if (isinstance(error, RouterError) and error.code == "peer_lost" and op not in WRITE_OPERATIONS
-                    and link.peer_id is not None):
-                log.info("read {rid} failed over: {error}", rid=request_id.hex(), error=error.message)
-                return self._forward_first(path, op, method, args, sender, request_id, deadline, trail,
-                                           hop_limit, tried | {link.peer_id})
-            if isinstance(error, RouterError) and error.code == "peer_lost" and op in WRITE_OPERATIONS:
+            if not isinstance(error, RouterError) or error.code not in ("peer_lost", "unreachable"):
+                return failure
+            if op not in WRITE_OPERATIONS:
+                # Safe to run again: try the next path, never the one that failed.
+                log.info("read {rid} fails over from {hop}: {error}", rid=request_id.hex(), hop=route.next_hop,
+                         error=error.message)
+                self.outcomes["failovers"] += 1
+                return self._forward(path, op, method, args, sender, request_id, deadline, trail, hop_limit,
+                                     destination, tried | {route.next_hop})
+            if error.code == "peer_lost":
                 return Failure(RouterError(
                     "peer_lost",
                     f"{error.message}; the write may or may not have run on {path.chain_path}: it is not retried "
-                    f"elsewhere (request id {request_id.hex()})",
-                    {"request_id": request_id.hex()},
+                    f"(request id {request_id.hex()}; sending it again with the same id runs it at most once)",
+                    {"request_id": request_id.hex(), **error.details},
                 ))
             return failure
 
@@ -272,33 +321,79 @@ class Router:
             if request.op in WRITE_OPERATIONS:
                 return self.replays.run(request.request_id, execute)
             return execute()
+        if not self.settings.transit:
+            raise RouterError("forbidden", f"router {self.local_id} does not relay for others (transit = false)")
         if request.hop_limit <= 1:
             raise RouterError("hop_limit", f"hop limit reached at {self.local_id} on the way to "
                                            f"{request.destination}")
         deadline = self.clock.seconds() + request.deadline_ms / 1000.0
-        return self._forward_first(path, request.op, request.method, list(request.args), request.sender,
-                                   request.request_id, deadline, trail, request.hop_limit - 1, set())
+        # A relay keeps the destination the origin chose: a write must reach the owner that deduplicates it.
+        return self._forward(path, request.op, request.method, list(request.args), request.sender,
+                             request.request_id, deadline, trail, request.hop_limit - 1, request.destination, set())
 
-    def handle_advertise(self, link: PeerLink, advert: Advertise) -> None:
-        if self.directory.update(advert):
-            log.info("router {id}: {peer} serves {chains}", id=self.local_id, peer=advert.router_id,
-                     chains=[c.path for c in advert.chains])
+    def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords) -> None:
+        if self.gossip is None:
+            return
+        if isinstance(message, GossipDigest):
+            self.gossip.on_digest(link, message)
+        else:
+            self.gossip.on_records(link, message)
 
     def peer_up(self, link: PeerLink) -> None:
-        link.send_advertise(self.advertisement())
+        if self.gossip is not None:
+            self.gossip.link_up(link)
 
     def peer_down(self, link: PeerLink) -> None:
-        if link.peer_id is not None:
-            self.directory.drop(link.peer_id)
+        if self.gossip is not None:
+            self.gossip.link_down(link)
 
-    def advertisement(self) -> Advertise:
-        self._advert_seq += 1
-        chains = [
-            ChainAd(path=p, chain_type=st.chain_type, height=st.height, genesis_hash=st.genesis_hash)
-            for p, st in sorted(self.chain_states.items())
-        ]
-        resources = [
-            ResourceAd(ipath=str(path), kind=info.kind, methods=dict(info.methods))
-            for path, info in self.stubs.local_resources()
-        ]
-        return Advertise(router_id=self.local_id, seq=self._advert_seq, chains=chains, resources=resources)
+    def peer_measured(self, link: PeerLink) -> None:
+        if self.gossip is not None:
+            self.gossip.publish_soon("link measured")
+
+    # -- our gossip record and the routing table ------------------------------------------------------------------
+
+    def local_content(self) -> LocalContent:
+        """What our gossip record says about us (GossipService signs and spreads it)."""
+        peers = self.peer_service
+        return LocalContent(
+            zones=tuple(self.settings.zones),
+            transit=self.settings.transit,
+            listen=peers.advertised_listen() if peers else "",
+            chains=tuple(ChainInfo(path=p, chain_type=st.chain_type, height=st.height, genesis_hash=st.genesis_hash)
+                         for p, st in sorted(self.chain_states.items())),
+            resources=tuple(ResourceEntry(ipath=str(path), kind=info.kind, methods=dict(info.methods))
+                            for path, info in self.stubs.local_resources()),
+            links=peers.link_infos() if peers else (),
+        )
+
+    def directory_changed(self) -> None:
+        """Debounce: a burst of gossip (a router's restart reaching us from every side) makes one rebuild."""
+        if self._stopped or (self._rebuild_call is not None and self._rebuild_call.active()):
+            return
+        self._rebuild_call = self.clock.callLater(self.settings.routing.rebuild_delay, self.rebuild_routes)
+
+    def rebuild_routes(self) -> None:
+        self._rebuild_call = None
+        if self.directory.version == self._built_version:
+            return
+        self._built_version = self.directory.version
+        records = self.directory.records()
+        chains: dict[str, list[str]] = {}
+        clashing = {c.path: c for c in self.directory.clashes()}
+        for router_id, record in records.items():
+            for chain in record.chains:
+                clash = clashing.get(chain.path)
+                if clash is not None:
+                    # Only the replicas that agree with the chain we serve ourselves; none if we cannot tell.
+                    ours = self.chain_states.get(chain.path)
+                    if ours is None or chain.genesis_hash != ours.genesis_hash:
+                        continue
+                chains.setdefault(chain.path, []).append(router_id)
+        changes = self.table.rebuild(build_graph(records), chains)
+        for change in changes:
+            self.route_changes += 1
+            old = " -> ".join(change.old.path) if change.old else "none"
+            new = " -> ".join(change.new.path) if change.new else "none"
+            log.info("router {id}: route to {chain} {kind}: {old} => {new}", id=self.local_id, chain=change.chain,
+                     kind=change.kind, old=old, new=new)

@@ -27,9 +27,10 @@ from wecross.wire.limits import Limits as WireLimits
 from wecross.wire.messages import (
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
-    Advertise,
     Bye,
     Error,
+    GossipDigest,
+    GossipRecords,
     Hello,
     Ping,
     Pong,
@@ -60,14 +61,17 @@ class LinkOwner(Protocol):
     def link_down(self, link: PeerLink, reason: str) -> None:
         """The link is gone (after link_up, or refused during the handshake)."""
 
+    def link_measured(self, link: PeerLink) -> None:
+        """The link has its first RTT sample: from now on it can be weighed for routing."""
+
     def frame_error(self, link: PeerLink, error: WireError) -> None:
         """A frame could not be decoded; the link is being closed."""
 
     def handle_request(self, link: PeerLink, request: Request) -> Deferred[dict[str, Any]]:
         """Serve a REQUEST; fire with the result dict or fail with RouterError."""
 
-    def handle_advertise(self, link: PeerLink, advert: Advertise) -> None:
-        """The peer told us what it serves."""
+    def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords) -> None:
+        """Anti-entropy and pushed records for the gossip directory."""
 
 
 class PeerLink(TwistedProtocol):
@@ -255,18 +259,17 @@ class PeerLink(TwistedProtocol):
         elif isinstance(message, Ping):
             self._send(Pong(seq=message.seq, sent_at=message.sent_at))
         elif isinstance(message, Pong):
-            self.health.pong(message.seq, message.sent_at, self.clock.seconds())
-        elif isinstance(message, Advertise):
-            if message.router_id != self.peer_id:
-                self._protocol_violation(f"ADVERTISE for {message.router_id!r} on a link with {self.peer_id!r}")
-                return
-            self.owner.handle_advertise(self, message)
+            first = self.health.srtt is None
+            if self.health.pong(message.seq, message.sent_at, self.clock.seconds()) is not None and first:
+                self.owner.link_measured(self)
+        elif isinstance(message, GossipDigest | GossipRecords):
+            self.owner.handle_gossip(self, message)
         elif isinstance(message, Bye):
             log.info("{link}: peer closed the link: {reason}", link=self.describe(), reason=message.reason)
             self.close(f"peer said bye: {message.reason}", bye=False)
         elif isinstance(message, Hello):
             self._protocol_violation("second HELLO")
-        # GOSSIP_* and EVENT are served by later layers; until then they are ignored, not fatal.
+        # EVENT is served by a later layer; until then it is ignored, not fatal.
 
     def _protocol_violation(self, what: str) -> None:
         log.warn("{link}: protocol violation: {what}; closing", link=self.describe(), what=what)
@@ -368,6 +371,7 @@ class PeerLink(TwistedProtocol):
         d.addErrback(failed)
         d.addBoth(done)
 
-    def send_advertise(self, advert: Advertise) -> None:
+    def send(self, message: Any) -> None:
+        """Send a message that expects no answer (gossip); dropped once the link is closing."""
         if self.established and self.closing_reason is None:
-            self._send(advert)
+            self._send(message)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,13 +28,17 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from wecross.config import Address, PeerSettings, Timing
+from wecross.gossip.record import LinkInfo
 from wecross.peer.link import keep_dialled_by
 from wecross.peer.protocol import LinkOwner, PeerLink
 from wecross.wire.errors import WireError
 from wecross.wire.limits import Limits as WireLimits
-from wecross.wire.messages import SUPPORTED_VERSIONS, Advertise, Hello, Request
+from wecross.wire.messages import SUPPORTED_VERSIONS, GossipDigest, GossipRecords, Hello, Request
 
 log = Logger()
+
+#: A link that went down this many seconds ago no longer counts as a flap.
+_FLAP_WINDOW = 600.0
 
 
 class LinkTransports(Protocol):
@@ -46,7 +50,7 @@ class LinkTransports(Protocol):
     def client_endpoint(self, peer: PeerSettings) -> IStreamClientEndpoint:
         """How to reach one configured peer."""
 
-    def _advertised_listen(self) -> str:
+    def advertised_listen(self) -> str:
         """Where peers can reach us: the configured address, with the real port once bound (config may say 0)."""
         if self.listen is None:
             return ""
@@ -65,11 +69,13 @@ class RequestHandler(Protocol):
 
     def handle_request(self, link: PeerLink, request: Request) -> Deferred[dict[str, Any]]: ...
 
-    def handle_advertise(self, link: PeerLink, advert: Advertise) -> None: ...
+    def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords) -> None: ...
 
     def peer_up(self, link: PeerLink) -> None: ...
 
     def peer_down(self, link: PeerLink) -> None: ...
+
+    def peer_measured(self, link: PeerLink) -> None: ...
 
 
 def backoff_delays(
@@ -157,6 +163,7 @@ class PeerService(MultiService, LinkOwner):
         self.dialers = [Dialer(p) for p in peers]
         self.counters = PeerCounters()
         self.port: IListeningPort | None = None
+        self._downs: dict[str, deque[float]] = {}
 
     # -- service lifecycle ------------------------------------------------------------------------------------------
 
@@ -247,11 +254,11 @@ class PeerService(MultiService, LinkOwner):
             versions=list(SUPPORTED_VERSIONS),
             zones=list(self.zones),
             features=[],
-            listen=self._advertised_listen(),
+            listen=self.advertised_listen(),
             epoch=self.epoch,
         )
 
-    def _advertised_listen(self) -> str:
+    def advertised_listen(self) -> str:
         """Where peers can reach us: the configured address, with the real port once bound (config may say 0)."""
         if self.listen is None:
             return ""
@@ -310,6 +317,7 @@ class PeerService(MultiService, LinkOwner):
         if link.peer_id is not None and self.links.get(link.peer_id) is link:
             del self.links[link.peer_id]
             self.counters.links_down += 1
+            self._downs.setdefault(link.peer_id, deque(maxlen=64)).append(self.clock.seconds())
             log.info("router {id}: link to {peer} down: {reason}", id=self.local_id, peer=link.peer_id,
                      reason=reason)
             self.handler.peer_down(link)
@@ -319,14 +327,47 @@ class PeerService(MultiService, LinkOwner):
                     if self.running:
                         self._start_dialer(paused)
 
+    def link_measured(self, link: PeerLink) -> None:
+        if link.peer_id is not None and self.links.get(link.peer_id) is link:
+            self.handler.peer_measured(link)
+
     def frame_error(self, link: PeerLink, error: WireError) -> None:
         self.counters.bad_frames[error.reason] += 1
 
     def handle_request(self, link: PeerLink, request: Request) -> Deferred[dict[str, Any]]:
         return self.handler.handle_request(link, request)
 
-    def handle_advertise(self, link: PeerLink, advert: Advertise) -> None:
-        self.handler.handle_advertise(link, advert)
+    def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords) -> None:
+        self.handler.handle_gossip(link, message)
+
+    def link_infos(self) -> tuple[LinkInfo, ...]:
+        """Our links as our gossip record states them: measured RTT, loss and recent flaps per peer.
+
+        A link without an RTT sample yet is left out: it cannot be weighed, and it is stated as soon as its first
+        pong arrives (``link_measured``), a millisecond or so after it came up.
+        """
+        now = self.clock.seconds()
+        infos = []
+        for peer_id, link in sorted(self.links.items()):
+            snap = link.health.snapshot()
+            if snap.srtt is None:
+                continue
+            infos.append(LinkInfo(
+                peer=peer_id,
+                srtt_ms=snap.srtt * 1000.0,
+                loss=min(1.0, max(0.0, snap.loss)),
+                bandwidth_bps=0.0,  # not measured yet: 0 means unknown to the cost function
+                flaps=self._flaps(peer_id, now),
+            ))
+        return tuple(infos)
+
+    def _flaps(self, peer_id: str, now: float) -> int:
+        downs = self._downs.get(peer_id)
+        if not downs:
+            return 0
+        while downs and now - downs[0] > _FLAP_WINDOW:
+            downs.popleft()
+        return len(downs)
 
     # -- views ------------------------------------------------------------------------------------------------------
 

@@ -146,6 +146,10 @@ class StubService(Service):
         """Every built stub, keyed ``zone.chain``."""
         return dict(self._stubs)
 
+    def serves(self, chain_path: str) -> bool:
+        """Whether ``zone.chain`` is served here (asked on every request: no copy)."""
+        return chain_path in self._stubs
+
     def resolve(self, path: IPath) -> IResource | None:
         stub = self._stubs.get(path.chain_path)
         return None if stub is None else cast(IResource | None, stub.resource(path.resource))

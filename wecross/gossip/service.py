@@ -1,0 +1,233 @@
+"""GossipService: drives the sans-IO :class:`~wecross.gossip.directory.Directory` on a clock, over peer links.
+
+Protocol (docs/gossip.md): every ``interval`` the service sends its full digest to ``fanout`` random linked peers
+(push-pull anti-entropy). A peer answers a digest with the records it holds newer than the digest, and, if the
+digest showed it something it lacks, with its own digest, which the first side answers with records in turn; after
+that exchange both hold the newer of every record. A record that is new to a router is pushed on at once to every
+other neighbour (eager push), so a change crosses the network in about its diameter, while anti-entropy repairs
+whatever a push missed. Our own record is re-signed when our links or what we serve change, when link metrics
+move noticeably, and well within its ttl.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from wecross.gossip.directory import Directory
+from wecross.gossip.record import ChainInfo, LinkInfo, RecordError, RecordSigner, ResourceEntry, RouterRecord
+from wecross.wire.messages import GossipDigest, GossipRecords
+
+if TYPE_CHECKING:
+    from wecross.peer.protocol import PeerLink
+
+log = Logger()
+
+#: Records and bytes per GOSSIP_RECORDS frame: keeps frames far below the frame limit whatever the directory size.
+_RECORDS_PER_FRAME = 64
+_BYTES_PER_FRAME = 1024 * 1024
+#: A link's RTT must move by this share (and by _RTT_MIN_MS) before our record is re-signed for it.
+_RTT_CHANGE = 0.25
+_RTT_MIN_MS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class LocalContent:
+    """What our own record says, apart from its version: assembled by the router from its stubs and links."""
+
+    zones: tuple[str, ...]
+    transit: bool
+    listen: str
+    chains: tuple[ChainInfo, ...]
+    resources: tuple[ResourceEntry, ...]
+    links: tuple[LinkInfo, ...]
+
+
+class GossipService(Service):
+    def __init__(
+        self,
+        *,
+        directory: Directory,
+        signer: RecordSigner,
+        clock: IReactorTime,
+        epoch: int,
+        content: Callable[[], LocalContent],
+        links: Callable[[], dict[str, PeerLink]],
+        on_change: Callable[[], None],
+        interval: float = 1.0,
+        fanout: int = 3,
+        ttl: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.directory = directory
+        self.signer = signer
+        self.clock = clock
+        self.epoch = epoch
+        self.content = content
+        self.links = links
+        self.on_change = on_change
+        self.interval = interval
+        self.fanout = fanout
+        self.ttl = ttl
+        self.rng = rng or random.Random()
+        self.counters: Counter[str] = Counter()
+        self._published: LocalContent | None = None
+        self._published_at = -math.inf
+        self._loop = LoopingCall(self.round)
+        self._loop.clock = clock
+        self._pending_publish: IDelayedCall | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.publish("start")
+        self._loop.start(self.interval, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        if self._pending_publish is not None and self._pending_publish.active():
+            self._pending_publish.cancel()
+
+    # -- our own record ---------------------------------------------------------------------------------------------
+
+    def publish(self, reason: str) -> None:
+        """Sign our record at a new version, install it and push it to every neighbour."""
+        content = self.content()
+        epoch, seq = self.directory.next_local_version(self.epoch)
+        record = RouterRecord(
+            router_id=self.directory.local_id, epoch=epoch, seq=seq, zones=content.zones, transit=content.transit,
+            listen=content.listen, chains=content.chains, resources=content.resources, links=content.links,
+            ttl=self.ttl,
+        )
+        signed = self.signer.sign(record)
+        self.directory.set_local(signed)
+        self._published = content
+        self._published_at = self.clock.seconds()
+        self.counters["published"] += 1
+        log.debug("gossip: published our record v{v} ({reason})", v=(epoch, seq), reason=reason)
+        self._push([signed.to_bytes()], exclude=None)
+        self.on_change()
+
+    def publish_soon(self, reason: str) -> None:
+        """Links came or went: publish on the next turn of the reactor, once for a burst of changes."""
+        if self._pending_publish is not None and self._pending_publish.active():
+            return
+        self._pending_publish = self.clock.callLater(0, self._publish_pending, reason)
+
+    def _publish_pending(self, reason: str) -> None:
+        self._pending_publish = None
+        if self.running:
+            self.publish(reason)
+
+    def _needs_publish(self, now: float) -> str | None:
+        if self.directory.local_outdated:
+            return "a record of ours from an earlier life is out there"
+        if now - self._published_at >= self.ttl / 3:
+            return "refresh"
+        current, last = self.content(), self._published
+        if last is None:
+            return "first"
+        if (current.zones, current.transit, current.listen, current.chains, current.resources) != (
+                last.zones, last.transit, last.listen, last.chains, last.resources):
+            return "what we serve changed"
+        before = {link.peer: link for link in last.links}
+        now_links = {link.peer: link for link in current.links}
+        if set(before) != set(now_links):
+            return "links changed"
+        for peer, link in now_links.items():
+            old = before[peer]
+            delta = abs(link.srtt_ms - old.srtt_ms)
+            if delta > _RTT_MIN_MS and delta > _RTT_CHANGE * max(old.srtt_ms, 1e-9):
+                return f"RTT to {peer} moved"
+            if abs(link.loss - old.loss) >= 0.1 or link.flaps != old.flaps:
+                return f"loss or flaps of {peer} changed"
+        return None
+
+    # -- anti-entropy rounds ----------------------------------------------------------------------------------------
+
+    def round(self) -> None:
+        now = self.clock.seconds()
+        dropped = self.directory.expire(now)
+        if dropped:
+            log.info("gossip: records expired: {ids}", ids=dropped)
+            self.on_change()
+        reason = self._needs_publish(now)
+        if reason is not None:
+            self.publish(reason)
+        links = sorted(self.links().items())
+        if not links:
+            return
+        chosen = self.rng.sample(links, min(self.fanout, len(links)))
+        digest = GossipDigest(entries=self.directory.digest())
+        for _, link in chosen:
+            link.send(digest)
+        self.counters["rounds"] += 1
+
+    def link_up(self, link: PeerLink) -> None:
+        """A new neighbour: sync with it at once. Our record states the link once it has an RTT (peer_measured)."""
+        link.send(GossipDigest(entries=self.directory.digest()))
+
+    def link_down(self, link: PeerLink) -> None:
+        self.publish_soon("link down")
+
+    # -- messages from peers ----------------------------------------------------------------------------------------
+
+    def on_digest(self, link: PeerLink, digest: GossipDigest) -> None:
+        self.counters["digests_in"] += 1
+        blobs = self.directory.newer_than(digest.entries)
+        self._send_records(link, blobs)
+        if self.directory.wanted(digest.entries):
+            link.send(GossipDigest(entries=self.directory.digest()))
+
+    def on_records(self, link: PeerLink, message: GossipRecords) -> None:
+        now = self.clock.seconds()
+        fresh: list[bytes] = []
+        for blob in message.records:
+            try:
+                record = self.directory.accept(blob, now)
+            except RecordError as exc:  # counted by reason in directory.rejected
+                log.warn("gossip: record from {peer} refused ({reason}): {message}", peer=link.peer_id,
+                         reason=exc.reason, message=exc.message)
+                continue
+            if record is not None:
+                fresh.append(blob)
+        if self.directory.local_outdated:
+            self.publish("a record of ours from an earlier life came back")
+        if fresh:
+            self.counters["records_accepted"] += len(fresh)
+            self._push(fresh, exclude=link.peer_id)
+            self.on_change()
+
+    # -- sending ----------------------------------------------------------------------------------------------------
+
+    def _push(self, blobs: list[bytes], exclude: str | None) -> None:
+        for peer_id, link in sorted(self.links().items()):
+            if peer_id != exclude:
+                self._send_records(link, blobs)
+
+    def _send_records(self, link: PeerLink, blobs: Iterable[bytes]) -> None:
+        """In frames of at most _RECORDS_PER_FRAME records and _BYTES_PER_FRAME bytes (one record may be larger)."""
+        batch: list[bytes] = []
+        size = 0
+        for blob in blobs:
+            if batch and (len(batch) >= _RECORDS_PER_FRAME or size + len(blob) > _BYTES_PER_FRAME):
+                link.send(GossipRecords(records=batch))
+                self.counters["records_out"] += len(batch)
+                batch, size = [], 0
+            batch.append(blob)
+            size += len(blob)
+        if batch:
+            link.send(GossipRecords(records=batch))
+            self.counters["records_out"] += len(batch)
