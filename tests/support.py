@@ -52,6 +52,7 @@ def router_settings(
     workdir: Path,
     *,
     zone: str = "payment",
+    zones: list[str] | None = None,
     chain: str | None = None,
     peers: list[dict[str, Any]] | None = None,
     p2p_port: int = 0,
@@ -62,7 +63,7 @@ def router_settings(
 ) -> Settings:
     certs = cert_dir or pki() / router_id
     document: dict[str, Any] = {
-        "router": {"id": router_id, "zones": [zone], "data_dir": str(workdir / router_id)},
+        "router": {"id": router_id, "zones": zones or [zone], "data_dir": str(workdir / router_id)},
         "p2p": {
             "listen": f"127.0.0.1:{p2p_port}",
             "ca": str((cert_dir.parent if cert_dir else pki()) / "ca.crt"),
@@ -73,6 +74,8 @@ def router_settings(
         "timing": {"heartbeat_interval": 0.2, "dead_after": 3, "backoff_initial": 0.05, "backoff_max": 0.5,
                    **(timing or {})},
         "limits": limits or {},
+        "gossip": {"interval": 0.2, "record_ttl": 5.0},
+        "routing": {"rebuild_delay": 0.02},
         "stubs": [],
     }
     if rest:
@@ -114,3 +117,35 @@ def until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Defe
             yield deferLater(reactor, interval, lambda: None)
 
     return loop()
+
+
+class Network:
+    """Several routers on 127.0.0.1 linked as a topology says: ``links`` are (u, v) pairs, u dials v."""
+
+    def __init__(self, workdir: Path, routers: dict[str, dict[str, Any]], links: list[tuple[str, str]]) -> None:
+        self.workdir = workdir
+        self.spec = routers
+        self.links = links
+        self.ports = {rid: free_port() for rid in routers}
+        self.nodes: dict[str, RouterNode] = {}
+
+    def settings(self, rid: str) -> Settings:
+        spec = self.spec[rid]
+        peers = [{"address": f"127.0.0.1:{self.ports[v]}", "id": v} for u, v in self.links if u == rid]
+        return router_settings(rid, self.workdir, zones=spec["zones"], zone=spec["zones"][0],
+                               chain=spec.get("chain"), peers=peers, p2p_port=self.ports[rid])
+
+    @defer.inlineCallbacks
+    def start(self, *only: str) -> Any:
+        names = only or tuple(self.spec)
+        nodes = yield defer.gatherResults([start(self.settings(rid)) for rid in names])
+        self.nodes.update(zip(names, nodes, strict=True))
+
+    def stop(self, *only: str) -> Deferred[Any]:
+        names = only or tuple(self.nodes)
+        return defer.gatherResults([stop(self.nodes.pop(rid)) for rid in names if rid in self.nodes])
+
+    def linked(self) -> bool:
+        """Every link of the topology between running routers is up on both ends."""
+        return all(v in self.nodes[u].peers.links and u in self.nodes[v].peers.links
+                   for u, v in self.links if u in self.nodes and v in self.nodes)

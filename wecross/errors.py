@@ -23,6 +23,7 @@ HTTP_STATUS: dict[str, int] = {
     "no_such_block": 404,
     "method_not_allowed": 405,
     "too_large": 413,
+    "cancelled": 499,
     "insufficient_funds": 422,
     "overflow": 422,
     "unsupported_media_type": 415,

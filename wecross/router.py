@@ -46,6 +46,9 @@ def _as_router_error(failure: Failure) -> Failure:
     """Stub errors keep their code across the network; anything unexpected becomes 'internal' (and is logged)."""
     if isinstance(failure.value, RouterError):
         return failure
+    if isinstance(failure.value, defer.CancelledError):
+        # The caller went away (a REST client disconnected) and cancelled its request: nothing went wrong here.
+        return Failure(RouterError("cancelled", "the request was cancelled by its caller"))
     if isinstance(failure.value, StubError):
         return Failure(RouterError(failure.value.code, failure.value.message))
     log.failure("unexpected error while serving a request", failure)

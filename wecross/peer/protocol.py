@@ -141,6 +141,11 @@ class PeerLink(TwistedProtocol):
     # -- Twisted events ---------------------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        # Requests and answers are small and latency-bound: without TCP_NODELAY, Nagle's algorithm and delayed ACKs
+        # held some answers for ~40 ms (bench/forward.py, p99.9). In-memory transports may not have the option.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         # Written now, sent by the TLS layer as soon as the handshake completes.
         self._send(self.owner.hello())
         self._handshake_timer = self.clock.callLater(self.handshake_timeout, self._handshake_timed_out)

@@ -191,7 +191,8 @@ class PeerService(MultiService, LinkOwner):
         for dialer in self.dialers:
             dialer.paused_for = None
         for link in list(self.links.values()) + list(self.pending):
-            link.close("router shutting down")
+            # abort: a peer that stopped reading must not hold our shutdown (the BYE gets half a second to leave)
+            link.close("router shutting down", abort=True)
         d = super().stopService()
         if self.port is not None:
             port, self.port = self.port, None

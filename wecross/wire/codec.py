@@ -11,6 +11,7 @@ UnicodeDecodeError, RecursionError and the rest are translated at the two places
 
 from __future__ import annotations
 
+import struct
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,6 +36,8 @@ __all__ = ["PREFIX_LEN", "Envelope", "FrameDecoder", "decode_frame", "encode_fra
 
 #: Bytes of the length prefix in front of every frame body.
 PREFIX_LEN = 4
+#: The prefix as a struct: its pack/unpack_from cost about a third of int.to_bytes/int.from_bytes(..., "big").
+_PREFIX = struct.Struct(">I")
 
 #: Largest piece of received data handed to msgpack at once; frames above this size also make the decoder renew its
 #: msgpack buffer afterwards, so one big frame does not leave an idle link holding megabytes.
@@ -52,6 +55,7 @@ class Envelope:
 
 #: See messages._twin: building envelopes without the frozen __init__ (None if this interpreter can't).
 _EnvelopeTwin: Any = _twin(Envelope)
+_new = object.__new__
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -59,14 +63,6 @@ _EnvelopeTwin: Any = _twin(Envelope)
 # --------------------------------------------------------------------------------------------------------------------
 
 _local = threading.local()
-
-
-def _packer() -> msgpack.Packer:
-    """A Packer per thread: reusing one is twice as fast as ``packb``, but a Packer holds a buffer."""
-    packer: msgpack.Packer | None = getattr(_local, "packer", None)
-    if packer is None:
-        packer = _local.packer = msgpack.Packer(use_bin_type=True, datetime=False)
-    return packer
 
 
 @lru_cache(maxsize=32)
@@ -101,7 +97,11 @@ def encode_frame(
     if limits is not DEFAULT_LIMITS and not _within_default(limits):
         validate(message, limits)
     try:
-        body: bytes = _packer().pack((version, message.TYPE, msg_id, encode(message)))
+        packer: msgpack.Packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True, datetime=False, strict_types=True)
+    try:
+        body: bytes = packer.pack([version, message.TYPE, msg_id, encode(message)])
     except Exception as exc:
         # Reachable when a list or dict inside the message was mutated after construction, or when a str holds a
         # lone surrogate (valid in Python, e.g. from a JSON "\ud800" escape, but not encodable as UTF-8).
@@ -109,7 +109,7 @@ def encode_frame(
     size = len(body)
     if size > limits.max_frame:
         raise WireError("oversize", f"{message.NAME} frame of {size} bytes exceeds max_frame {limits.max_frame}")
-    return size.to_bytes(PREFIX_LEN, "big") + body
+    return _PREFIX.pack(size) + body
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -191,7 +191,10 @@ def _open_envelope(obj: Any, limits: Limits) -> Envelope:
                 raise WireError("limits", "value nested too deeply") from None
             if _EnvelopeTwin is None:
                 return Envelope(version, msg_id, message)
-            envelope = _EnvelopeTwin(version, msg_id, message)
+            envelope = _new(_EnvelopeTwin)
+            envelope.version = version
+            envelope.msg_id = msg_id
+            envelope.message = message
             envelope.__class__ = Envelope
             return envelope  # type: ignore[no-any-return]
         if type(version) is not int:
@@ -269,6 +272,27 @@ class FrameDecoder:
         """Add received bytes; return the envelopes of every frame they complete, in order."""
         if self._error is not None:
             raise self._error.with_traceback(None)
+        length = len(data)
+        if (
+            self._size < 0
+            and not self._pending
+            and PREFIX_LEN < length <= _PIECE
+            and _PREFIX.unpack_from(data)[0] == length - PREFIX_LEN <= self._limits.max_frame
+        ):
+            # The common case, a chunk that is exactly one frame: no bookkeeping of partial frames.
+            unpacker = self._unpacker
+            end = self._offset + length
+            try:
+                unpacker.feed(data)
+                unpacker.read_bytes(PREFIX_LEN)
+                obj = unpacker.unpack()
+                if unpacker.tell() != end:
+                    # Nothing follows in the buffer, so the value can only have ended early.
+                    raise WireError("malformed", "trailing bytes after the envelope")
+                self._offset = end
+                return [_open_envelope(obj, self._limits)]
+            except Exception as exc:
+                raise self._poison(_translate(exc)) from None
         envelopes: list[Envelope] = []
         if len(data) > _PIECE:
             # Bounded pieces keep the Unpacker's buffer within max_frame + one piece, whatever the chunk size.
@@ -287,7 +311,7 @@ class FrameDecoder:
                 if size < 0:
                     if pending < PREFIX_LEN:
                         break
-                    size = int.from_bytes(unpacker.read_bytes(PREFIX_LEN), "big")
+                    (size,) = _PREFIX.unpack(unpacker.read_bytes(PREFIX_LEN))
                     pending -= PREFIX_LEN
                     offset += PREFIX_LEN
                     if size > limits.max_frame:
@@ -313,13 +337,8 @@ class FrameDecoder:
                     self._recycle = True
                 size = -1
                 envelopes.append(_open_envelope(obj, limits))
-        except WireError as exc:
-            self._poison(exc)
-            raise
         except Exception as exc:  # BufferFull and the like: only a bug here could cause them, but never leak one
-            error = _translate(exc)
-            self._poison(error)
-            raise error from None
+            raise self._poison(_translate(exc)) from None
         self._pending = pending
         self._size = size
         self._offset = offset
@@ -340,13 +359,14 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error.with_traceback(None)
         if self.buffered:
-            error = WireError("truncated", f"connection ended inside a frame ({self.buffered} bytes buffered)")
-            self._poison(error)
-            raise error
+            raise self._poison(
+                WireError("truncated", f"connection ended inside a frame ({self.buffered} bytes buffered)")
+            )
 
-    def _poison(self, error: WireError) -> None:
+    def _poison(self, error: WireError) -> WireError:
         self._error = error
         # Drop the buffered bytes now rather than when the link object goes away.
         self._unpacker = self._new_unpacker()
         self._pending = 0
         self._size = -1
+        return error

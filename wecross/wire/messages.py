@@ -673,10 +673,25 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
 def _twin(cls: type[Any]) -> Any:
     """A mutable class with the same slots as ``cls``, or None if this interpreter can't re-label its instances.
 
-    A frozen dataclass's ``__init__`` sets every field through ``object.__setattr__`` and then runs
-    ``__post_init__``; on decode the values were just checked against the link's limits, and that path costs more
-    than decoding the msgpack itself. So decoders fill an instance of the twin with plain attribute stores and then
-    re-label it: CPython allows ``__class__`` assignment between classes with identical slot layouts.
+    Why decoders build messages this way: the values were just checked against the link's limits, so the frozen
+    dataclass's ``__init__`` (one ``object.__setattr__`` call per field, then ``__post_init__`` validating it all
+    again) is pure waste there. A decoder instead fills a twin instance with plain slot stores and re-labels it
+    (``__class__`` assignment, which CPython allows between classes with identical slot layouts); the result is an
+    ordinary, frozen, hashable instance of ``cls``. Building a Request from its 11 checked values (CPython 3.11,
+    best of 25, one core of the development VM):
+
+    ======================================================================  ===========
+    twin: ``object.__new__`` + slot stores + ``__class__`` assignment       370 ns
+    non-frozen slotted dataclass ``__init__`` (not immutable: rejected)      244 ns
+    ``object.__new__`` + generated code calling each slot's ``__set__``      962 ns
+    frozen ``__init__`` without ``__post_init__``                           1677 ns
+    ``object.__new__`` + ``object.__setattr__`` per field                   2087 ns
+    ``Request(*values)``: frozen ``__init__`` that validates again           3002 ns
+    ======================================================================  ===========
+
+    The twin costs 2.6 times less than the fastest plain way to keep messages immutable, on the path every hop of
+    every call takes; an Envelope is likewise built in 235 ns instead of 581 ns through its ``__init__``. Where
+    re-labelling is refused (another interpreter), the decoders fall back to ``object.__setattr__``.
     """
     names = [f.name for f in fields(cls)]
     twin: Any = make_dataclass(f"_{cls.__name__}Twin", names, slots=True, eq=False, repr=False)
@@ -710,14 +725,16 @@ def _builder(cls: type[_T]) -> Callable[[Sequence[Any]], _T]:
     return build_slowly
 
 
-def _getter(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
-    """Field values of an instance, in order, as a tuple (msgpack packs tuples as arrays)."""
+def _getter(cls: type[Any]) -> Callable[[Any], list[Any]]:
+    """Field values of an instance, in order, as a list: the body in wire form (the packer runs with
+    ``strict_types``, which packs lists, not tuples, as arrays)."""
     names = [f.name for f in fields(cls)]
     if len(names) == 1:
         # attrgetter with one name returns the bare value, not a 1-tuple.
         single = attrgetter(names[0])
-        return lambda obj: (single(obj),)
-    return attrgetter(*names)
+        return lambda obj: [single(obj)]
+    get = attrgetter(*names)
+    return lambda obj: list(get(obj))
 
 
 _CHAIN_AD_FIELDS = _getter(ChainAd)
@@ -727,22 +744,33 @@ _build_resource_ad = _builder(ResourceAd)
 _build_advertise = _builder(Advertise)
 
 #: message class -> (body fields in wire form) for encoding.
-BODY_ENCODERS: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {}
+BODY_ENCODERS: dict[type[Any], Callable[[Any], list[Any]]] = {}
 #: type code -> decoder turning a body list into a validated message.
 BODY_DECODERS: dict[int, Callable[[list[Any], Limits], Any]] = {}
 #: message class -> check of a constructed instance.
 _OBJECT_CHECKS: dict[type[Any], Callable[[Any, Limits], None]] = {}
 
 
-def _register_flat(cls: type[Any], check: Callable[[Sequence[Any], Limits], None], *, extensible: bool = False) -> None:
-    """Register a message whose body is just its fields (no nested dataclasses)."""
-    get = _getter(cls)
+def _register_flat(
+    cls: type[Any],
+    check: Callable[[Sequence[Any], Limits], None],
+    *,
+    extensible: bool = False,
+    encode: Callable[[Any], list[Any]] | None = None,
+    decode: Callable[[list[Any], Limits], Any] | None = None,
+) -> None:
+    """Register a message whose body is just its fields (no nested dataclasses).
+
+    ``encode`` and ``decode`` replace the generic ones with hand-unrolled versions (the hand-written decoder needs
+    the twin, so it is only used where :func:`_twin` found one).
+    """
+    get = _getter(cls) if encode is None else encode
     count = len(fields(cls))
     name = cls.NAME
     twin = _twin(cls)
     build = _builder(cls) if twin is None else None
 
-    def decode(body: list[Any], limits: Limits) -> Any:
+    def decode_flat(body: list[Any], limits: Limits) -> Any:
         if len(body) != count:
             # An extensible message may gain trailing fields in a later version; an older reader ignores them.
             if not (extensible and len(body) > count):
@@ -756,8 +784,51 @@ def _register_flat(cls: type[Any], check: Callable[[Sequence[Any], Limits], None
         return obj
 
     BODY_ENCODERS[cls] = get
-    BODY_DECODERS[cls.TYPE] = decode
+    BODY_DECODERS[cls.TYPE] = decode if decode is not None and twin is not None else decode_flat
     _OBJECT_CHECKS[cls] = lambda obj, limits: check(get(obj), limits)
+
+
+# Request and Response travel on every hop of every call, so their bodies are unrolled by hand: a list display of
+# attribute loads costs less than half as much as attrgetter + list(), and storing into a bare twin instance saves a
+# call to the twin's __init__. test_hand_unrolled_bodies pins both field orders to the dataclass's.
+
+_REQUEST_TWIN: Any = _twin(Request)
+_RESPONSE_TWIN: Any = _twin(Response)
+_new = object.__new__
+
+
+def _encode_request(m: Request) -> list[Any]:
+    return [
+        m.request_id, m.origin, m.destination, m.hop_limit, m.deadline_ms, m.path, m.op, m.ipath, m.method, m.args,
+        m.sender,
+    ]  # fmt: skip
+
+
+def _decode_request(body: list[Any], limits: Limits) -> Request:
+    if len(body) != 11:
+        _fail("schema", "REQUEST", f"expected 11 fields, got {len(body)}")
+    _check_request(body, limits)
+    m = _new(_REQUEST_TWIN)
+    (
+        m.request_id, m.origin, m.destination, m.hop_limit, m.deadline_ms, m.path, m.op, m.ipath, m.method, m.args,
+        m.sender,
+    ) = body  # fmt: skip
+    m.__class__ = Request
+    return m  # type: ignore[no-any-return]
+
+
+def _encode_response(m: Response) -> list[Any]:
+    return [m.reply_to, m.request_id, m.result, m.path]
+
+
+def _decode_response(body: list[Any], limits: Limits) -> Response:
+    if len(body) != 4:
+        _fail("schema", "RESPONSE", f"expected 4 fields, got {len(body)}")
+    _check_response(body, limits)
+    m = _new(_RESPONSE_TWIN)
+    (m.reply_to, m.request_id, m.result, m.path) = body
+    m.__class__ = Response
+    return m  # type: ignore[no-any-return]
 
 
 def _nested(item: Any, count: int, index: int, where: str) -> list[Any]:
@@ -784,13 +855,13 @@ def _decode_advertise(body: list[Any], limits: Limits) -> Advertise:
     return _build_advertise((router_id, seq, decoded_chains, decoded_resources))
 
 
-def _encode_advertise(msg: Advertise) -> tuple[Any, ...]:
-    return (
+def _encode_advertise(msg: Advertise) -> list[Any]:
+    return [
         msg.router_id,
         msg.seq,
         [_CHAIN_AD_FIELDS(chain) for chain in msg.chains],
         [_RESOURCE_AD_FIELDS(resource) for resource in msg.resources],
-    )
+    ]
 
 
 def _check_advertise_object(msg: Advertise, limits: Limits) -> None:
@@ -816,8 +887,8 @@ _register_flat(Ping, _check_ping)
 _register_flat(Pong, _check_pong)
 _register_flat(GossipDigest, _check_gossip_digest)
 _register_flat(GossipRecords, _check_gossip_records)
-_register_flat(Request, _check_request)
-_register_flat(Response, _check_response)
+_register_flat(Request, _check_request, encode=_encode_request, decode=_decode_request)
+_register_flat(Response, _check_response, encode=_encode_response, decode=_decode_response)
 _register_flat(Error, _check_error)
 _register_flat(Event, _check_event)
 BODY_ENCODERS[Advertise] = _encode_advertise
