@@ -25,6 +25,57 @@ def _check_config(args: argparse.Namespace) -> int:
     return status
 
 
+def _configs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from wecross.config import ConfigError
+    from wecross.topology import load_topology, write_configs
+
+    try:
+        topology = load_topology(args.topology)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for path in write_configs(topology, Path(args.out), Path(args.data) if args.data else None):
+        print(f"wrote {path}")
+    print(f"start each router with: twistd -n wecross --config {Path(args.out) / '<router-id>.toml'}")
+    return 0
+
+
+def _get_json(url: str) -> object:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())["data"]
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+        raise SystemExit(f"error: {url}: {body.get('error', {}).get('message', exc)}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SystemExit(f"error: cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def _routes(args: argparse.Namespace) -> int:
+    import json
+
+    data = _get_json(args.router.rstrip("/") + "/routes")
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    assert isinstance(data, dict)
+    print(f"routes of {data['router_id']} ({data['rebuilds']} rebuilds, {data['changes']} route changes)")
+    print(f"{'chain / router':<28} {'next hop':<14} {'cost':>9}  path")
+    for row in data["routes"]:
+        name = row.get("chain") or row.get("destination")
+        if row.get("kind") == "chain" and not row.get("reachable", True):
+            print(f"{name:<28} {'-':<14} {'-':>9}  unreachable (replicas: {', '.join(row['replicas'])})")
+            continue
+        print(f"{name:<28} {row['next_hop']:<14} {row['cost']:>9.3f}  {' -> '.join(row['path'])}")
+    return 0
+
+
 def _certs(argv: list[str]) -> int:
     from wecross.pki.cli import main as certs_main
 
@@ -50,6 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--no-files", action="store_true", help="do not check that certificate files exist")
     check.set_defaults(func=_check_config)
     sub.add_parser("certs", help="make a CA, intermediates, router and client certificates (see wecross certs -h)")
+    configs = sub.add_parser("configs", help="write one router config per router of a topology file")
+    configs.add_argument("--topology", required=True, help="e.g. conf/topologies/two-zones-two-borders.toml")
+    configs.add_argument("--out", required=True, help="directory for the router configs")
+    configs.add_argument("--data", help="data directory root (default: OUT/data)")
+    configs.set_defaults(func=_configs)
+    routes = sub.add_parser("routes", help="show a router's routing table (GET /routes)")
+    routes.add_argument("--router", default="http://127.0.0.1:8250", help="the router's REST base URL")
+    routes.add_argument("--json", action="store_true", help="print the raw JSON")
+    routes.set_defaults(func=_routes)
     demo = sub.add_parser("demo", help="start two routers in two zones and call across them")
     demo.add_argument("--workdir", default="data/demo", help="where certs, configs and chain data go")
     demo.add_argument("--keep", action="store_true", help="leave the routers running until Ctrl-C")

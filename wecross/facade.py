@@ -36,6 +36,10 @@ class RouterFacade(Protocol):
     def peers(self) -> list[dict[str, Any]]:
         """One dict per known peer: id, address, state, direction, srtt_ms, rtt_var_ms, loss, last_seen, resources."""
 
+    def routes(self) -> dict[str, Any]:
+        """The routing table: router_id, rebuilds, changes, and rows (per chain and per reachable router) with
+        destination, next_hop, path, hops and cost."""
+
     def resources(self) -> list[dict[str, Any]]:
         """Every resource reachable from here: ipath, kind, methods, local (bool), routers (ids serving it)."""
 
