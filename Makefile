@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench bench-deps clean
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,14 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/wire.py
+	$(BIN)/python bench/routes.py
 	$(BIN)/python bench/forward.py
+	$(BIN)/python bench/overlay.py
+
+# Optional tools for bench/forward.py: wrk (else a Python load generator) and py-spy (else cProfile).
+bench-deps: $(STAMP)
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk
+	$(BIN)/python -m pip install -q 'py-spy>=0.4'
 
 clean:
 	rm -rf $(VENV) _trial_temp* data/demo bench/results *.egg-info
