@@ -50,16 +50,6 @@ class LinkTransports(Protocol):
     def client_endpoint(self, peer: PeerSettings) -> IStreamClientEndpoint:
         """How to reach one configured peer."""
 
-    def advertised_listen(self) -> str:
-        """Where peers can reach us: the configured address, with the real port once bound (config may say 0)."""
-        if self.listen is None:
-            return ""
-        port = self.port.getHost().port if self.port is not None else self.listen.port
-        if port == 0:
-            return ""
-        host = f"[{self.listen.host}]" if ":" in self.listen.host else self.listen.host
-        return f"{host}:{port}"
-
     def identify(self, link: PeerLink, hello: Hello) -> str | None:
         """None if the link's authenticated identity is ``hello.router_id``; else the reason to refuse."""
 
