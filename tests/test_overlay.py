@@ -196,3 +196,40 @@ class Transit(TestCase):
                           args=["alice"], sender="anonymous")
         failure = yield self.assertFailure(link.request(request, 2), RouterError)
         self.assertEqual(failure.code, "forbidden")
+
+
+class ChainClash(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_two_routers_claiming_one_chain_with_different_genesis(self) -> Any:
+        work = Path(self.mktemp())
+        work.mkdir()
+        # router-b and router-c both say they serve z.chain, but their chains began differently.
+        routers = {"router-a": {"zones": ["z"]}, "router-b": {"zones": ["z"], "chain": "chain"},
+                   "router-c": {"zones": ["z"], "chain": "chain"}}
+        net = support.Network(work, routers, [("router-a", "router-b"), ("router-a", "router-c")])
+        original = net.settings
+
+        def settings(rid: str) -> Any:
+            s = original(rid)
+            if rid == "router-c":
+                from dataclasses import replace
+
+                stub = s.stubs[0]
+                other = replace(stub, resources=[{"name": "asset", "kind": "asset", "initial": {"mallory": 10**6}}])
+                s = replace(s, stubs=(other,))
+            return s
+
+        net.settings = settings  # type: ignore[method-assign]
+        self.addCleanup(net.stop)
+        yield net.start()
+        a = net.nodes["router-a"].router
+        yield support.until(lambda: net.linked() and len(a.directory) == 3 and a.directory.clashes(), timeout=30)
+        clash = a.directory.clashes()[0]
+        self.assertEqual(clash.path, "z.chain")
+        self.assertEqual(sorted(clash.genesis_by_router), ["router-b", "router-c"])
+        self.assertEqual(a.status()["chain_clashes"][0]["path"], "z.chain")
+        failure = yield self.assertFailure(
+            a.invoke(Invocation(IPath.parse("z.chain.asset"), "call", "balanceOf", ["alice"])), RouterError)
+        self.assertEqual(failure.code, "chain_clash")

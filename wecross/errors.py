@@ -22,6 +22,7 @@ HTTP_STATUS: dict[str, int] = {
     "unknown_chain": 404,
     "no_such_block": 404,
     "method_not_allowed": 405,
+    "chain_clash": 409,
     "too_large": 413,
     "cancelled": 499,
     "insufficient_funds": 422,
