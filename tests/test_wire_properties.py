@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 from typing import Any, cast
 
@@ -252,6 +253,27 @@ class ChunkingProperties(SynchronousTestCase):
         chunks.append(data[at:])
         decoder = FrameDecoder()
         self.assertEqual(feed_all(decoder, chunks), expected(frames))
+        decoder.eof()
+
+    @SETTINGS
+    @given(FRAMES, st.data())
+    def test_cuts_at_frame_boundaries_and_inside_frames(
+        self, frames: list[tuple[int, Message]], data: st.DataObject
+    ) -> None:
+        """Chunks that are exactly one frame take the decoder's short path; mixing them with chunks that hold part
+        of a frame, or several frames, must not disturb the general loop's bookkeeping (and vice versa)."""
+        encoded = [encode_frame(msg_id, message) for msg_id, message in frames]
+        boundaries = [0]
+        for frame in encoded:
+            boundaries.append(boundaries[-1] + len(frame))
+        stream = b"".join(encoded)
+        inner = st.integers(0, len(stream))
+        cuts = data.draw(st.sets(st.sampled_from(boundaries) | inner, max_size=2 * len(encoded) + 2))
+        points = sorted({0, len(stream), *cuts})
+        chunks = [stream[a:b] for a, b in itertools.pairwise(points)]
+        decoder = FrameDecoder()
+        self.assertEqual(feed_all(decoder, chunks), expected(frames))
+        self.assertEqual(decoder.buffered, 0)
         decoder.eof()
 
     @SETTINGS

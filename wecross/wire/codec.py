@@ -36,7 +36,7 @@ __all__ = ["PREFIX_LEN", "Envelope", "FrameDecoder", "decode_frame", "encode_fra
 
 #: Bytes of the length prefix in front of every frame body.
 PREFIX_LEN = 4
-#: The prefix as a struct: its pack/unpack_from cost about a third of int.to_bytes/int.from_bytes(..., "big").
+#: The prefix as a Struct: reading it this way takes half the time of int.from_bytes(..., "big") (90 vs 170 ns).
 _PREFIX = struct.Struct(">I")
 
 #: Largest piece of received data handed to msgpack at once; frames above this size also make the decoder renew its
@@ -62,6 +62,10 @@ _new = object.__new__
 # Encoding
 # --------------------------------------------------------------------------------------------------------------------
 
+#: Holds one msgpack Packer per thread (a Packer keeps a buffer, so threads must not share one). Reusing a Packer
+#: takes 0.65 µs per typical REQUEST envelope against 0.94 µs for msgpack.packb, which builds one per call; with
+#: ``strict_types`` it takes 0.46 µs: only exact types are tested for, and only lists become arrays, which is all
+#: that message validation lets through anyway (encoders therefore return lists, not tuples).
 _local = threading.local()
 
 
@@ -231,7 +235,10 @@ class FrameDecoder:
     Envelopes that preceded the bad frame in the same ``feed`` call are dropped with it.
 
     Received bytes live in the msgpack Unpacker's own buffer (we read each length prefix out of it with
-    ``read_bytes``), so a frame body is never copied in Python and the option keywords are parsed once per link.
+    ``read_bytes``), so a frame body is never copied in Python and the option keywords are parsed once per link
+    (``msgpack.unpackb`` parses them on every call: about 0.5 µs per frame). A chunk that is exactly one frame, with
+    nothing buffered before it, skips the general loop's bookkeeping: that is what a link carrying one request at
+    a time receives, and the short path saves 2-4 % of a typical REQUEST's decoding time.
     """
 
     __slots__ = ("_error", "_limits", "_offset", "_pending", "_recycle", "_size", "_unpacker")
@@ -279,7 +286,7 @@ class FrameDecoder:
             and PREFIX_LEN < length <= _PIECE
             and _PREFIX.unpack_from(data)[0] == length - PREFIX_LEN <= self._limits.max_frame
         ):
-            # The common case, a chunk that is exactly one frame: no bookkeeping of partial frames.
+            # Short path (see the class docstring); every error is the same as the general loop's below.
             unpacker = self._unpacker
             end = self._offset + length
             try:
