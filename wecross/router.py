@@ -203,12 +203,16 @@ class Router:
         alternatives = self.table.alternatives(chain, avoid)
         return alternatives[0] if alternatives else None
 
+    def _clashing(self, chain: str) -> bool:
+        """Routers disagree on the chain's genesis; we cannot tell who is right (we do not serve it ourselves)."""
+        claims = self.directory.chain_claims(chain)
+        return len({genesis for genesis in claims.values() if genesis}) > 1 and not self._serves(chain)
+
     def _no_route(self, path: IPath, destination: str | None, tried: set[str]) -> RouterError:
         chain = path.chain_path
-        clash = next((c for c in self.directory.clashes() if c.path == chain), None)
-        if clash is not None and not self._serves(chain):
+        if self._clashing(chain):
             return RouterError("chain_clash", f"routers disagree on the genesis of {chain}: "
-                                              f"{dict(clash.genesis_by_router)}; refusing to guess")
+                                              f"{self.directory.chain_claims(chain)}; refusing to guess")
         if destination is not None:
             return RouterError("unreachable", f"no path from {self.local_id} to {destination} avoiding "
                                               f"{sorted(tried)}")
@@ -227,6 +231,9 @@ class Router:
             return defer.fail(RouterError("unreachable", "this router has no peer links"))
         avoid = set(trail) | tried
         avoid.discard(self.local_id)
+        if destination is None and self._clashing(path.chain_path):
+            # Checked per request, not only at the (debounced) rebuild: a clash must stop traffic at once.
+            return defer.fail(self._no_route(path, destination, tried))
         route = self._choose(path, destination, avoid)
         if route is None:
             return defer.fail(self._no_route(path, destination, tried))
