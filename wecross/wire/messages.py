@@ -35,9 +35,7 @@ __all__ = [
     "REQUEST_ID_LEN",
     "SUPPORTED_VERSIONS",
     "U64_MAX",
-    "Advertise",
     "Bye",
-    "ChainAd",
     "Error",
     "Event",
     "GossipDigest",
@@ -47,7 +45,6 @@ __all__ = [
     "Ping",
     "Pong",
     "Request",
-    "ResourceAd",
     "Response",
     "negotiate_version",
     "validate",
@@ -135,13 +132,12 @@ def _request_id(value: Any, where: str, *, empty_ok: bool = False) -> None:
         _fail("schema", where, f"expected {allowed}, got {_show(value)}")
 
 
-def _dotted(value: Any, parts: int, where: str) -> None:
-    """A name made of ``parts`` non-empty dot-separated parts (``zone.chain``, ``zone.chain.resource``)."""
+def _ipath(value: Any, where: str) -> None:
+    """A resource path: three non-empty dot-separated parts (``zone.chain.resource``)."""
     _name(value, where)
     pieces = value.split(".")
-    if len(pieces) != parts or not all(pieces):
-        shape = ("zone.chain", "zone.chain.resource")[parts - 2]
-        _fail("schema", where, f"expected {shape!r}, got {_show(value)}")
+    if len(pieces) != 3 or not all(pieces):
+        _fail("schema", where, f"expected 'zone.chain.resource', got {_show(value)}")
 
 
 def _listen_address(value: Any, where: str) -> None:
@@ -256,13 +252,6 @@ def _free_map(value: Any, limits: Limits, where: str) -> None:
         _free(item, limits, where, 1)
 
 
-def _str_map(value: Any, limits: Limits, where: str) -> None:
-    """Method name -> description (ResourceAd.methods)."""
-    for key, item in _dict_header(value, limits, where).items():
-        _name(key, f"{where} key")
-        _text(item, limits, f"{where}[{key!r}]")
-
-
 def _digest_entries(value: Any, limits: Limits, where: str) -> None:
     for key, item in _dict_header(value, limits, where).items():
         _name(key, f"{where} key")
@@ -306,26 +295,6 @@ def _check_pong(v: Sequence[Any], limits: Limits) -> None:
     seq, sent_at = v
     _u64(seq, "Pong.seq")
     _finite_float(sent_at, "Pong.sent_at")
-
-
-def _check_chain_ad(v: Sequence[Any], limits: Limits) -> None:
-    path, chain_type, height, genesis_hash = v
-    _dotted(path, 2, "ChainAd.path")
-    _name(chain_type, "ChainAd.chain_type")
-    _u64(height, "ChainAd.height")
-    _short(genesis_hash, "ChainAd.genesis_hash")
-
-
-def _check_resource_ad(v: Sequence[Any], limits: Limits) -> None:
-    ipath, kind, methods = v
-    _dotted(ipath, 3, "ResourceAd.ipath")
-    _name(kind, "ResourceAd.kind")
-    _str_map(methods, limits, "ResourceAd.methods")
-
-
-def _check_advertise_head(router_id: Any, seq: Any) -> None:
-    _name(router_id, "Advertise.router_id")
-    _u64(seq, "Advertise.seq")
 
 
 def _check_gossip_digest(v: Sequence[Any], limits: Limits) -> None:
@@ -442,7 +411,7 @@ def _check_error(v: Sequence[Any], limits: Limits) -> None:
 
 def _check_event(v: Sequence[Any], limits: Limits) -> None:
     ipath, topic, payload = v
-    _dotted(ipath, 3, "Event.ipath")
+    _ipath(ipath, "Event.ipath")
     _name(topic, "Event.topic")
     _free(payload, limits, "Event.payload", 0)
 
@@ -511,47 +480,6 @@ class Pong:
 
     seq: int
     sent_at: float
-
-    def __post_init__(self) -> None:
-        validate(self)
-
-
-@dataclass(frozen=True, slots=True)
-class ChainAd:
-    """One chain a router serves (part of Advertise)."""
-
-    path: str  # "zone.chain"
-    chain_type: str
-    height: int
-    genesis_hash: str
-
-    def __post_init__(self) -> None:
-        _check_chain_ad(_CHAIN_AD_FIELDS(self), DEFAULT_LIMITS)
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceAd:
-    """One resource a router serves and the methods it offers (part of Advertise)."""
-
-    ipath: str  # "zone.chain.resource"
-    kind: str
-    methods: dict[str, str]
-
-    def __post_init__(self) -> None:
-        _check_resource_ad(_RESOURCE_AD_FIELDS(self), DEFAULT_LIMITS)
-
-
-@dataclass(frozen=True, slots=True)
-class Advertise:
-    """What a router serves, told to its direct peers (the signed, network-wide gossip record comes later)."""
-
-    TYPE: ClassVar[int] = 0x10
-    NAME: ClassVar[str] = "ADVERTISE"
-
-    router_id: str
-    seq: int
-    chains: list[ChainAd]
-    resources: list[ResourceAd]
 
     def __post_init__(self) -> None:
         validate(self)
@@ -654,14 +582,12 @@ class Event:
         validate(self)
 
 
-Message: TypeAlias = (
-    Hello | Bye | Ping | Pong | Advertise | GossipDigest | GossipRecords | Request | Response | Error | Event
-)
+Message: TypeAlias = Hello | Bye | Ping | Pong | GossipDigest | GossipRecords | Request | Response | Error | Event
 
-#: type code -> message class.
+#: type code -> message class. Code 0x10 is retired and must never be reused (docs/wire-protocol.md says why); a
+#: frame carrying it is refused as unknown_type like any other unassigned code.
 MESSAGE_TYPES: dict[int, type[Message]] = {
-    cls.TYPE: cls
-    for cls in (Hello, Bye, Ping, Pong, Advertise, GossipDigest, GossipRecords, Request, Response, Error, Event)
+    cls.TYPE: cls for cls in (Hello, Bye, Ping, Pong, GossipDigest, GossipRecords, Request, Response, Error, Event)
 }
 
 
@@ -735,12 +661,6 @@ def _getter(cls: type[Any]) -> Callable[[Any], list[Any]]:
     return lambda obj: list(get(obj))
 
 
-_CHAIN_AD_FIELDS = _getter(ChainAd)
-_RESOURCE_AD_FIELDS = _getter(ResourceAd)
-_build_chain_ad = _builder(ChainAd)
-_build_resource_ad = _builder(ResourceAd)
-_build_advertise = _builder(Advertise)
-
 #: message class -> (body fields in wire form) for encoding.
 BODY_ENCODERS: dict[type[Any], Callable[[Any], list[Any]]] = {}
 #: type code -> decoder turning a body list into a validated message.
@@ -749,7 +669,7 @@ BODY_DECODERS: dict[int, Callable[[list[Any], Limits], Any]] = {}
 _OBJECT_CHECKS: dict[type[Any], Callable[[Any, Limits], None]] = {}
 
 
-def _register_flat(
+def _register(
     cls: type[Any],
     check: Callable[[Sequence[Any], Limits], None],
     *,
@@ -757,7 +677,7 @@ def _register_flat(
     encode: Callable[[Any], list[Any]] | None = None,
     decode: Callable[[list[Any], Limits], Any] | None = None,
 ) -> None:
-    """Register a message whose body is just its fields (no nested dataclasses).
+    """Register a message; its body is its fields in declaration order.
 
     ``encode`` and ``decode`` replace the generic ones with hand-unrolled versions (the hand-written decoder needs
     the twin, so it is only used where :func:`_twin` found one).
@@ -768,7 +688,7 @@ def _register_flat(
     twin = _twin(cls)
     build = _builder(cls) if twin is None else None
 
-    def decode_flat(body: list[Any], limits: Limits) -> Any:
+    def decode_generic(body: list[Any], limits: Limits) -> Any:
         if len(body) != count:
             # An extensible message may gain trailing fields in a later version; an older reader ignores them.
             if not (extensible and len(body) > count):
@@ -782,7 +702,7 @@ def _register_flat(
         return obj
 
     BODY_ENCODERS[cls] = get
-    BODY_DECODERS[cls.TYPE] = decode if decode is not None and twin is not None else decode_flat
+    BODY_DECODERS[cls.TYPE] = decode if decode is not None and twin is not None else decode_generic
     _OBJECT_CHECKS[cls] = lambda obj, limits: check(get(obj), limits)
 
 
@@ -829,69 +749,16 @@ def _decode_response(body: list[Any], limits: Limits) -> Response:
     return m  # type: ignore[no-any-return]
 
 
-def _nested(item: Any, count: int, index: int, where: str) -> list[Any]:
-    if type(item) is not list or len(item) != count:
-        _fail("schema", f"{where}[{index}]", f"expected an array of {count} fields, got {_show(item)}")
-    return item
-
-
-def _decode_advertise(body: list[Any], limits: Limits) -> Advertise:
-    if len(body) != 4:
-        _fail("schema", "ADVERTISE", f"expected 4 fields, got {len(body)}")
-    router_id, seq, chains, resources = body
-    _check_advertise_head(router_id, seq)
-    decoded_chains = []
-    for index, item in enumerate(_list_header(chains, limits, "Advertise.chains")):
-        values = _nested(item, 4, index, "Advertise.chains")
-        _check_chain_ad(values, limits)
-        decoded_chains.append(_build_chain_ad(values))
-    decoded_resources = []
-    for index, item in enumerate(_list_header(resources, limits, "Advertise.resources")):
-        values = _nested(item, 3, index, "Advertise.resources")
-        _check_resource_ad(values, limits)
-        decoded_resources.append(_build_resource_ad(values))
-    return _build_advertise((router_id, seq, decoded_chains, decoded_resources))
-
-
-def _encode_advertise(msg: Advertise) -> list[Any]:
-    return [
-        msg.router_id,
-        msg.seq,
-        [_CHAIN_AD_FIELDS(chain) for chain in msg.chains],
-        [_RESOURCE_AD_FIELDS(resource) for resource in msg.resources],
-    ]
-
-
-def _check_advertise_object(msg: Advertise, limits: Limits) -> None:
-    _check_advertise_head(msg.router_id, msg.seq)
-    for where, items, kind in (
-        ("Advertise.chains", msg.chains, ChainAd),
-        ("Advertise.resources", msg.resources, ResourceAd),
-    ):
-        for index, item in enumerate(_list_header(items, limits, where)):
-            if type(item) is not kind:
-                _fail("schema", f"{where}[{index}]", f"expected a {kind.__name__}, got {_show(item)}")
-            # Checked at construction against the default limits; re-check when the link's limits differ.
-            if limits is not DEFAULT_LIMITS:
-                if kind is ChainAd:
-                    _check_chain_ad(_CHAIN_AD_FIELDS(item), limits)
-                else:
-                    _check_resource_ad(_RESOURCE_AD_FIELDS(item), limits)
-
-
-_register_flat(Hello, _check_hello, extensible=True)
-_register_flat(Bye, _check_bye)
-_register_flat(Ping, _check_ping)
-_register_flat(Pong, _check_pong)
-_register_flat(GossipDigest, _check_gossip_digest)
-_register_flat(GossipRecords, _check_gossip_records)
-_register_flat(Request, _check_request, encode=_encode_request, decode=_decode_request)
-_register_flat(Response, _check_response, encode=_encode_response, decode=_decode_response)
-_register_flat(Error, _check_error)
-_register_flat(Event, _check_event)
-BODY_ENCODERS[Advertise] = _encode_advertise
-BODY_DECODERS[Advertise.TYPE] = _decode_advertise
-_OBJECT_CHECKS[Advertise] = _check_advertise_object
+_register(Hello, _check_hello, extensible=True)
+_register(Bye, _check_bye)
+_register(Ping, _check_ping)
+_register(Pong, _check_pong)
+_register(GossipDigest, _check_gossip_digest)
+_register(GossipRecords, _check_gossip_records)
+_register(Request, _check_request, encode=_encode_request, decode=_decode_request)
+_register(Response, _check_response, encode=_encode_response, decode=_decode_response)
+_register(Error, _check_error)
+_register(Event, _check_event)
 
 
 def validate(message: Message, limits: Limits = DEFAULT_LIMITS) -> None:
