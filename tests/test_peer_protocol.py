@@ -251,3 +251,18 @@ class LinkTests(SynchronousTestCase):
         self.clock.advance(1.0)
         self.pump.flush(advanceClock=False)
         self.assertEqual(self.a_owner.measured, [self.a])
+
+    def test_death_noticed_at_the_deadline_not_the_next_heartbeat(self) -> None:
+        self.make()
+        self.clock.advance(0.5)
+        self.b.send(GossipDigest(entries={}))
+        self.pump.flush(advanceClock=False)  # router a last heard b at t = 0.5
+        pending = self.a.request(request(), timeout=60)
+        for _ in range(29):
+            self.clock.advance(0.1)  # nothing is pumped from now on: b is silent
+        self.assertIsNone(self.a.closing_reason)  # t = 3.4
+        self.clock.advance(0.1)  # t = 3.5 = last heard + 3 intervals (a heartbeat tick would only see it at 4.0)
+        self.assertIn("dead", self.a.closing_reason or "")
+        # the connection is dropped at once, so waiting requests fail now and can move to another path
+        self.pump.flush(advanceClock=False)
+        self.assertEqual(self.failureResultOf(pending, RouterError).value.code, "peer_lost")

@@ -70,6 +70,14 @@ class LinkHealth:
         self._window.append((self._seq, False))
         return self._seq
 
+    def deadline(self) -> float:
+        """When the link is dead unless the peer is heard from before: a watchdog checks it then, so death is
+        noticed ``dead_after`` intervals after the last frame, not at the next heartbeat after that."""
+        return self.last_heard + self.dead_after * self.interval
+
+    def dead(self, now: float) -> bool:
+        return now - self.last_heard + 1e-6 * self.interval >= self.dead_after * self.interval
+
     def pong(self, seq: int, sent_at: float, now: float) -> float | None:
         """A pong echoing ``seq``/``sent_at`` arrived; returns the RTT sample (None if it is not plausible)."""
         self.heard(now)

@@ -114,6 +114,7 @@ class PeerLink(TwistedProtocol):
         self._handshake_timer: IDelayedCall | None = None
         self._heartbeat_timer: IDelayedCall | None = None
         self._abort_timer: IDelayedCall | None = None
+        self._watchdog_timer: IDelayedCall | None = None
         self._serving = 0
         self.late_replies = 0
         self.lost = False
@@ -175,7 +176,7 @@ class PeerLink(TwistedProtocol):
         self.established = False
         why = self.closing_reason or reason.getErrorMessage()
         self.closing_reason = why
-        for timer in (self._handshake_timer, self._heartbeat_timer, self._abort_timer):
+        for timer in (self._handshake_timer, self._heartbeat_timer, self._abort_timer, self._watchdog_timer):
             if timer is not None and timer.active():
                 timer.cancel()
         pending, self._pending = self._pending, {}
@@ -206,6 +207,12 @@ class PeerLink(TwistedProtocol):
             # A transport already half gone must not stop the close.
             with contextlib.suppress(Exception):
                 self._send(Bye(reason=reason[:200]))
+        if abort and not bye:
+            # A dead peer will never answer TLS's close: drop the connection now, which fails pending requests at
+            # once so they can move to another path.
+            self.transport.loseConnection()
+            self._abort()
+            return
         if abort:
             # After a framing error the stream cannot be trusted: drop it, but let TLS flush the BYE first.
             self._abort_timer = self.clock.callLater(0.5, self._abort)
@@ -308,6 +315,7 @@ class PeerLink(TwistedProtocol):
         log.info("{link}: up (protocol v{version})", link=self.describe(), version=self.version)
         # Ping at once, so the link has an RTT (which routing wants) before the first interval passes.
         self._heartbeat()
+        self._watchdog_timer = self.clock.callLater(self.health.deadline() - self.clock.seconds(), self._watchdog)
 
     def _refuse(self, reason: str) -> None:
         log.warn("{link}: refused: {reason}", link=self.describe(), reason=reason)
@@ -317,12 +325,25 @@ class PeerLink(TwistedProtocol):
         log.warn("{link}: no HELLO within {t} s; closing", link=self.describe(), t=self.handshake_timeout)
         self.close("handshake timeout")
 
+    def _watchdog(self) -> None:
+        """Fires at the link's deadline; the peer was usually heard from since, so it mostly just re-arms."""
+        now = self.clock.seconds()
+        if self.health.dead(now):
+            self._declare_dead()
+            return
+        self._watchdog_timer = self.clock.callLater(max(self.health.deadline() - now, 0.0), self._watchdog)
+
+    def _declare_dead(self) -> None:
+        silent = self.clock.seconds() - self.health.last_heard
+        log.warn("{link}: dead: nothing heard for {s:.3f} s ({n} heartbeat intervals)", link=self.describe(),
+                 s=silent, n=self.health.dead_after)
+        self.close("dead: heartbeats missed", bye=False, abort=True)
+
     def _heartbeat(self) -> None:
         now = self.clock.seconds()
         seq = self.health.tick(now)
         if seq is None:
-            log.warn("{link}: dead: nothing heard for {n} heartbeats", link=self.describe(), n=self.health.missed)
-            self.close("dead: heartbeats missed", bye=False, abort=True)
+            self._declare_dead()
             return
         self._send(Ping(seq=seq, sent_at=now))
         self._heartbeat_timer = self.clock.callLater(self.heartbeat_interval, self._heartbeat)
