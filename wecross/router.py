@@ -237,8 +237,8 @@ class Router:
         route = self._choose(path, destination, avoid)
         if route is None:
             return defer.fail(self._no_route(path, destination, tried))
-        entry = self.directory.resource(str(path))
-        if destination is None and entry is None:
+        if destination is None and self.directory.resource(str(path)) is None:
+            # Only the entry router checks: relays carry what the entry already resolved.
             return defer.fail(RouterError("unknown_resource", f"chain {path.chain_path} has no resource "
                                                               f"{path.resource!r}"))
         link = self.peer_service.links.get(route.next_hop)
