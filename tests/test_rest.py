@@ -6,9 +6,14 @@ the whole Site fed raw HTTP (through a StringTransport, then over real sockets o
 
 from __future__ import annotations
 
+import collections
 import datetime
+import email.utils
+import enum
 import ipaddress
 import json
+import types
+import zlib
 from io import BytesIO
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes
@@ -17,11 +22,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from OpenSSL.crypto import X509
 from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import Clock
@@ -30,18 +37,22 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.resource import EncodingResourceWrapper
+from twisted.web.server import NOT_DONE_YET, GzipEncoderFactory, Site
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 
 from wecross.errors import HTTP_STATUS, RouterError
 from wecross.facade import Invocation
 from wecross.ipath import IPath
+from wecross.rest import api as rest_api
 from wecross.rest import make_site
-from wecross.rest.api import RestApi, RestSite, new_counters
+from wecross.rest.api import RestApi, RestRequest, RestSite, client_identity, new_counters
 from wecross.rest.json_body import (
+    MAX_RESULT_DEPTH,
     check_content_type,
     error_body,
     parse_json_object,
@@ -251,6 +262,150 @@ class JsonBodyTests(SynchronousTestCase):
                 parse_operation_body(op, body)
             self.assertEqual(ctx.exception.code, "bad_request")
             self.assertIn(message, ctx.exception.message)
+
+
+def walked_body(data: Any) -> bytes:
+    """The success envelope as the documented walk renders it: to_json_value, then strict compact JSON."""
+    text = json.dumps({"ok": True, "data": to_json_value(data)}, ensure_ascii=True, allow_nan=False,
+                      separators=(",", ":"))
+    return text.encode("ascii") + b"\n"
+
+
+def nested_lists(levels: int, inner: Any = None) -> Any:
+    value: Any = [] if inner is None else [inner]
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+class _Key(enum.IntEnum):
+    ONE = 1
+
+
+class _Backwards(list[Any]):
+    """A list that iterates in reverse."""
+
+    def __iter__(self) -> Any:
+        return reversed(self)
+
+
+class _OddItems(dict[Any, Any]):
+    """A dict whose items() shows another key than iterating it does."""
+
+    def items(self) -> Any:
+        return [(1, "one"), ("1", "other one")]
+
+
+class SuccessBodyFastPathTests(SynchronousTestCase):
+    """success_body lets the C encoder render plain results; whatever it renders must equal the documented walk."""
+
+    def assert_same(self, data: Any) -> None:
+        self.assertEqual(success_body(data), walked_body(data), repr(data)[:80])
+
+    def test_plain_results_match_the_walk(self) -> None:
+        for data in (
+            None, True, 0, -7, 2**70, 1.5, "", "text", "\u00e9\u4e2d\ud800", [], {}, (),
+            {"output": "value-of-k", "router": "router-b", "path": ["router-a", "router-b"]},
+            {"output": {"n": [1, 2.5, None, False, "x"]}, "tx_hash": "ab" * 32, "block_number": 12},
+            [("a", 1), ("b", [2, (3,)])],
+        ):
+            self.assert_same(data)
+
+    def test_bytes_render_as_0x_hex(self) -> None:
+        self.assertEqual(json.loads(success_body(b"\x00\xffA")), {"ok": True, "data": "0x00ff41"})
+        data = {"output": b"\xde\xad", "receipt": {"logs": [bytearray(b"\x01"), memoryview(b"\x02\x03")]}, "e": b""}
+        self.assertEqual(json.loads(success_body(data))["data"],
+                         {"output": "0xdead", "receipt": {"logs": ["0x01", "0x0203"]}, "e": "0x"})
+        self.assert_same(data)
+
+    def test_non_finite_floats_render_as_null(self) -> None:
+        for value in (float("nan"), float("inf"), -float("inf")):
+            self.assertEqual(json.loads(success_body(value)), {"ok": True, "data": None})
+            data = {"output": [1.0, value, b"\x01"], "k": {"x": value}}
+            self.assertEqual(json.loads(success_body(data))["data"], {"output": [1.0, None, "0x01"], "k": {"x": None}})
+            self.assert_same(data)
+
+    def test_keys_the_encoder_would_spell_differently_take_the_walk(self) -> None:
+        for data in (
+            {1: "a", "1": "b"},  # one key for the walk, a duplicated key for the encoder
+            {None: 1, "null": 2, True: 3},
+            {_Key.ONE: "enum"},
+            {1.5: "f", float("nan"): "n"},
+            {b"\x01": 1},
+            {"outer": {2: "x"}},
+            [{"a": 1}, {3: 4}],
+        ):
+            self.assert_same(data)
+        self.assertEqual(json.loads(success_body({1: "a", "1": "b"}))["data"], {"1": "b"})
+
+    def test_containers_the_encoder_does_not_know_take_the_walk(self) -> None:
+        point = collections.namedtuple("point", "x y")
+        for data in (
+            collections.OrderedDict([("b", 1), ("a", b"\x02")]),
+            types.MappingProxyType({"a": 1}),
+            point(1, b"\x03"),
+            {"seq": range(3)},
+            [collections.UserList([1, 2])],
+            {"k": _Backwards([1, 2, 3])},
+            {"k": _OddItems(a=1)},
+            _OddItems(a=1),
+        ):
+            self.assert_same(data)
+
+    def test_depth_limit_is_the_walks(self) -> None:
+        self.assert_same(nested_lists(MAX_RESULT_DEPTH + 1))  # deepest value at depth MAX_RESULT_DEPTH
+        self.assert_same({"k": nested_lists(MAX_RESULT_DEPTH)})
+        for too_deep in (nested_lists(MAX_RESULT_DEPTH + 2), nested_lists(MAX_RESULT_DEPTH + 1, 1),
+                         {"k": nested_lists(MAX_RESULT_DEPTH, "x")}, nested_lists(2000)):
+            self.assertRaises(ValueError, success_body, too_deep)
+
+    def test_unrenderable_results_still_raise(self) -> None:
+        self.assertRaises(TypeError, success_body, object())
+        self.assertRaises(TypeError, success_body, {"output": [object()]})
+        self.assertRaises(TypeError, success_body, {object(): 1})
+        cycle: list[Any] = []
+        cycle.append(cycle)
+        self.assertRaises(ValueError, success_body, cycle)
+
+
+class ParseFastPathTests(SynchronousTestCase):
+    def test_byte_order_mark_refused_as_json_loads_words_it(self) -> None:
+        with self.assertRaises(RouterError) as ctx:
+            parse_json_object('\ufeff{"method": "m"}'.encode())
+        self.assertEqual(ctx.exception.code, "bad_json")
+        self.assertIn("Unexpected UTF-8 BOM", ctx.exception.message)
+
+    def test_duplicate_keys_named_at_any_depth(self) -> None:
+        for body, key in ((b'{"a": 1, "b": 2, "a": 3}', "'a'"), (b'{"x": {"k": 1, "k": 1}}', "'k'"),
+                          (b'{"x": [{"q": 1}, {"q": 2, "q": 3}]}', "'q'")):
+            with self.assertRaises(RouterError) as ctx:
+                parse_json_object(body)
+            self.assertEqual(ctx.exception.code, "bad_json")
+            self.assertIn(f"duplicate key {key}", ctx.exception.message)
+        self.assertEqual(parse_json_object(b'{"x": [{"q": 1}, {"q": 2}]}'), {"x": [{"q": 1}, {"q": 2}]})
+
+    def test_whitespace_only_bodies_are_empty(self) -> None:
+        for body in (b" \t\r\n", b"\x0b\x0c"):
+            with self.assertRaises(RouterError) as ctx:
+                parse_json_object(body)
+            self.assertIn("empty", ctx.exception.message)
+
+    def test_call_bodies_accepted_or_refused_as_before(self) -> None:
+        self.assertEqual(parse_operation_body("call", {"method": "m"}), ("m", []))
+        self.assertEqual(parse_operation_body("sendTransaction", {"method": "m", "args": []}), ("m", []))
+        args = [1, {"a": 2}]
+        method, got = parse_operation_body("call", {"method": "m", "args": args})
+        self.assertEqual((method, got), ("m", args))
+        self.assertIsNot(got, args)  # a copy, as before: the Invocation never shares the parsed body's list
+        for body in ({"method": "m", "args": None}, {"method": "", "args": []}, {"method": "m", "sender": "x"},
+                     {"method": "m", "args": [], "x": 1}, {"args": [], "x": 1}, {"method": 1, "args": []}):
+            with self.assertRaises(RouterError) as ctx:
+                parse_operation_body("call", body)
+            self.assertEqual(ctx.exception.code, "bad_request")
+
+    def test_content_types_taken_without_the_full_check_pass_it(self) -> None:
+        for value in rest_api._PLAIN_JSON_TYPES:
+            check_content_type(value)
 
 
 # --- the resource, driven with DummyRequest -------------------------------------------------------------------------
@@ -516,6 +671,58 @@ class ApiTests(SynchronousTestCase):
         self.assertEqual([(e["request"], e["status"]) for e in logged], [("GET /peers", 200)])
 
 
+class RouteCacheTests(SynchronousTestCase):
+    """A resource seen once is routed without the general checks; everything they refuse is still refused."""
+
+    def setUp(self) -> None:
+        self.router = FakeRouter()
+        self.api = RestApi(self.router, max_body=1000, counters=new_counters())
+
+    def request(self, method: bytes, uri: str, body: Any = None, headers: dict[str, str] | None = None) -> Req:
+        req = Req(method, uri, b"" if body is None else json.dumps(body).encode(), headers)
+        render(self.api, req)
+        return req
+
+    def status_and_code(self, req: Req) -> tuple[int, str | None]:
+        status, payload = answer(req)
+        return status, None if payload["ok"] else payload["error"]["code"]
+
+    def test_seen_resource_still_checked(self) -> None:
+        call = {"method": "m"}
+        for _ in range(2):
+            self.assertEqual(self.status_and_code(self.request(b"POST", "/z/c/r/call", call)), (200, None))
+        cases = [
+            (b"POST", "/z/c/r/call?x=1", call, (400, "bad_request")),
+            (b"GET", "/z/c/r/call", None, (405, "method_not_allowed")),
+            (b"post", "/z/c/r/call", call, (405, "method_not_allowed")),
+            (b"POST", "/z/c/r/transfer", call, (404, "not_found")),
+            (b"POST", "/z/c/r/call", {"method": "m", "x": 1}, (400, "bad_request")),
+            (b"POST", "/z/c/r/call/", call, (200, None)),
+            (b"POST", "/z/c/r/call/extra", call, (404, "not_found")),
+        ]
+        for method, uri, body, expected in cases:
+            self.assertEqual(self.status_and_code(self.request(method, uri, body)), expected, uri)
+        req = self.request(b"POST", "/z/c/r/call", call, headers={"Content-Type": "text/plain"})
+        self.assertEqual(self.status_and_code(req), (415, "unsupported_media_type"))
+        self.assertEqual([str(i.path) for i in self.router.invocations], ["z.c.r"] * 3)
+
+    def test_refused_paths_are_never_remembered(self) -> None:
+        for _ in range(2):
+            self.assertEqual(self.status_and_code(self.request(b"POST", "/z/c.d/r/call", {"method": "m"})),
+                             (400, "bad_ipath"))
+            self.assertEqual(self.status_and_code(self.request(b"POST", "/z/%FF/r/call", {"method": "m"})),
+                             (400, "bad_ipath"))
+        self.assertEqual(self.router.invocations, [])
+
+    def test_cache_is_bounded(self) -> None:
+        self.patch(rest_api, "_IPATH_CACHE_SIZE", 3)
+        for i in range(10):
+            self.assertEqual(self.status_and_code(self.request(b"POST", f"/z/c/r{i}/call", {"method": "m"})),
+                             (200, None))
+            self.assertLessEqual(len(self.api._ipaths), 3)
+        self.assertEqual([i.path.resource for i in self.router.invocations], [f"r{i}" for i in range(10)])
+
+
 # --- the whole Site, fed raw HTTP -----------------------------------------------------------------------------------
 
 
@@ -656,6 +863,193 @@ class ChannelTests(SynchronousTestCase):
         self.assertEqual(self.router.invocations, [])
 
 
+class StockRouteTests(SynchronousTestCase):
+    """RestRequest behind twisted.web's own Site (no lean route): the stock answer, headers once, encoders honoured."""
+
+    def send(self, site: Site, raw: bytes) -> bytes:
+        transport = StringTransport()
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        channel.makeConnection(transport)
+        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+        channel.dataReceived(raw)
+        return transport.value()
+
+    def test_plain_site(self) -> None:
+        router = FakeRouter()
+        site = Site(RestApi(router), requestFactory=RestRequest, reactor=Clock())
+        [(line, headers, body)] = split_responses(self.send(site, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n"))
+        self.assertEqual(line, b"HTTP/1.1 200 OK")
+        names = [name for name, _ in headers]
+        self.assertEqual(sorted(names), sorted(set(names)))
+        self.assertIn(b"date", names)
+        self.assertEqual(json.loads(body), {"ok": True, "data": router.status_value})
+
+    def test_encoding_wrapper(self) -> None:
+        router = FakeRouter()
+        resource = EncodingResourceWrapper(RestApi(router), [GzipEncoderFactory()])
+        site = Site(resource, requestFactory=RestRequest, reactor=Clock())
+        raw = self.send(site, b"GET /status HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertIn(b"\r\nContent-Encoding: gzip\r\n", head)
+        self.assertIn(b"\r\nTransfer-Encoding: chunked", head)
+        body = b""
+        while True:  # the encoder does not know the length beforehand, so twisted.web sends chunks
+            size, _, rest = rest.partition(b"\r\n")
+            if int(size, 16) == 0:
+                break
+            body, rest = body + rest[: int(size, 16)], rest[int(size, 16) + 2:]
+        data = json.loads(zlib.decompress(body, 16 + zlib.MAX_WBITS))
+        self.assertEqual(data, {"ok": True, "data": router.status_value})
+
+
+def split_responses(raw: bytes) -> list[tuple[bytes, list[tuple[bytes, bytes]], bytes]]:
+    """Every response in ``raw``: status line, header lines in order (repeats kept), body by Content-Length."""
+    responses = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        headers = [(n.strip().lower(), v.strip()) for n, _, v in (line.partition(b":") for line in lines[1:])]
+        length = int(dict(headers).get(b"content-length", b"0"))
+        responses.append((lines[0], headers, rest[:length]))
+        raw = rest[length:]
+    return responses
+
+
+class ChannelAnswerTests(SynchronousTestCase):
+    """The answer RestRequest writes in one piece: the same status line and headers twisted.web would have sent."""
+
+    def setUp(self) -> None:
+        self.router = FakeRouter()
+        self.clock = Clock()
+        self.site = make_site(self.router, max_body=100, reactor=self.clock)
+        self.transport = StringTransport()
+        self.channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        self.channel.makeConnection(self.transport)
+        self.lost = False
+        self.addCleanup(self.lose)
+
+    def lose(self) -> None:
+        if not self.lost:
+            self.lost = True
+            self.channel.connectionLost(Failure(ConnectionDone()))
+
+    def send(self, data: bytes) -> None:
+        self.channel.dataReceived(data)
+
+    def post(self, path: bytes, body: bytes) -> bytes:
+        length = str(len(body)).encode()
+        return b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n" + body
+
+    def test_every_header_once(self) -> None:
+        self.send(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        [(line, headers, body)] = split_responses(self.transport.value())
+        self.assertEqual(line, b"HTTP/1.1 200 OK")
+        names = sorted(name for name, _ in headers)
+        self.assertEqual(names, sorted([b"server", b"date", b"content-type", b"content-length", b"cache-control",
+                                        b"x-content-type-options"]))
+        values = dict(headers)
+        self.assertEqual(values[b"content-type"], b"application/json; charset=utf-8")
+        self.assertEqual(values[b"cache-control"], b"no-store")
+        self.assertEqual(values[b"x-content-type-options"], b"nosniff")
+        self.assertTrue(values[b"server"].startswith(b"TwistedWeb/"))
+        self.assertIsNotNone(email.utils.parsedate_to_datetime(values[b"date"].decode()))
+        self.assertEqual(int(values[b"content-length"]), len(body))
+        self.assertEqual(json.loads(body), {"ok": True, "data": self.router.status_value})
+
+    def test_date_block_follows_the_clock(self) -> None:
+        now = [1_700_000_000.2]
+        block = rest_api._HeaderBlock(lambda: now[0])
+        first = block.get()
+        self.assertIn(b"Date: " + datetimeToString(1_700_000_000) + b"\r\n", first)
+        now[0] = 1_700_000_000.9
+        self.assertIs(block.get(), first)
+        now[0] = 1_700_000_001.0
+        self.assertIn(b"Date: " + datetimeToString(1_700_000_001) + b"\r\n", block.get())
+
+    def test_error_answers_carry_reason_and_extra_headers(self) -> None:
+        self.send(b"DELETE /peers HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.send(self.post(b"/z/c/r/call", b"{nope"))
+        (line1, headers1, body1), (line2, _, body2) = split_responses(self.transport.value())
+        self.assertEqual(line1, b"HTTP/1.1 405 Method Not Allowed")
+        self.assertIn((b"allow", b"GET, HEAD"), headers1)
+        self.assertEqual(json.loads(body1)["error"]["code"], "method_not_allowed")
+        self.assertEqual(line2, b"HTTP/1.1 400 Bad Request")
+        self.assertEqual(json.loads(body2)["error"]["code"], "bad_json")
+
+    def test_results_mapped_as_documented(self) -> None:
+        self.router.result = {"output": b"\xca\xfe", "receipt": {"gas": float("nan"), "logs": [b"\x01"]}}
+        self.send(self.post(b"/z/c/r/call", b'{"method": "m"}'))
+        [(_, _, body)] = split_responses(self.transport.value())
+        self.assertEqual(json.loads(body)["data"], {"output": "0xcafe", "receipt": {"gas": None, "logs": ["0x01"]}})
+
+    def test_connection_close_honoured(self) -> None:
+        self.send(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        [(line, headers, _)] = split_responses(self.transport.value())
+        self.assertEqual(line, b"HTTP/1.1 200 OK")
+        self.assertIn((b"connection", b"close"), headers)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_http_1_0_answered_in_kind_and_closed(self) -> None:
+        self.send(b"GET /status HTTP/1.0\r\n\r\n")
+        [(line, _, body)] = split_responses(self.transport.value())
+        self.assertEqual(line, b"HTTP/1.0 200 OK")
+        self.assertEqual(json.loads(body)["ok"], True)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_pipelined_requests_answered_in_order(self) -> None:
+        self.router.hold = True
+        self.send(self.post(b"/z/c/r/call", b'{"method": "first"}') + self.post(b"/z/c/r/call", b'{"method": "next"}'))
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(len(self.router.held), 1)  # twisted.web holds the second until the first is answered
+        self.router.held[0][1].callback({"output": 1})
+        self.router.held[1][1].callback({"output": 2})
+        answers = split_responses(self.transport.value())
+        self.assertEqual([json.loads(body)["data"] for _, _, body in answers], [{"output": 1}, {"output": 2}])
+        self.assertEqual([i.method for i in self.router.invocations], ["first", "next"])
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_client_gone_while_waiting(self) -> None:
+        self.router.hold = True
+        self.send(self.post(b"/z/c/r/call", b'{"method": "slow"}'))
+        [(invocation, held)] = self.router.held
+        self.lose()
+        self.assertEqual(self.router.cancelled, [invocation])
+        self.assertTrue(held.called)
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(self.site.counters["client_gone"], 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_failure_escaping_the_resource_is_a_json_500(self) -> None:
+        def broken(request: Any) -> bytes:
+            raise ZeroDivisionError("secret")
+
+        self.patch(self.site.api, "render", broken)
+        self.send(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        [(line, headers, body)] = split_responses(self.transport.value())
+        self.assertEqual(line, b"HTTP/1.1 500 Internal Server Error")
+        self.assertIn((b"content-type", b"application/json; charset=utf-8"), headers)
+        error = json.loads(body)["error"]
+        self.assertEqual(error["code"], "internal")
+        self.assertNotIn(b"secret", body)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(self.site.counters["server_error"], 1)
+
+    def test_host_address_asked_once_per_connection(self) -> None:
+        asked: list[int] = []
+        get_host = self.transport.getHost
+
+        def counting() -> Any:
+            asked.append(1)
+            return get_host()
+
+        self.patch(self.transport, "getHost", counting)
+        for _ in range(3):
+            self.send(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(len(split_responses(self.transport.value())), 3)
+        self.assertEqual(len(asked), 1)
+
+
 # --- real sockets ---------------------------------------------------------------------------------------------------
 
 
@@ -721,6 +1115,47 @@ class _RawClient(Protocol):
 
     def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # noqa: B008
         self.lost.callback(None)
+
+
+@implementer(ISSLTransport)
+class _TLSTransport:
+    """Just enough of a TLS transport for client_identity."""
+
+    def __init__(self, cert: Any) -> None:
+        self.cert = cert
+
+    def getPeerCertificate(self) -> Any:
+        return self.cert
+
+
+class IdentityTests(SynchronousTestCase):
+    def identity(self, cert: Any) -> str:
+        request = DummyRequest([b""])
+        request.transport = _TLSTransport(cert)  # type: ignore[assignment]
+        return client_identity(request)
+
+    def test_certificates_remembered_by_content(self) -> None:
+        self.patch(rest_api, "_IDENTITIES", {})
+        self.patch(rest_api, "_IDENTITY_CACHE_SIZE", 3)
+        ca = _cert("test-ca")
+        pairs = [_cert(f"user-{i}", ca) for i in range(5)]
+        certs = [X509.from_cryptography(cert) for cert, _ in pairs]
+        for _ in range(2):
+            self.assertEqual([self.identity(c) for c in certs], [f"user-{i}" for i in range(5)])
+            self.assertLessEqual(len(rest_api._IDENTITIES), 3)
+        # another wrapper around the same certificate is the same identity
+        self.assertEqual(self.identity(X509.from_cryptography(pairs[4][0])), "user-4")
+
+    def test_unusual_certificates(self) -> None:
+        no_cn = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "org")])
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (x509.CertificateBuilder().subject_name(no_cn).issuer_name(no_cn).public_key(key.public_key())
+                .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(hours=1))
+                .sign(key, hashes.SHA256()))
+        self.assertEqual(self.identity(X509.from_cryptography(cert)), "anonymous")
+        self.assertEqual(self.identity(None), "anonymous")
+        self.assertEqual(self.identity(object()), "anonymous")  # not a certificate at all
 
 
 class SocketTests(TestCase):

@@ -12,23 +12,35 @@ Three decisions shape this module:
   chunks arrive (chunked encoding), before twisted.web would have buffered the whole body to memory or disk.
 * The sender of an operation is the CN of the client's TLS certificate, never a field of the body: the body is
   whatever the client chose to write, the certificate is what the TLS layer verified.
+
+The request path is also kept lean, because a router's REST entry is its busiest code (see bench/rest_micro.py and
+bench/forward.py): :class:`RestRequest` routes straight to the API and writes each answer in one piece with a
+pre-joined header block, :class:`RestChannel` remembers its socket addresses, and the API remembers validated
+iPaths and certificate identities. Each shortcut gives the same answer as the general route it skips; the tests
+hold them to that.
 """
 
 from __future__ import annotations
 
 import io
 import secrets
+import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, cast
+from urllib.parse import unquote_to_bytes
 
 from cryptography.x509.oid import NameOID
+from OpenSSL import crypto
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import version as _SERVER_VERSION
 
 from wecross.errors import RouterError
 from wecross.facade import Invocation, RouterFacade
@@ -42,6 +54,10 @@ from wecross.rest.json_body import (
     success_body,
 )
 from wecross.stub.interfaces import OPERATIONS, StubError
+
+#: The wrapper twisted.web's Site puts around each HTTPChannel (it picks HTTP/1.1 or HTTP/2 per connection). Private,
+#: so looked up softly: a Twisted without it leaves RestSite on the stock channel, which only loses RestChannel.
+_CHANNEL_WRAPPER: Any = getattr(http, "_GenericHTTPChannelProtocol", None)
 
 ANONYMOUS = "anonymous"
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -57,6 +73,16 @@ _GET_ENDPOINTS: dict[str, frozenset[str]] = {
 }
 _GET_METHODS = (b"GET", b"HEAD")
 _POST_METHODS = (b"POST",)
+_OPS_BY_SEGMENT: dict[bytes, str] = {op.encode("ascii"): op for op in OPERATIONS}
+#: Content-Type values clients send most, all of which check_content_type accepts; others go through it.
+_PLAIN_JSON_TYPES = frozenset({
+    b"application/json",
+    b"application/json; charset=utf-8",
+    b"application/json;charset=utf-8",
+    b"application/json; charset=UTF-8",
+    b"application/json;charset=UTF-8",
+})
+_IPATH_CACHE_SIZE = 4096
 
 _INDEX: dict[str, Any] = {
     "service": "wecross router REST API",
@@ -101,9 +127,62 @@ def _count_status(counters: dict[str, int], status: int) -> None:
 def _reason(status: int) -> bytes | None:
     # twisted.web has no phrase for some codes (422 would go out as "Unknown Status").
     try:
-        return HTTPStatus(status).phrase.encode("ascii")
+        return _REASONS[status]
+    except KeyError:
+        pass
+    try:
+        reason: bytes | None = HTTPStatus(status).phrase.encode("ascii")
     except ValueError:
-        return None
+        reason = None
+    _REASONS[status] = reason
+    return reason
+
+
+_REASONS: dict[int, bytes | None] = {}
+
+
+class _HeaderBlock:
+    """The response headers every answer shares, encoded once per second (the Date header changes each second).
+
+    twisted.web would add Server and Date to each request's header object, then canonicalise, sanitise and join
+    every header of every answer; these never change between answers, so they are joined once.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._second = -1
+        self._block = b""
+
+    def get(self) -> bytes:
+        now = int(self._clock())
+        if now != self._second:
+            self._block = (
+                b"Server: " + _SERVER_VERSION + b"\r\n"
+                b"Date: " + http.datetimeToString(now) + b"\r\n"  # type: ignore[no-untyped-call]
+                b"Content-Type: " + JSON_CONTENT_TYPE + b"\r\n"
+                b"Cache-Control: no-store\r\n"
+                b"X-Content-Type-Options: nosniff\r\n"
+            )
+            self._second = now
+        return self._block
+
+
+_HEADERS = _HeaderBlock()
+
+
+def _status(status: int) -> tuple[bytes, bytes]:
+    """The reason phrase and the ``b"200 OK"`` part of the status line, chosen as
+    ``setResponseCode(status, _reason(status))`` would choose them."""
+    known = _STATUS_LINES.get(status)
+    if known is None:
+        reason = _reason(status)
+        if reason is None:
+            reason = http.RESPONSES.get(status, b"Unknown Status")
+        known = _STATUS_LINES[status] = (reason, b"%d %s" % (status, reason))
+    return known
+
+
+_STATUS_LINES: dict[int, tuple[bytes, bytes]] = {}
 
 
 def _new_ref() -> str:
@@ -130,6 +209,27 @@ def client_identity(request: Any) -> str:
         return ANONYMOUS
     if cert is None:
         return ANONYMOUS
+    try:
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+    except Exception:  # not a pyOpenSSL certificate: read it without the cache
+        return _common_name(cert)
+    identity = _IDENTITIES.get(der)
+    if identity is None:
+        identity = _common_name(cert)
+        if len(_IDENTITIES) >= _IDENTITY_CACHE_SIZE:
+            _IDENTITIES.clear()
+        _IDENTITIES[der] = identity
+    return identity
+
+
+#: Certificate (DER) -> identity. Parsing the subject costs some 20 µs and a keep-alive client sends the same
+#: certificate with every request; the identity is a function of the certificate's bytes alone, so this cannot go
+#: stale. Bounded, so a stream of distinct certificates cannot grow it.
+_IDENTITIES: dict[bytes, str] = {}
+_IDENTITY_CACHE_SIZE = 1024
+
+
+def _common_name(cert: Any) -> str:
     try:
         names = cert.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     except Exception:
@@ -193,7 +293,14 @@ def _query(request: Any, allowed: frozenset[str]) -> dict[str, str]:
 
 
 class _Exchange:
-    """One request from arrival to answer: tracks whether the client is still there and answers exactly once."""
+    """One request from arrival to answer: tracks whether the client is still there and answers exactly once.
+
+    Kept lean because there is one per request: no Deferred of its own (a facade that answers synchronously is
+    answered synchronously), one pair of callbacks on the facade's Deferred, and over a :class:`RestRequest` the
+    client's departure is reported by the request itself instead of through a notifyFinish Deferred.
+    """
+
+    __slots__ = ("answered", "api", "gone", "pending", "request")
 
     def __init__(self, api: RestApi, request: Any) -> None:
         # Any: twisted.web's Request is largely unannotated, and tests drive this with DummyRequest.
@@ -202,19 +309,30 @@ class _Exchange:
         self.gone = False
         self.answered = False
         self.pending: Deferred[Any] | None = None
-        self.label = f"{request.method.decode('latin-1')} {request.uri.decode('latin-1')}"
+
+    @property
+    def label(self) -> str:
+        """How log events name the request; built only when something is logged."""
+        return f"{self.request.method.decode('latin-1')} {self.request.uri.decode('latin-1')}"
 
     def start(self) -> None:
-        self.api.counters["requests"] += 1
-        self.request.notifyFinish().addErrback(self._client_left)
-        d: Deferred[Any] = maybeDeferred(self.api.dispatch, self.request)
-        self.pending = d
-        d.addCallbacks(self._succeeded, self._failed)
-        d.addErrback(self._last_resort)
-
-    def _last_resort(self, failure: Failure) -> None:
-        # Only reached when writing the answer itself failed; nothing more can be sent, but it must be logged.
-        _log.failure("{request}: could not send the answer", failure=failure, request=self.label)
+        api = self.api
+        api.counters["requests"] += 1
+        request = self.request
+        if isinstance(request, RestRequest):
+            request.exchange = self
+        else:
+            request.notifyFinish().addErrback(self._client_left)
+        try:
+            result = api.dispatch(request)
+        except BaseException:  # as maybeDeferred would: whatever dispatch raises is answered, never propagated
+            self._failed(Failure())  # type: ignore[no-untyped-call]
+            return
+        if isinstance(result, Deferred):
+            self.pending = result
+            result.addCallbacks(self._succeeded, self._failed)
+        else:
+            self._succeeded(result)
 
     def _client_left(self, reason: Failure) -> None:
         if self.answered:
@@ -223,11 +341,13 @@ class _Exchange:
         self.api.counters["client_gone"] += 1
         if self.api.log_requests:
             _log.info("{request} client left before the answer", request=self.label)
-        if self.pending is not None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
             # Lets the router stop waiting for a far-away peer; harmless when the facade has no canceller.
-            self.pending.cancel()
+            pending.cancel()
 
     def _succeeded(self, data: object) -> None:
+        self.pending = None
         if self.gone:
             return
         try:
@@ -235,9 +355,10 @@ class _Exchange:
         except Exception:
             self._failed(Failure())  # type: ignore[no-untyped-call]
             return
-        self._answer(200, payload)
+        self._send(200, payload, None)
 
     def _failed(self, failure: Failure) -> None:
+        self.pending = None
         error = failure.value
         if self.gone:
             if not isinstance(error, RouterError | StubError | CancelledError):
@@ -251,29 +372,44 @@ class _Exchange:
             ref = _new_ref()
             _log.failure("{request} failed (ref {ref})", failure=failure, request=self.label, ref=ref)
             routed = _internal_error(ref)
-        headers: dict[bytes, bytes] = {}
-        if isinstance(error, _MethodNotAllowed):
-            headers[b"Allow"] = error.allow
-        self._answer(routed.http_status, error_body(routed), headers)
+        headers = {b"Allow": error.allow} if isinstance(error, _MethodNotAllowed) else None
+        self._send(routed.http_status, lambda: error_body(routed), headers)
 
-    def _answer(self, status: int, payload: bytes, headers: dict[bytes, bytes] | None = None) -> None:
+    def _send(self, status: int, payload: bytes | Callable[[], bytes], headers: dict[bytes, bytes] | None) -> None:
+        # The last stop of both outcomes: what fails here (rendering an error body, writing) must be logged, since
+        # nothing more can be sent and no Deferred is left to carry it.
+        try:
+            self._answer(status, payload if isinstance(payload, bytes) else payload(), headers)
+        except Exception:
+            _log.failure("{request}: could not send the answer", request=self.label)
+
+    def _answer(self, status: int, payload: bytes, headers: dict[bytes, bytes] | None) -> None:
         request = self.request
         if self.answered or self.gone or getattr(request, "_disconnected", False):
             return
         self.answered = True
-        request.setResponseCode(status, _reason(status))
-        request.setHeader(b"Content-Type", JSON_CONTENT_TYPE)
-        request.setHeader(b"Content-Length", str(len(payload)).encode("ascii"))
-        request.setHeader(b"Cache-Control", b"no-store")
-        request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        for name, value in (headers or {}).items():
-            request.setHeader(name, value)
-        request.write(payload)
-        if not getattr(request, "_disconnected", False):  # finish() raises if the client left during write()
-            request.finish()
+        if isinstance(request, RestRequest):
+            request.exchange = None
+            request.write_json(status, payload, headers)
+        else:
+            _write_json_stock(request, status, payload, headers)
         _count_status(self.api.counters, status)
         if self.api.log_requests:
             _log.info("{request} -> {status}", request=self.label, status=status)
+
+
+def _write_json_stock(request: Any, status: int, payload: bytes, headers: dict[bytes, bytes] | None) -> None:
+    """A JSON answer through twisted.web's own Request methods, for requests RestRequest.write_json cannot take."""
+    request.setResponseCode(status, _reason(status))
+    request.setHeader(b"Content-Type", JSON_CONTENT_TYPE)
+    request.setHeader(b"Content-Length", str(len(payload)).encode("ascii"))
+    request.setHeader(b"Cache-Control", b"no-store")
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    for name, value in (headers or {}).items():
+        request.setHeader(name, value)
+    request.write(payload)
+    if not getattr(request, "_disconnected", False):  # finish() raises if the client left during write()
+        request.finish()
 
 
 class _MethodNotAllowed(RouterError):
@@ -307,6 +443,9 @@ class RestApi(Resource):
         self.max_body = max_body
         self.counters = counters if counters is not None else new_counters()
         self.log_requests = log_requests
+        #: URL iPath parts (as received, still bytes) -> the validated IPath: parsing and checking the three parts
+        #: is the same work for every call to the same resource. Bounded, so odd URLs cannot grow it.
+        self._ipaths: dict[tuple[bytes, bytes, bytes], IPath] = {}
 
     def render(self, request: Request) -> bytes:
         exchange = _Exchange(self, request)
@@ -320,6 +459,17 @@ class RestApi(Resource):
 
     def dispatch(self, request: Request) -> Any:
         """Route one request; returns the data (or a Deferred of it), raises RouterError for anything refused."""
+        raw = request.postpath
+        if raw is not None and len(raw) == 4 and request.method == b"POST" and not getattr(request, "args", None):
+            # An operation on a resource seen before: nothing here can be refused except by _operation, so the
+            # general route below (which decodes every segment and spells the path for its messages) is skipped.
+            op = _OPS_BY_SEGMENT.get(raw[3])
+            path = self._ipaths.get((raw[0], raw[1], raw[2]))
+            if op is not None and path is not None:
+                return self._operation(request, path, op)
+        return self._dispatch(request)
+
+    def _dispatch(self, request: Request) -> Any:
         raw_segments = list(request.postpath or [b""])
         if len(raw_segments) > 1 and raw_segments[-1] == b"":
             raw_segments.pop()  # "/status/" means "/status"
@@ -348,6 +498,9 @@ class RestApi(Resource):
             if zone is None or chain is None or resource is None:
                 raise RouterError("bad_ipath", "iPath parts in the URL must be valid UTF-8")
             path = _url_ipath(zone, chain, resource)
+            if len(self._ipaths) >= _IPATH_CACHE_SIZE:
+                self._ipaths.clear()
+            self._ipaths[(raw_segments[0], raw_segments[1], raw_segments[2])] = path
             _query(request, frozenset())
             return self._operation(request, path, op)
 
@@ -384,7 +537,9 @@ class RestApi(Resource):
             raise RouterError("bad_ipath", str(exc), dict(query)) from None
 
     def _operation(self, request: Request, path: IPath, op: str) -> Deferred[Any]:
-        check_content_type(request.getHeader(b"Content-Type"))
+        content_type = request.getHeader(b"Content-Type")
+        if content_type is not None and content_type not in _PLAIN_JSON_TYPES:
+            check_content_type(content_type)
         body = self._read_body(request)
         method, args = parse_operation_body(op, parse_json_object(body))
         invocation = Invocation(path=path, op=op, method=method, args=args, sender=client_identity(request))
@@ -440,6 +595,11 @@ class RestRequest(Request):
     _rejected = False
     _received = 0
     _drain_call: Any = None  # an IDelayedCall; zope interfaces do not type-check as classes
+    #: The exchange waiting to answer this request, told directly when the client leaves (see _Exchange).
+    exchange: _Exchange | None = None
+    #: Set when process() took the lean route; only then does write_json send its own header block (after the stock
+    #: route, Server and Date are already among the response headers, and an encoder may be waiting for the body).
+    _lean = False
 
     def _site(self) -> RestSite | None:
         site = getattr(self.channel, "site", None)
@@ -501,16 +661,78 @@ class RestRequest(Request):
             self.channel.loseConnection()  # type: ignore[no-untyped-call]
 
     def process(self) -> None:
+        """Hand the request straight to the site's RestApi.
+
+        twisted.web's own process() would set Server and Date headers (formatting the date anew for every request),
+        unquote every path segment and walk the resource tree; here the tree is one leaf, the segments are unquoted
+        only when they hold a '%', and the fixed headers go out as one pre-joined block with the answer
+        (:meth:`write_json`). Anything other than a RestSite serving its RestApi, and ``*`` requests, take the stock
+        route.
+        """
         if self._rejected:
             self._close()  # the refused body has been read to its end; the 413 said the connection closes
             return
-        super().process()  # type: ignore[no-untyped-call]
+        site = self._site()
+        path = self.path
+        if site is None or site.resource is not site.api or path == b"*" or not self._lean_channel():
+            super().process()  # type: ignore[no-untyped-call]
+            return
+        self._lean = True
+        self.site = site
+        self.prepath = []
+        self.sitepath: list[bytes] = []
+        self.postpath = [unquote_to_bytes(s) if b"%" in s else s for s in path[1:].split(b"/")]
+        try:
+            site.api.render(self)  # always NOT_DONE_YET: the exchange answers through write_json
+        except BaseException:
+            self.processingFailed(Failure())  # type: ignore[no-untyped-call]
+
+    def write_json(self, status: int, payload: bytes, headers: dict[bytes, bytes] | None = None) -> None:
+        """Send a whole JSON answer in one write and finish the request (through twisted.web's own methods when
+        process() took the stock route).
+
+        The same status line and headers as setResponseCode + setHeader + write + finish would send (plus the Server
+        and Date headers process() no longer sets), without building them header by header: the shared headers are
+        one cached block, and whatever twisted.web has already put in ``responseHeaders`` (``Connection: close``
+        for a client that asked for it) is kept. One write also means one TLS record over HTTPS, not two.
+        """
+        if self.finished or self._disconnected:
+            return
+        if not self._lean or self.startedWriting:
+            _write_json_stock(self, status, payload, headers)
+            return
+        reason, line = _status(status)
+        self.code = status
+        self.code_message = reason
+        parts = [self.clientproto, b" ", line, b"\r\n"]
+        for name, values in self.responseHeaders.getAllRawHeaders():
+            for value in values:
+                parts += (name, b": ", value, b"\r\n")
+        parts.append(_HEADERS.get())
+        if headers:
+            for name, value in headers.items():
+                parts += (name, b": ", value, b"\r\n")
+        parts.append(b"Content-Length: %d\r\n\r\n" % len(payload))
+        self.startedWriting = 1
+        if self.method != b"HEAD":
+            parts.append(payload)
+            self.sentLength = len(payload)
+        self.channel.write(b"".join(parts))  # type: ignore[no-untyped-call]
+        if not self._disconnected:
+            self.finish()  # type: ignore[no-untyped-call]
+
+    def _lean_channel(self) -> bool:
+        # write_json writes HTTP/1.x bytes itself; another channel (an HTTP/2 stream) frames answers its own way.
+        return isinstance(self.channel, HTTPChannel)
 
     def connectionLost(self, reason: Failure) -> None:
         if self._drain_call is not None and self._drain_call.active():
             self._drain_call.cancel()
         self._drain_call = None
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange._client_left(reason)
 
     def processingFailed(self, reason: Failure) -> Failure:
         """A failure that escaped the resource: answered in the JSON envelope, never as twisted.web's HTML page."""
@@ -519,16 +741,34 @@ class RestRequest(Request):
         if self.finished or self._disconnected:
             return reason
         payload = error_body(_internal_error(ref))
-        this: Any = self  # twisted.web's Request methods are unannotated
-        this.setResponseCode(500)
-        this.setHeader(b"Content-Type", JSON_CONTENT_TYPE)
-        this.setHeader(b"Content-Length", str(len(payload)).encode("ascii"))
-        this.write(payload)
-        this.finish()
-        site = self._site()
+        site = self._site()  # before the answer: finishing the request detaches it from its channel
+        self.write_json(500, payload)
         if site is not None:
             _count_status(site.counters, 500)
         return reason
+
+
+class RestChannel(HTTPChannel):
+    """An HTTP/1.1 connection that remembers its two addresses.
+
+    twisted.web's Request asks its channel for both on every request; a connection's addresses never change, and
+    asking the socket for the local one is a getsockname system call each time.
+    """
+
+    _host: Any = None
+    _peer: Any = None
+
+    def getHost(self) -> Any:
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()  # type: ignore[no-untyped-call]
+        return host
+
+    def getPeer(self) -> Any:
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = super().getPeer()  # type: ignore[no-untyped-call]
+        return peer
 
 
 class RestSite(Site):
@@ -554,6 +794,11 @@ class RestSite(Site):
     def log(self, request: http.Request) -> None:
         """Silences twisted.web's access log; the API emits its own structured events when ``log_requests``."""
 
+    if _CHANNEL_WRAPPER is not None:
+
+        def protocol(self) -> Any:  # what Factory.buildProtocol calls; the stock one wraps a plain HTTPChannel
+            return _CHANNEL_WRAPPER(RestChannel())  # type: ignore[no-untyped-call]
+
 
 def make_site(
     router: RouterFacade,
@@ -578,6 +823,7 @@ __all__ = [
     "ANONYMOUS",
     "DEFAULT_MAX_BODY",
     "RestApi",
+    "RestChannel",
     "RestRequest",
     "RestSite",
     "client_identity",

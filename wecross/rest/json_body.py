@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 from collections.abc import Mapping, Sequence
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from wecross.errors import RouterError
@@ -145,7 +146,7 @@ def parse_operation_body(op: str, body: Mapping[str, Any]) -> tuple[str, list[An
     if op in _METHOD_OPS:
         # The shape nearly every call has, accepted without the general checks below (which would accept it too).
         method = body.get("method")
-        if type(method) is str and method and "sender" not in body:
+        if type(method) is str and method:
             size = len(body)
             if size == 1:
                 return method, []
@@ -237,8 +238,85 @@ def _dump(envelope: dict[str, Any]) -> bytes:
     return json.dumps(envelope, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii") + b"\n"
 
 
+def _bytes_default(value: object) -> str:
+    # The one mapping the C encoder can be asked for; anything else it cannot encode goes back to the full walk.
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "0x" + bytes(value).hex()
+    raise TypeError(f"cannot render a {type(value).__name__} as JSON")
+
+
+#: The same output settings as _dump, built once, with bytes mapped as to_json_value maps them. No circular check:
+#: success_body only hands it values _plain has bounded in depth, and a cycle never is.
+_FAST_ENCODER = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, check_circular=False, separators=(",", ":"), default=_bytes_default
+)
+
+
+def _c_encoder() -> Any:
+    """The C encoder behind _FAST_ENCODER, made once: JSONEncoder.encode would make a new one for every answer.
+
+    Without a circular-reference memo it keeps no state between calls. None where the C accelerator is missing or
+    takes other arguments; success_body then uses _FAST_ENCODER itself.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        encoder = make(None, _bytes_default, encode_basestring_ascii, None, ":", ",", False, False, False)
+        probe = "".join(encoder({"a": [1, b"\x01"]}, 0))
+    except Exception:  # pragma: no cover - another interpreter's private signature
+        return None
+    return encoder if probe == '{"a":[1,"0x01"]}' else None
+
+
+_C_ENCODE: Any = _c_encoder()
+
+
+def _plain(value: dict[Any, Any] | list[Any] | tuple[Any, ...], depth: int) -> bool:
+    """Whether the C encoder alone renders this container exactly as to_json_value + json.dumps would.
+
+    Only containers are visited. It fails on what the encoder would render differently rather than refuse: a dict
+    key that is not a str (``{1: ..., "1": ...}`` would give a duplicated key where the walk keeps one, and an int
+    subclass with its own __str__ is spelt differently as a key), nesting past MAX_RESULT_DEPTH (the encoder only
+    stops near the interpreter's recursion limit), and, to be safe rather than clever, any subclass of dict, list or
+    tuple (whose own methods could show this check other keys than the encoder's ``items()`` call sees). Values the
+    encoder refuses (NaN, unknown types) need no check here: the refusal itself sends them to the walk.
+    """
+    items: Any = value
+    if type(value) is dict:
+        try:
+            "".join(value)  # succeeds exactly when every key is a str, at C speed
+        except TypeError:
+            return False
+        items = value.values()
+    depth += 1  # the depth of the items
+    if depth > MAX_RESULT_DEPTH:
+        return not value
+    for item in items:
+        if isinstance(item, _CONTAINERS) and (type(item) not in _CONTAINERS or not _plain(item, depth)):
+            return False
+    return True
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
 def success_body(data: object) -> bytes:
-    """The success envelope; raises TypeError/ValueError when ``data`` holds something JSON cannot carry."""
+    """The success envelope; raises TypeError/ValueError when ``data`` holds something JSON cannot carry.
+
+    Most results are plain str-keyed dicts, lists, strings, numbers and bytes, which the C encoder renders as they
+    are (bytes through its default hook): the Python walk of to_json_value is paid only when the encoder refuses the
+    value (a NaN or an infinity, an unknown type, a bytes key) or :func:`_plain` finds something it would render
+    differently. Both ways give the same bytes.
+    """
+    if not isinstance(data, _CONTAINERS) or (type(data) in _CONTAINERS and _plain(data, 0)):
+        envelope = {"ok": True, "data": data}
+        try:
+            text = "".join(_C_ENCODE(envelope, 0)) if _C_ENCODE is not None else _FAST_ENCODER.encode(envelope)
+        except (TypeError, ValueError, RecursionError):
+            pass
+        else:
+            return text.encode("ascii") + b"\n"
     return _dump({"ok": True, "data": to_json_value(data)})
 
 
