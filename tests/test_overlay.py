@@ -98,6 +98,23 @@ class Overlay(TestCase):
         self.assertEqual(chain_rows[0]["chain"], CHAIN)
 
     @defer.inlineCallbacks
+    def test_wecross_routes_command(self) -> Any:
+        import sys
+
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        port = self.net.nodes["router-a"].rest_port
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ["-m", "wecross.cli", "routes", "--router", f"http://127.0.0.1:{port}"])
+        self.assertEqual(code, 0, err)
+        text = out.decode()
+        self.assertIn("routes of router-a", text)
+        line = next(row for row in text.splitlines() if row.startswith(CHAIN))
+        self.assertIn("router-b", line)  # the next hop
+        self.assertIn("router-a -> router-b -> ", line)
+        self.assertTrue(line.rstrip().endswith("router-f"))
+
+    @defer.inlineCallbacks
     def test_border_failure_moves_traffic_and_routes_heal(self) -> Any:
         first = yield self.call()
         border = first["path"][2]

@@ -72,6 +72,9 @@ class FakeRouter:
         self.invocations: list[Invocation] = []
         self.status_value: Any = {"router": "r1", "zones": ["payment"], "version": "0.1.0"}
         self.peers_value: Any = [{"id": "r2", "state": "up", "srtt_ms": 1.5}]
+        self.routes_value: Any = {"router_id": "r1", "rebuilds": 3, "changes": 1, "routes": [
+            {"kind": "chain", "chain": "payment.bank-b", "replicas": ["r2"], "reachable": True,
+             "destination": "r2", "next_hop": "r2", "path": ["r1", "r2"], "hops": 1, "cost": 9.4}]}
         self.resources_value: Any = [
             {"ipath": "payment.bank-a.asset", "kind": "asset", "local": True, "routers": ["r1"]},
             {"ipath": "payment.bank-b.asset", "kind": "asset", "local": False, "routers": ["r2"]},
@@ -95,6 +98,9 @@ class FakeRouter:
 
     def resources(self) -> list[dict[str, Any]]:
         return self.resources_value  # type: ignore[no-any-return]
+
+    def routes(self) -> dict[str, Any]:
+        return self.routes_value  # type: ignore[no-any-return]
 
     def next_arrival(self) -> Deferred[Invocation]:
         d: Deferred[Invocation] = Deferred()
@@ -441,13 +447,14 @@ class ApiTests(SynchronousTestCase):
     def test_index_lists_endpoints(self) -> None:
         data = self.ok(b"GET", "/")
         paths = {e["path"] for e in data["endpoints"]}
-        self.assertEqual(paths, {"/", "/status", "/peers", "/resources", "/{zone}/{chain}/{resource}/{op}"})
+        self.assertEqual(paths, {"/", "/status", "/peers", "/routes", "/resources", "/{zone}/{chain}/{resource}/{op}"})
 
     def test_status_peers_resources(self) -> None:
         self.assertEqual(self.ok(b"GET", "/status"), self.router.status_value)
         self.assertEqual(self.ok(b"GET", "/peers"), self.router.peers_value)
         self.assertEqual(self.ok(b"GET", "/resources"), self.router.resources_value)
         self.assertEqual(self.ok(b"GET", "/status/"), self.router.status_value)
+        self.assertEqual(self.ok(b"GET", "/routes"), self.router.routes_value)
 
     def test_headers(self) -> None:
         req = self.request(b"GET", "/status")

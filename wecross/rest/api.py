@@ -69,6 +69,7 @@ _GET_ENDPOINTS: dict[str, frozenset[str]] = {
     "": frozenset(),
     "status": frozenset(),
     "peers": frozenset(),
+    "routes": frozenset(),
     "resources": frozenset({"zone", "chain"}),
 }
 _GET_METHODS = (b"GET", b"HEAD")
@@ -94,6 +95,7 @@ _INDEX: dict[str, Any] = {
         {"method": "GET", "path": "/", "summary": "this index"},
         {"method": "GET", "path": "/status", "summary": "router id, zones, version, uptime, counters"},
         {"method": "GET", "path": "/peers", "summary": "known peers and link metrics"},
+        {"method": "GET", "path": "/routes", "summary": "routing table: next hop, path, cost per chain and router"},
         {
             "method": "GET",
             "path": "/resources",
@@ -507,7 +509,7 @@ class RestApi(Resource):
         raise RouterError(
             "not_found",
             f"no endpoint at {shown_path}; GET / lists the endpoints",
-            {"endpoints": ["/", "/status", "/peers", "/resources", "/{zone}/{chain}/{resource}/{op}"]},
+            {"endpoints": ["/", "/status", "/peers", "/routes", "/resources", "/{zone}/{chain}/{resource}/{op}"]},
         )
 
     def _get(self, name: str, query: dict[str, str]) -> Any:
@@ -517,6 +519,8 @@ class RestApi(Resource):
             return self.router.status()
         if name == "peers":
             return self.router.peers()
+        if name == "routes":
+            return self.router.routes()
         pattern = self._resource_filter(query)
         d: Deferred[Any] = maybeDeferred(self.router.resources)
         if pattern is not None:
