@@ -36,12 +36,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
-from service_identity import CertificateError, VerificationError
-from service_identity.hazmat import DNS_ID, DNSPattern, verify_service_identity
+from service_identity.hazmat import DNSPattern
 
 from wecross.ipath import IPath, IPathError
 from wecross.pki.authority import InvalidNameError, PrivateKey, common_name, dns_names, public_key_der
 from wecross.pki.authority import validate_router_id as _validate_router_id
+from wecross.pki.names import dns_patterns, patterns_match, router_id_mismatch
 
 __all__ = [
     "DEFAULT_RECORD_LIMITS",
@@ -576,36 +576,8 @@ class SignedRecord:
 
 
 def id_matches_names(names: Iterable[str], router_id: str) -> bool:
-    """Whether ``router_id`` is one of the DNS ``names`` under service_identity's host-name rule.
-
-    The same rule as the link handshake (wecross.peer.tls), restated here because that module imports Twisted and
-    this one must not: router ids are lower-case DNS names, wildcards follow RFC 6125.
-    """
-    try:
-        _validate_router_id(router_id)
-    except InvalidNameError:
-        return False
-    return _patterns_match(_patterns(names), router_id)
-
-
-def _patterns(names: Iterable[str]) -> tuple[DNSPattern, ...]:
-    patterns = []
-    for name in names:
-        try:
-            patterns.append(DNSPattern.from_bytes(name.encode("ascii")))
-        except (CertificateError, UnicodeEncodeError):
-            continue  # IP-like or non-ASCII names can never match a router id
-    return tuple(patterns)
-
-
-def _patterns_match(patterns: Sequence[DNSPattern], router_id: str) -> bool:
-    if not patterns:
-        return False
-    try:
-        verify_service_identity(patterns, obligatory_ids=[DNS_ID(router_id)], optional_ids=[])
-    except (VerificationError, CertificateError, ValueError):
-        return False
-    return True
+    """Whether ``router_id`` is one of the DNS ``names``: the link handshake's rule (wecross.pki.names)."""
+    return router_id_mismatch(names, router_id) is None
 
 
 def leaf_key_der(signed: SignedRecord) -> bytes:
@@ -767,7 +739,7 @@ class RecordVerifier:
             # from_bytes guarantees this; a SignedRecord assembled by hand might pair a body with another record.
             raise RecordError("signature", f"record of {signed.router_id!r} does not match the signed body")
         trusted = self._trusted_leaf(signed.cert_chain)
-        if not _patterns_match(trusted.patterns, signed.router_id):
+        if not patterns_match(trusted.patterns, signed.router_id):
             shown = ", ".join(trusted.names) or "none"
             raise RecordError(
                 "identity",
@@ -854,7 +826,7 @@ class RecordVerifier:
         return _TrustedLeaf(
             public_key=public_key,
             names=names,
-            patterns=_patterns(names),
+            patterns=dns_patterns(names),
             not_before=max(c.not_valid_before_utc.timestamp() for c in verified),
             not_after=min(c.not_valid_after_utc.timestamp() for c in verified),
         )

@@ -24,8 +24,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
-from service_identity import CertificateError, VerificationError
-from service_identity.hazmat import DNS_ID, DNSPattern, verify_service_identity
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -42,6 +40,7 @@ from wecross.pki.authority import (
     read_private_key,
     validate_router_id,
 )
+from wecross.pki.names import router_id_mismatch
 
 __all__ = [
     "DEFAULT_CIPHERS",
@@ -206,7 +205,7 @@ def check_tls_material(
             "a chain file must hold the leaf first, then every intermediate up to (not including) the root",
         )
     if router_id is not None:
-        mismatch = _match_router_id(dns_names(material.certificate), router_id)
+        mismatch = router_id_mismatch(dns_names(material.certificate), router_id)
         if mismatch is not None:
             shown = ", ".join(dns_names(material.certificate)) or "none"
             raise TLSConfigError(
@@ -283,27 +282,6 @@ def peer_identity(transport: Any) -> PeerIdentity | None:
     return identity_of(cert)
 
 
-def _match_router_id(names: Iterable[str], router_id: str) -> str | None:
-    """None when ``router_id`` is one of the DNS ``names`` under service_identity's rule, else the reason why not."""
-    try:
-        validate_router_id(router_id)
-    except InvalidNameError as exc:
-        return str(exc)
-    patterns = []
-    for name in names:
-        try:
-            patterns.append(DNSPattern.from_bytes(name.encode("ascii")))
-        except (CertificateError, UnicodeEncodeError):
-            continue  # not a usable DNS name (IP-like, non-ASCII): can never match a router id
-    if not patterns:
-        return "the certificate has no DNS subjectAltName"
-    try:
-        verify_service_identity(patterns, obligatory_ids=[DNS_ID(router_id)], optional_ids=[])
-    except (VerificationError, CertificateError):
-        return "no DNS subjectAltName matches"
-    return None
-
-
 def verify_peer_id(transport_or_identity: Any, router_id: str) -> None:
     """Raise :class:`PeerIdentityError` unless ``router_id`` (from HELLO) is a DNS SAN of the peer's certificate.
 
@@ -316,7 +294,7 @@ def verify_peer_id(transport_or_identity: Any, router_id: str) -> None:
     )
     if identity is None:
         raise PeerIdentityError(f"peer claims router id {router_id!r} but presented no TLS certificate")
-    reason = _match_router_id(identity.dns_names, router_id)
+    reason = router_id_mismatch(identity.dns_names, router_id)
     if reason is not None:
         shown = ", ".join(identity.dns_names) or "none"
         raise PeerIdentityError(
@@ -556,7 +534,7 @@ class ClientTLS:
             expected = self.expected_peer_id
             if depth == 0 and expected is not None:
                 identity = identity_of(cert.to_cryptography())
-                if _match_router_id(identity.dns_names, expected) is not None:
+                if router_id_mismatch(identity.dns_names, expected) is not None:
                     shown = ", ".join(identity.dns_names) or "none"
                     return self._refuse(
                         conn,
