@@ -115,7 +115,6 @@ class PeerLink(TwistedProtocol):
         self._heartbeat_timer: IDelayedCall | None = None
         self._abort_timer: IDelayedCall | None = None
         self._watchdog_timer: IDelayedCall | None = None
-        self._serving = 0
         self.late_replies = 0
         self.lost = False
 
@@ -366,7 +365,6 @@ class PeerLink(TwistedProtocol):
             deferred.errback(RouterError(message.code, message.message, {"path": list(message.path)}))
 
     def _on_request(self, msg_id: int, request: Request) -> None:
-        self._serving += 1
         try:
             d = self.owner.handle_request(self, request)
         except Exception as exc:  # the owner's own bug must not kill the link
@@ -390,12 +388,8 @@ class PeerLink(TwistedProtocol):
                 self._send(Error(reply_to=msg_id, request_id=request.request_id, code=code, message=message,
                                  path=[str(p) for p in path]))
 
-        def done(_: object) -> None:
-            self._serving -= 1
-
         d.addCallback(answer)
         d.addErrback(failed)
-        d.addBoth(done)
 
     def send(self, message: Any) -> None:
         """Send a message that expects no answer (gossip); dropped once the link is closing."""
