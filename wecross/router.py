@@ -128,6 +128,7 @@ class Router:
             "routes": self.table.reachable(),
             "route_changes": self.route_changes,
             "gossip": dict(self.gossip.counters) if self.gossip else {},
+            "directory": self.directory.stats(),
             "chain_clashes": [{"path": c.path, "genesis_by_router": dict(c.genesis_by_router)}
                               for c in self.directory.clashes()],
         }
