@@ -205,9 +205,9 @@ def start_network(work: Path, procs: ProcessGroup, *, relay_nodelay: bool, cprof
         peers = get_json(net.rest["router-a"] + "/peers")
         rows = get_json(net.rest["router-a"] + "/resources")
         return any(p.get("state") == "up" for p in peers) and any(
-            r["ipath"] == f"{ZONE}.{CHAIN}.{RESOURCE}" and not r["local"] for r in rows)
+            r["ipath"] == f"{ZONE}.{CHAIN}.{RESOURCE}" and not r["local"] and r.get("route") for r in rows)
 
-    wait_for("router-a's TLS link to router-b and its advertisement", linked, 60, procs)
+    wait_for("router-a's TLS link to router-b and a route to its chain", linked, 60, procs)
     status, reply = post_json(net.rest["router-b"] + f"/{ZONE}/{CHAIN}/{RESOURCE}/sendTransaction",
                               {"method": "set", "args": ["k", SEED_VALUE]})
     if status != 200:

@@ -147,12 +147,13 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
         _wait("router-b", lambda: _get(b, "/status"))
         _wait("the TLS link between the routers",
               lambda: any(p["state"] == "up" for p in _get(a, "/peers")) and
-              any(r["ipath"] == "evidence.court.hello" for r in _get(a, "/resources")))
+              any(r["ipath"] == "evidence.court.hello" and r.get("route") for r in _get(a, "/resources")) and
+              any(r["ipath"] == "payment.bank-a.asset" and r.get("route") for r in _get(b, "/resources")))
         peer = _get(a, "/peers")[0]
         print(f"== router-a sees {peer['id']} ({peer['direction']}, zones {peer['zones']}) over mutual TLS")
         print("== resources known to router-a:")
         for row in _get(a, "/resources"):
-            where = "here" if row["local"] else "via " + ",".join(row["routers"])
+            where = "here" if row["local"] else "route " + " -> ".join(row["route"] or ["none yet"])
             print(f"     {row['ipath']:<24} {row['kind']:<6} {where}")
         print("== sendTransaction through router-a to evidence.court.hello (lives on router-b):")
         sent = _post(a, "/evidence/court/hello/sendTransaction",
