@@ -168,8 +168,8 @@ class Router:
                                                                      f"of {', '.join(OPERATIONS)}")), "rest")
         path = invocation.path
         if self._serves(path.chain_path):
-            d = self._run_local(path, invocation.op, invocation.method, invocation.args, invocation.sender)
-            d.addCallback(lambda result: dict(result, path=[self.local_id]))
+            d = self._run_local(path, invocation.op, invocation.method, invocation.args, invocation.sender,
+                                [self.local_id])
             return self._count(d, "local")
         deadline = self.clock.seconds() + self.settings.limits.request_deadline
         request_id = self._id_prefix + next(self._id_counter).to_bytes(8, "big")
@@ -182,16 +182,28 @@ class Router:
 
     # -- running and forwarding -------------------------------------------------------------------------------------
 
-    def _run_local(self, path: IPath, op: str, method: str, args: list[Any], sender: str) -> Deferred[dict[str, Any]]:
+    def _run_local(
+        self, path: IPath, op: str, method: str, args: list[Any], sender: str, trail: list[str]
+    ) -> Deferred[dict[str, Any]]:
+        """Run on a local stub; the answer (or the error's details) carries ``trail``, the routers it crossed.
+
+        One pair of callbacks: every layer a fired Deferred passes through costs a trip through _runCallbacks, and
+        this runs for every request a router serves.
+        """
         try:
             d: Deferred[Result] = self.stubs.invoke(path, op, method, args, sender)
         except Exception:
             d = defer.fail()
 
         def to_wire(result: Result) -> dict[str, Any]:
-            return dict(result.to_wire(), router=self.local_id)
+            return dict(result.to_wire(), router=self.local_id, path=trail)
 
-        return d.addCallback(to_wire).addErrback(_as_router_error)
+        def with_path(failure: Failure) -> Failure:
+            failure = _as_router_error(failure)
+            failure.value.details.setdefault("path", trail)
+            return failure
+
+        return d.addCallbacks(to_wire, with_path)
 
     def _choose(self, path: IPath, destination: str | None, avoid: set[str]) -> Route | None:
         """The route for a request: towards its fixed destination (relays, and retries of writes, which only the
@@ -320,14 +332,8 @@ class Router:
             if not self._serves(path.chain_path):
                 raise RouterError("unknown_chain", f"router {self.local_id} does not serve {path.chain_path}")
 
-            def with_path(failure: Failure) -> Failure:
-                if isinstance(failure.value, RouterError):
-                    failure.value.details.setdefault("path", trail)
-                return failure
-
             def execute() -> Deferred[dict[str, Any]]:
-                d = self._run_local(path, request.op, request.method, list(request.args), request.sender)
-                return d.addCallbacks(lambda result: dict(result, path=trail), with_path)
+                return self._run_local(path, request.op, request.method, list(request.args), request.sender, trail)
 
             if request.op in WRITE_OPERATIONS:
                 return self.replays.run(request.request_id, execute)
