@@ -58,3 +58,15 @@ class LinkHealthTests(SynchronousTestCase):
     def test_keep_dialled_by_is_symmetric(self) -> None:
         self.assertEqual(keep_dialled_by("a", "b"), keep_dialled_by("b", "a"))
         self.assertEqual(keep_dialled_by("router-b", "router-a"), "router-a")
+
+    def test_bandwidth_is_the_recent_peak_once_it_says_something(self) -> None:
+        h = LinkHealth(0.0, dead_after=3, interval=1.0)
+        h.received(1000)
+        h.tick(1.0)
+        self.assertEqual(h.bandwidth_bps, 0.0)  # 8 kbit/s shows nothing about capacity: unknown
+        h.received(1_000_000)
+        h.tick(2.0)
+        h.received(10)
+        h.tick(3.0)
+        self.assertEqual(h.bandwidth_bps, 8_000_000.0)  # the peak, not the last idle interval
+        self.assertEqual(h.snapshot().bandwidth_bps, 8_000_000.0)

@@ -15,6 +15,11 @@ _ALPHA = 0.125
 _BETA = 0.25
 #: Loss is measured over this many most recent heartbeats.
 _LOSS_WINDOW = 32
+#: Throughput windows (one per heartbeat interval) kept for the bandwidth estimate.
+_RATE_WINDOWS = 32
+#: Below this observed peak (bits/s) the bandwidth is reported as unknown (0): an idle link has shown nothing about
+#: its capacity, and the cost function's default for "unknown" must not be undercut by an idle link's trickle.
+_RATE_FLOOR_BPS = 1_000_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +28,7 @@ class LinkSnapshot:
     rttvar: float | None
     last_rtt: float | None
     loss: float
+    bandwidth_bps: float
     missed: int
     pings_sent: int
     pongs_received: int
@@ -54,6 +60,13 @@ class LinkHealth:
         self._seq = 0
         # seq of each recent ping -> answered? (most recent last)
         self._window: deque[tuple[int, bool]] = deque(maxlen=_LOSS_WINDOW)
+        self._bytes_in_window = 0
+        self._window_start = now
+        self._rates: deque[float] = deque(maxlen=_RATE_WINDOWS)
+
+    def received(self, size: int) -> None:
+        """``size`` bytes arrived from the peer (counted towards the throughput of the current interval)."""
+        self._bytes_in_window += size
 
     def heard(self, now: float) -> None:
         """Any frame arrived from the peer."""
@@ -61,6 +74,11 @@ class LinkHealth:
 
     def tick(self, now: float) -> int | None:
         """A heartbeat interval elapsed. Returns the seq of the ping to send, or None when the link is dead."""
+        elapsed = now - self._window_start
+        if elapsed > 0:
+            self._rates.append(self._bytes_in_window * 8.0 / elapsed)
+        self._bytes_in_window = 0
+        self._window_start = now
         # Whole heartbeat intervals of silence; the epsilon keeps 3 x 0.1 s of float time from counting as 2.
         self.missed = int((now - self.last_heard) / self.interval + 1e-6)
         if self.missed >= self.dead_after:
@@ -111,12 +129,20 @@ class LinkHealth:
             return 0.0
         return sum(1 for _, answered in settled if not answered) / len(settled)
 
+    @property
+    def bandwidth_bps(self) -> float:
+        """The highest throughput seen from the peer over one heartbeat interval lately: a lower bound of the link's
+        capacity, reported once it exceeds 1 Mbit/s (0 = unknown until then). Passive, so it costs no probes."""
+        peak = max(self._rates, default=0.0)
+        return peak if peak >= _RATE_FLOOR_BPS else 0.0
+
     def snapshot(self) -> LinkSnapshot:
         return LinkSnapshot(
             srtt=self.srtt,
             rttvar=self.rttvar,
             last_rtt=self.last_rtt,
             loss=self.loss,
+            bandwidth_bps=self.bandwidth_bps,
             missed=self.missed,
             pings_sent=self.pings_sent,
             pongs_received=self.pongs_received,

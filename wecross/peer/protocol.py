@@ -154,6 +154,7 @@ class PeerLink(TwistedProtocol):
         if self.closing_reason is not None:
             return
         self.bytes_in += len(data)
+        self.health.received(len(data))
         try:
             envelopes = self.decoder.feed(data)
         except WireError as exc:

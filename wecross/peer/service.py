@@ -347,7 +347,7 @@ class PeerService(MultiService, LinkOwner):
                 peer=peer_id,
                 srtt_ms=snap.srtt * 1000.0,
                 loss=min(1.0, max(0.0, snap.loss)),
-                bandwidth_bps=0.0,  # not measured yet: 0 means unknown to the cost function
+                bandwidth_bps=snap.bandwidth_bps,  # 0 until the link has carried over 1 Mbit/s: unknown
                 flaps=self._flaps(peer_id, now),
             ))
         return tuple(infos)
@@ -379,6 +379,7 @@ class PeerService(MultiService, LinkOwner):
                 "rttvar_ms": None if snap.rttvar is None else round(snap.rttvar * 1000, 3),
                 "last_rtt_ms": None if snap.last_rtt is None else round(snap.last_rtt * 1000, 3),
                 "loss": round(snap.loss, 4),
+                "bandwidth_bps": round(snap.bandwidth_bps),
                 "last_heard_s": round(now - snap.last_heard, 3),
                 "up_for_s": round(now - link.connected_at, 3),
                 "in_flight": link.in_flight,
