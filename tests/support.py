@@ -92,9 +92,14 @@ def router_settings(
 
 
 def start(settings: Settings) -> Deferred[RouterNode]:
+    """A started router; if it cannot start, whatever it did start is stopped before the failure is passed on."""
     node = RouterNode(settings, reactor)
     node.startService()
-    return node.ready.addCallback(lambda _: node)
+
+    def failed(failure: Any) -> Deferred[Any]:
+        return stop(node).addBoth(lambda _: failure)
+
+    return node.ready.addCallbacks(lambda _: node, failed)
 
 
 def stop(node: RouterNode) -> Deferred[None]:
@@ -137,9 +142,27 @@ class Network:
 
     @defer.inlineCallbacks
     def start(self, *only: str) -> Any:
+        """Start the routers; a port taken meanwhile by another test process (free_port() cannot reserve it)
+        means: stop what started, and try again with fresh ports (or, for a restart, the same port a bit later)."""
+        from twisted.internet.task import deferLater
+
         names = only or tuple(self.spec)
-        nodes = yield defer.gatherResults([start(self.settings(rid)) for rid in names])
-        self.nodes.update(zip(names, nodes, strict=True))
+        failures: list[Any] = []
+        for _ in range(5):
+            results = yield defer.DeferredList([start(self.settings(rid)) for rid in names], consumeErrors=True)
+            started = {rid: value for rid, (ok, value) in zip(names, results, strict=True) if ok}
+            failures = [value for ok, value in results if not ok]
+            if not failures:
+                self.nodes.update(started)
+                return
+            yield defer.gatherResults([stop(node) for node in started.values()])
+            if not any("already in use" in f.getErrorMessage() for f in failures):
+                break
+            if only:
+                yield deferLater(reactor, 0.2, lambda: None)
+            else:
+                self.ports = {rid: free_port() for rid in self.spec}
+        failures[0].raiseException()
 
     def stop(self, *only: str) -> Deferred[Any]:
         names = only or tuple(self.nodes)
