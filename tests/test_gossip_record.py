@@ -448,6 +448,16 @@ class VerifierAttackTests(SynchronousTestCase):
         garbage = dataclasses.replace(self.signed, cert_chain=(b"\x30\x03\x02\x01\x01",))
         self.assertReason("certificate", garbage.to_bytes())
 
+    def test_certificate_with_an_unknown_key_algorithm(self) -> None:
+        # id-ecPublicKey (1.2.840.10045.2.1) turned into 1.3.840.10045.2.1: the DER still parses, the key does not.
+        # Found by test_mutated_blobs_never_verify_as_something_else, which once saw UnsupportedAlgorithm escape.
+        leaf = self.signed.cert_chain[0]
+        oid = b"\x06\x07\x2a\x86\x48\xce\x3d\x02\x01"
+        self.assertIn(oid, leaf)
+        mutated = leaf.replace(oid, b"\x06\x07\x2b\x86\x48\xce\x3d\x02\x01", 1)
+        odd = dataclasses.replace(self.signed, cert_chain=(mutated, *self.signed.cert_chain[1:]))
+        self.assertReason("certificate", odd.to_bytes())
+
     def test_ca_and_client_certificates_cannot_sign_records(self) -> None:
         issuer = pki().issuer
         ca_signed = SignedRecord(

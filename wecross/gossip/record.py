@@ -31,7 +31,7 @@ from typing import Any, NoReturn, Protocol
 
 import msgpack
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -752,7 +752,7 @@ class RecordVerifier:
                 key.verify(signed.signature, message, ec.ECDSA(hashes.SHA256()))
             else:
                 key.verify(signed.signature, message, _PSS, hashes.SHA256())
-        except (InvalidSignature, ValueError, TypeError):
+        except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
             raise RecordError(
                 "signature", f"signature of {signed.router_id!r}'s record {signed.version} does not match its body"
             ) from None
@@ -780,8 +780,9 @@ class RecordVerifier:
             return self._verify_chain_unguarded(ders, now)
         except RecordError:
             raise
-        except (ValueError, TypeError, crypto.Error, SSL.Error, UnicodeError) as exc:
-            # Certificates that parse lazily can still fail on a malformed extension deep inside.
+        except (ValueError, TypeError, crypto.Error, SSL.Error, UnicodeError, UnsupportedAlgorithm) as exc:
+            # Certificates that parse lazily can still fail on a malformed extension or key deep inside (a mutated
+            # key's algorithm parameters: UnsupportedAlgorithm, found by the property tests).
             raise RecordError("certificate", f"certificate chain is unreadable ({type(exc).__name__}: {exc})") from None
 
     def _verify_chain_unguarded(self, ders: tuple[bytes, ...], now: float) -> _TrustedLeaf:
