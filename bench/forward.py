@@ -63,6 +63,7 @@ from bench._common import (
     proc_times,
     router_toml,
     wait_for,
+    write_results,
 )
 
 CASES = ("direct", "one_hop", "relay_floor")
@@ -859,8 +860,7 @@ def main(argv: list[str] | None = None) -> int:
             print()
             where = " (see the profiles above for where the routers' time goes)" if result.get("profiles") else ""
             print("GOALS MISSED: " + "; ".join(missed) + where)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(_finite(result), indent=2, default=str, allow_nan=False) + "\n")
+        write_results(args.output, result)
         print(f"\nwrote {args.output} ({result['total_runtime_s']:.0f} s in all)")
     except BenchError as exc:
         print(f"forward.py: {exc}\n(logs in {work})", file=sys.stderr)
@@ -875,17 +875,6 @@ def main(argv: list[str] | None = None) -> int:
         elif exit_code == 0:
             print(f"work directory kept: {work}")
     return exit_code
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities as null, so the file is strict JSON (a ratio over a zero floor is not a number)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _wrk_version() -> str:

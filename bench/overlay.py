@@ -69,6 +69,7 @@ from bench._common import (  # noqa: E402
     machine_busy_seconds,
     machine_info,
     proc_times,
+    write_results,
 )
 from bench._overlay_net import (  # noqa: E402
     BALANCE,
@@ -712,8 +713,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\nGoals")
             for name, goal in result["goal_results"].items():
                 print(f"  {name}: {goal['value']:.3f} (goal <= {goal['goal']}): {'met' if goal['met'] else 'MISSED'}")
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(_finite(result), indent=2, default=str, allow_nan=False) + "\n")
+        write_results(args.output, result)
         print(f"\nwrote {args.output} ({result['total_runtime_s']:.0f} s in all)")
     except BenchError as exc:
         print(f"overlay.py: {exc}\n(logs in {work})", file=sys.stderr)
@@ -730,17 +730,6 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             shutil.rmtree(certs)
     return exit_code
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities as null, so the file is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":
