@@ -339,8 +339,12 @@ class QueryTests(SynchronousTestCase):
             d.clashes(),
             [ChainClash("payment.bank-a", {"router-a": "g1", "router-b": "g1", "router-c": "g2"})],
         )  # payment.bank-c: "" (unknown) next to g3 is no clash
+        self.assertTrue(d.clashing("payment.bank-a"))
+        self.assertFalse(d.clashing("payment.bank-c"))
+        self.assertFalse(d.clashing("payment.nowhere"))
         d.accept(blob_of(make_record("router-c", 1, 2)), 0.0)
         self.assertEqual(d.clashes(), [])
+        self.assertFalse(d.clashing("payment.bank-a"))
 
 
 class ConvergenceTests(SynchronousTestCase):

@@ -218,8 +218,7 @@ class Router:
 
     def _clashing(self, chain: str) -> bool:
         """Routers disagree on the chain's genesis; we cannot tell who is right (we do not serve it ourselves)."""
-        claims = self.directory.chain_claims(chain)
-        return len({genesis for genesis in claims.values() if genesis}) > 1 and not self._serves(chain)
+        return self.directory.clashing(chain) and not self._serves(chain)
 
     def _no_route(self, path: IPath, destination: str | None, tried: set[str]) -> RouterError:
         chain = path.chain_path

@@ -70,6 +70,11 @@ def _as_version(value: Any) -> Version | None:
     return (epoch, seq)
 
 
+def _clash(claims: Mapping[str, str]) -> bool:
+    """An empty genesis means "unknown" and clashes with nothing."""
+    return len({genesis for genesis in claims.values() if genesis}) > 1
+
+
 class Directory:
     """Newest verified record per router (our own included), with indexes for the router core's questions.
 
@@ -327,6 +332,12 @@ class Directory:
         """Routers that claim to serve the chain ``zone.chain`` (check :meth:`clashes` before trusting several)."""
         return frozenset(self._chains.get(path, ()))
 
+    def clashing(self, path: str) -> bool:
+        """Whether routers claim the chain with two or more different non-empty genesis hashes (asked per request:
+        no copy)."""
+        claims = self._chains.get(path)
+        return claims is not None and _clash(claims)
+
     def chain_claims(self, path: str) -> dict[str, str]:
         """Router id -> genesis hash each claimant announces for the chain (for pinned-genesis checks)."""
         return dict(self._chains.get(path, {}))
@@ -357,7 +368,7 @@ class Directory:
         out = []
         for path in sorted(self._chains):
             claims = self._chains[path]
-            if len({genesis for genesis in claims.values() if genesis}) > 1:
+            if _clash(claims):
                 out.append(ChainClash(path, dict(sorted(claims.items()))))
         return out
 
