@@ -8,6 +8,7 @@ real port numbers (configs may say port 0); a failure at any step fails ``ready`
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from twisted.python.failure import Failure
 
 from wecross.config import Settings
 from wecross.gossip.directory import Directory
-from wecross.gossip.record import RecordSigner, RecordVerifier
+from wecross.gossip.record import RecordSigner, RecordVerifier, SignedRecord
 from wecross.gossip.service import GossipService
 from wecross.peer.service import LinkTransports, PeerService
 from wecross.peer.tls import TLSMaterial, load_tls_material, rest_server_options
@@ -53,7 +54,13 @@ class RouterNode(MultiService):
         *,
         transports: LinkTransports | None = None,
         rng: random.Random | None = None,
+        material: TLSMaterial | None = None,
+        epoch: int | None = None,
+        record_verifier: RecordVerifier | None = None,
+        record_parser: Callable[[bytes], SignedRecord] | None = None,
     ) -> None:
+        """The keyword arguments exist for the simulator, which runs many routers in one process: key material made
+        in memory, epochs from its virtual clock, and one record verifier (with its caches) shared by all."""
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -72,9 +79,12 @@ class RouterNode(MultiService):
         self.stubs.setServiceParent(self)
         tls = settings.p2p_tls
         # The router's own key signs its gossip record; the CA admits the records of others (and TLS peers).
-        self.material: TLSMaterial = load_tls_material(tls.ca, tls.cert, tls.key, router_id=settings.router_id)
+        if material is None:
+            material = load_tls_material(tls.ca, tls.cert, tls.key, router_id=settings.router_id)
+        self.material: TLSMaterial = material
         # Certificate validity is wall-clock time, whatever clock drives the router (the simulator's is virtual).
-        self.directory = Directory(settings.router_id, RecordVerifier(self.material.trust_roots))
+        self.directory = Directory(settings.router_id, record_verifier or RecordVerifier(self.material.trust_roots),
+                                   parse=record_parser)
         self.router = Router(settings, self.stubs, reactor, self.directory)
         if transports is None:
             transports = TLSTransports(reactor, self.material, settings.p2p_listen, ciphers=tls.ciphers,
@@ -91,6 +101,7 @@ class RouterNode(MultiService):
             max_in_flight=settings.limits.max_in_flight,
             clock=reactor,
             rng=rng,
+            epoch=epoch,
         )
         self.router.peer_service = self.peers
         self.gossip = GossipService(

@@ -391,9 +391,9 @@ class Router:
 
     def rebuild_routes(self) -> None:
         self._rebuild_call = None
-        if self.directory.version == self._built_version:
+        if self.directory.routing_version == self._built_version:
             return
-        self._built_version = self.directory.version
+        self._built_version = self.directory.routing_version
         records = self.directory.records()
         chains: dict[str, list[str]] = {}
         clashing = {c.path: c for c in self.directory.clashes()}

@@ -137,16 +137,31 @@ class Ledger:
         self._idle_waiters: list[Deferred[None]] = []
         self._status = "new"
         self._pool: ThreadPool | None = None
+        self._inline = False
         self._shutdown_trigger: Any = None
         self._start_waiters: list[Deferred[None]] = []
         self._stop_waiters: list[Deferred[None]] = []
 
     # -- life cycle --------------------------------------------------------------------------------------------
+    def simulate(self, clock: Any) -> None:
+        """Write on the calling thread and stamp blocks with ``clock``'s time, before :meth:`start`.
+
+        For the simulator: hundreds of chains share one thread and a virtual clock there, and a run must repeat bit
+        for bit, which a writer thread racing the reactor cannot promise. The database work is the same.
+        """
+        if self._status != "new":
+            raise StubError("internal", f"chain {self.chain_id}: simulate() must come before start()")
+        self._reactor = clock
+        self._inline = True
+
     def start(self) -> Deferred[None]:
         """Open the database on the writer thread; fails with StoreError when the file cannot be used."""
         if self._status != "new":
             return defer.fail(StubError("internal", f"chain {self.chain_id} was already started"))
         self._status = "starting"
+        if self._inline:
+            return self._in_writer(self._store.open, self.genesis, self._genesis_state,
+                                   self._header_cache_size).addCallbacks(self._opened, self._open_failed)
         pool = ThreadPool(minthreads=1, maxthreads=1, name=f"wecross-chain-{self.chain_id}")
         pool.start()
         self._pool = pool
@@ -234,6 +249,10 @@ class Ledger:
         return waiter
 
     def _in_writer(self, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        if self._inline:
+            if self._status not in ("starting", "running", "stopping"):
+                return defer.fail(StubError("unavailable", f"chain {self.chain_id} is not running"))
+            return defer.maybeDeferred(fn, *args)
         if self._pool is None:
             return defer.fail(StubError("unavailable", f"chain {self.chain_id} is not running"))
         return deferToThreadPool(self._reactor, self._pool, fn, *args)

@@ -17,8 +17,9 @@ Times are the caller's monotonic seconds; only receive times are kept, so origin
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -75,6 +76,31 @@ def _clash(claims: Mapping[str, str]) -> bool:
     return len({genesis for genesis in claims.values() if genesis}) > 1
 
 
+#: A link's figures must move this much before routes are worth recomputing (well inside the table's hysteresis).
+_RTT_RELATIVE = 0.1
+_LOSS_ABSOLUTE = 0.02
+_BANDWIDTH_RELATIVE = 0.25
+
+
+def routing_differs(old: RouterRecord, new: RouterRecord) -> bool:
+    """Whether a newer record of a router can change anyone's routes: its zones, transit, the chains it serves
+    (path and genesis, not height), its set of links, or a link's figures beyond small jitter."""
+    if old.zones != new.zones or old.transit != new.transit:
+        return True
+    if [(c.path, c.genesis_hash) for c in old.chains] != [(c.path, c.genesis_hash) for c in new.chains]:
+        return True
+    if len(old.links) != len(new.links):
+        return True
+    for a, b in zip(old.links, new.links, strict=True):  # both sorted by peer
+        if a.peer != b.peer or a.flaps != b.flaps or abs(a.loss - b.loss) > _LOSS_ABSOLUTE:
+            return True
+        if abs(a.srtt_ms - b.srtt_ms) > _RTT_RELATIVE * max(a.srtt_ms, b.srtt_ms, 1e-9):
+            return True
+        if abs(a.bandwidth_bps - b.bandwidth_bps) > _BANDWIDTH_RELATIVE * max(a.bandwidth_bps, b.bandwidth_bps, 1.0):
+            return True
+    return False
+
+
 class Directory:
     """Newest verified record per router (our own included), with indexes for the router core's questions.
 
@@ -85,7 +111,16 @@ class Directory:
     because ``max_records`` routers are known already).
     """
 
-    def __init__(self, local_id: str, verifier: RecordVerifier, *, max_records: int = 100_000) -> None:
+    def __init__(
+        self,
+        local_id: str,
+        verifier: RecordVerifier,
+        *,
+        max_records: int = 100_000,
+        parse: Callable[[bytes], SignedRecord] | None = None,
+    ) -> None:
+        """``parse`` replaces :meth:`SignedRecord.from_bytes` (the simulator shares one memo of parsed blobs among
+        its routers); it must raise RecordError for what from_bytes refuses."""
         try:
             validate_router_id(local_id)
         except InvalidNameError as exc:
@@ -94,6 +129,9 @@ class Directory:
             raise ValueError(f"max_records must be a positive integer, got {max_records!r}")
         self.local_id = local_id
         self._verifier = verifier
+        self._parse = parse if parse is not None else partial(SignedRecord.from_bytes, limits=verifier.limits)
+        #: Told (router id, version) of every record stored, ours included: how the simulator follows convergence.
+        self.observer: Callable[[str, Version], None] | None = None
         self._max_records = max_records
         self._held: dict[str, _Held] = {}
         self._records: dict[str, RouterRecord] = {}
@@ -108,6 +146,9 @@ class Directory:
         self._echo_floor: Version | None = None
         self._pending_own: dict[bytes, SignedRecord] = {}
         self.version = 0
+        #: Bumped only when what routing reads changed (see :func:`routing_differs`): a record refreshed with the
+        #: same links and chains, or a chain that grew a block, costs no routing table rebuild anywhere.
+        self.routing_version = 0
         self.accepted = 0
         self.stale = 0
         self.impostor = 0
@@ -228,7 +269,7 @@ class Directory:
         they change nothing whether genuine or not.
         """
         try:
-            signed = SignedRecord.from_bytes(blob, self._verifier.limits)
+            signed = self._parse(blob)
         except RecordError as exc:
             self.rejected[exc.reason] += 1
             raise
@@ -392,17 +433,23 @@ class Directory:
 
     def _store(self, signed: SignedRecord, blob: bytes, received_at: float) -> None:
         router_id = signed.router_id
+        record = signed.record
+        routing_version = self.routing_version
+        previous = self._records.get(router_id)
         if router_id in self._held:
             self._remove(router_id)
-        record = signed.record
+        self.routing_version = routing_version + (previous is None or routing_differs(previous, record))
         self._held[router_id] = _Held(signed, blob, received_at)
         self._records[router_id] = record
+        if self.observer is not None:
+            self.observer(router_id, signed.version)
         for chain in record.chains:
             self._chains.setdefault(chain.path, {})[router_id] = chain.genesis_hash
         for resource in record.resources:
             self._resources.setdefault(resource.ipath, {})[router_id] = resource
 
     def _remove(self, router_id: str) -> None:
+        self.routing_version += 1
         held = self._held.pop(router_id)
         del self._records[router_id]
         for chain in held.signed.record.chains:

@@ -85,6 +85,8 @@ class GossipService(Service):
         self._loop = LoopingCall(self.round)
         self._loop.clock = clock
         self._pending_publish: IDelayedCall | None = None
+        self._outbox: dict[str, list[bytes]] = {}
+        self._flush_call: IDelayedCall | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
 
@@ -99,6 +101,9 @@ class GossipService(Service):
             self._loop.stop()
         if self._pending_publish is not None and self._pending_publish.active():
             self._pending_publish.cancel()
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._outbox = {}
 
     # -- our own record ---------------------------------------------------------------------------------------------
 
@@ -121,10 +126,17 @@ class GossipService(Service):
         self.on_change()
 
     def publish_soon(self, reason: str) -> None:
-        """Links came or went: publish on the next turn of the reactor, once for a burst of changes."""
+        """Links came or went: publish once for a burst of changes, and not sooner than half a gossip interval
+        after the last publish.
+
+        Every version of our record floods the whole overlay, so a router whose links come up one by one (a hub at
+        start-up: a hundred links within a few milliseconds) must not sign a version per link: the hold-off makes
+        that one or two versions, and costs a change at most half an interval of delay.
+        """
         if self._pending_publish is not None and self._pending_publish.active():
             return
-        self._pending_publish = self.clock.callLater(0, self._publish_pending, reason)
+        delay = max(0.0, self._published_at + self.interval / 2 - self.clock.seconds())
+        self._pending_publish = self.clock.callLater(delay, self._publish_pending, reason)
 
     def _publish_pending(self, reason: str) -> None:
         self._pending_publish = None
@@ -213,9 +225,25 @@ class GossipService(Service):
     # -- sending ----------------------------------------------------------------------------------------------------
 
     def _push(self, blobs: list[bytes], exclude: str | None) -> None:
-        for peer_id, link in sorted(self.links().items()):
+        """Queue fresh records for every neighbour but the one they came from; sent at the end of this turn.
+
+        Records arrive in bursts (a restart is heard from every side at once); one frame per neighbour per turn
+        instead of one per record cuts the framing work on both ends several times over.
+        """
+        for peer_id in self.links():
             if peer_id != exclude:
-                self._send_records(link, blobs)
+                self._outbox.setdefault(peer_id, []).extend(blobs)
+        if self._outbox and (self._flush_call is None or not self._flush_call.active()):
+            self._flush_call = self.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        outbox, self._outbox = self._outbox, {}
+        links = self.links()
+        for peer_id in sorted(outbox):
+            link = links.get(peer_id)
+            if link is not None:
+                self._send_records(link, outbox[peer_id])
 
     def _send_records(self, link: PeerLink, blobs: Iterable[bytes]) -> None:
         """In frames of at most _RECORDS_PER_FRAME records and _BYTES_PER_FRAME bytes (one record may be larger)."""

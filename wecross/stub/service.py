@@ -76,6 +76,9 @@ class StubService(Service):
         configuration mistakes before the reactor runs; startService calls it if nobody did."""
         if self._loaded:
             return dict(self._stubs)
+        if not self._settings:  # a pure relay: nothing to discover (the simulator starts thousands of these)
+            self._loaded = True
+            return {}
         factories = discover([*default_plugin_dirs(), *self._plugin_dirs])
         stubs: dict[str, Any] = {}
         for settings in self._settings:

@@ -1,0 +1,228 @@
+"""Many real routers in one process: each a :class:`~wecross.node.RouterNode`, as ``twistd wecross`` runs it.
+
+What differs from a daemon is only what the node is handed: the virtual clock instead of the reactor, simulated
+links instead of TCP + TLS, key material made in memory, a seeded random generator, epochs from the virtual clock,
+embedded chains writing on the calling thread, and one record verifier shared by all routers. Sharing the verifier
+is sound because verification is a pure function of the record's bytes and the trust roots, which every router of
+a simulated network has in common: the first router to receive a record checks its certificate chain and
+signature for real, the others find the verdict in the memo (and refusals are never memoised).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from wecross.config import (
+    Address,
+    GossipSettings,
+    Limits,
+    PeerSettings,
+    RestSettings,
+    RoutingSettings,
+    Settings,
+    StubConfig,
+    Timing,
+    TLSPaths,
+)
+from wecross.gossip.record import DEFAULT_RECORD_LIMITS, RecordVerifier, SignedRecord
+from wecross.node import RouterNode
+from wecross.peer.tls import TLSMaterial
+from wecross.pki import authority
+from wecross.sim.clock import SimClock
+from wecross.sim.links import SimNet, SimTransports
+from wecross.sim.measure import ConvergenceTracker
+from wecross.sim.model import SimTopology
+
+#: The resources of every simulated embedded chain (as in the sample configs).
+CHAIN_RESOURCES: list[dict[str, Any]] = [
+    {"name": "hello", "kind": "kv"},
+    {"name": "asset", "kind": "asset", "initial": {"alice": 1000, "bob": 500}},
+]
+
+
+class SharedVerifier(RecordVerifier):
+    """One verifier for every simulated router, with a memo of the records it accepted."""
+
+    def __init__(self, material: TLSMaterial) -> None:
+        super().__init__(material.trust_roots, cache_size=1 << 20)
+        self._accepted: set[tuple[bytes, bytes]] = set()
+        self._parsed: dict[bytes, SignedRecord] = {}
+        self.memo_hits = 0
+
+    def verify_signed(self, signed: SignedRecord) -> SignedRecord:
+        key = (signed.signature, signed.body)
+        if key in self._accepted:
+            self.memo_hits += 1
+            return signed
+        super().verify_signed(signed)
+        self._accepted.add(key)
+        return signed
+
+    def parse(self, blob: bytes) -> SignedRecord:
+        """SignedRecord.from_bytes, memoised: every router receives every record, most several times."""
+        signed = self._parsed.get(blob)
+        if signed is None:
+            if len(self._parsed) > 500_000:
+                self._parsed.clear()
+            signed = SignedRecord.from_bytes(blob, DEFAULT_RECORD_LIMITS)
+            self._parsed[blob] = signed
+        return signed
+
+
+class SimNetwork:
+    """The routers of one topology on one clock, started, stopped and crashed on command."""
+
+    def __init__(
+        self,
+        topology: SimTopology,
+        workdir: Path,
+        *,
+        seed: int = 0,
+        timing: Timing | None = None,
+        gossip: GossipSettings | None = None,
+        routing: RoutingSettings | None = None,
+        limits: Limits | None = None,
+        clock: SimClock | None = None,
+    ) -> None:
+        self.topology = topology
+        self.workdir = workdir
+        self.seed = seed
+        self.clock = clock or SimClock()
+        self.timing = timing or Timing(heartbeat_interval=1.0, dead_after=3, handshake_timeout=5.0,
+                                       backoff_initial=0.5, backoff_max=8.0)
+        self.gossip = gossip or GossipSettings()
+        self.routing = routing or RoutingSettings()
+        self.limits = limits or Limits(request_deadline=10.0)
+        self.net = SimNet(self.clock, topology.links, seed)
+        self.tracker = ConvergenceTracker()
+        self.nodes: dict[str, RouterNode] = {}
+        self.starts: dict[str, int] = {}
+        #: Called with (router id, node) after each start, before the node runs: how a run attaches its counters.
+        self.started_hooks: list[Callable[[str, RouterNode], None]] = []
+        self._materials = self._make_pki()
+        self.verifier = SharedVerifier(next(iter(self._materials.values())))
+        # Who dials whom: the link's first router, as in topology files.
+        self._dials: dict[str, list[str]] = {rid: [] for rid in topology.routers}
+        for link in topology.links:
+            self._dials[link.a].append(link.b)
+
+    def _make_pki(self) -> dict[str, TLSMaterial]:
+        (root,) = authority.create_ca_chain(0, root_name="WeCross Simulation CA")
+        materials = {}
+        for rid in sorted(self.topology.routers):
+            leaf = authority.issue_router_cert(root, rid)
+            materials[rid] = TLSMaterial(trust_roots=(root.cert,), certificate=leaf.cert, private_key=leaf.key,
+                                         chain=leaf.chain)
+        return materials
+
+    def settings(self, router_id: str) -> Settings:
+        spec = self.topology.routers[router_id]
+        placeholder = self.workdir / "no-file"
+        stubs = tuple(StubConfig(name=chain, zone=spec.zones[0], type="embedded", options={},
+                                 resources=[dict(r) for r in CHAIN_RESOURCES]) for chain in spec.chains)
+        return Settings(
+            source=self.workdir / f"{router_id}.sim",
+            router_id=router_id,
+            zones=spec.zones,
+            data_dir=self.workdir / "data" / router_id,
+            p2p_listen=Address(router_id, 1),
+            p2p_tls=TLSPaths(placeholder, placeholder, placeholder),
+            peers=tuple(PeerSettings(Address(peer, 1), id=peer) for peer in self._dials[router_id]),
+            rest=RestSettings(listen=None, tls=None, require_client_cert=False, max_body=1 << 20),
+            timing=self.timing,
+            limits=self.limits,
+            stubs=stubs,
+            transit=spec.transit,
+            gossip=self.gossip,
+            routing=self.routing,
+        )
+
+    # -- life cycle -----------------------------------------------------------------------------------------------
+
+    def running(self, router_id: str) -> bool:
+        node = self.nodes.get(router_id)
+        return node is not None and bool(node.running)
+
+    def start(self, router_id: str) -> RouterNode:
+        """Start (or restart, with a new epoch and the chain data it had) one router."""
+        if self.running(router_id):
+            return self.nodes[router_id]
+        count = self.starts.get(router_id, 0) + 1
+        self.starts[router_id] = count
+        self.net.silent.discard(router_id)
+        node = RouterNode(
+            self.settings(router_id),
+            self.clock,
+            transports=SimTransports(self.net, router_id),
+            rng=random.Random(f"{self.seed}/{router_id}/{count}"),
+            material=self._materials[router_id],
+            epoch=int(self.clock.seconds() * 1000) + count,
+            record_verifier=self.verifier,
+            record_parser=self.verifier.parse,
+        )
+        for stub in node.stubs.load().values():
+            ledger = getattr(stub, "ledger", None)
+            if ledger is not None:
+                ledger.simulate(self.clock)
+        self.tracker.router_up(router_id)
+        node.directory.observer = self.tracker.observer(router_id)
+        self.nodes[router_id] = node
+        for hook in self.started_hooks:
+            hook(router_id, node)
+        node.startService()
+        return node
+
+    def start_all(self) -> None:
+        for router_id in sorted(self.topology.routers):
+            self.start(router_id)
+
+    def stop(self, router_id: str) -> None:
+        """A graceful stop: the router says BYE and closes its links; its neighbours hear it at once."""
+        node = self.nodes.get(router_id)
+        if node is None or not node.running:
+            return
+        self.tracker.router_down(router_id)
+        node.stopService()
+
+    def crash(self, router_id: str) -> None:
+        """The machine vanishes: nothing it had in flight arrives, nobody is told; heartbeats will notice."""
+        node = self.nodes.get(router_id)
+        if node is None or not node.running:
+            return
+        self.net.silent.add(router_id)
+        self.tracker.router_down(router_id)
+        node.stopService()
+
+    def stop_all(self) -> None:
+        for router_id in sorted(self.nodes):
+            self.stop(router_id)
+        self.clock.advance(1.0)
+
+    # -- ground truth -----------------------------------------------------------------------------------------------
+
+    def live(self) -> set[str]:
+        return set(self.tracker.live)
+
+    def physically_consistent(self) -> bool:
+        """Every running router's newest record lists exactly its up links to running routers, all measured."""
+        live = self.tracker.live
+        expected: dict[str, set[str]] = {rid: set() for rid in live}
+        for link in self.net.links.values():
+            spec = link.spec
+            if spec.up and spec.a in live and spec.b in live:
+                expected[spec.a].add(spec.b)
+                expected[spec.b].add(spec.a)
+        for rid in live:
+            node = self.nodes[rid]
+            local = node.directory.local
+            if local is None:
+                return False
+            if {info.peer for info in local.record.links} != expected[rid]:
+                return False
+        return True
+
+    def converged(self) -> bool:
+        return self.tracker.records_converged and self.physically_consistent()
