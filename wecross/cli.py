@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--workdir", default="data/demo", help="where certs, configs and chain data go")
     demo.add_argument("--keep", action="store_true", help="leave the routers running until Ctrl-C")
     demo.set_defaults(func=_demo)
+    from wecross.sim.cli import add_parser as add_sim_parser
+
+    add_sim_parser(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -85,6 +85,7 @@ class Run:
         self.latencies: list[float] = []
         self.executions: Counter[str] = Counter()
         self.probes = 0
+        self._must_republish: dict[str, Any] = {}
 
     # -- the run --------------------------------------------------------------------------------------------------
 
@@ -123,7 +124,10 @@ class Run:
         self.timeline["converged_routers"].append(tracker.complete)
         self.timeline["messages"].append(self.network.net.traffic.total_frames)
         window = self.convergence[-1]
-        if window["converged_at_s"] is None and tracker.records_converged and self.network.physically_consistent():
+        if self._must_republish and all(tracker.latest.get(rid, v) > v for rid, v in self._must_republish.items()):
+            self._must_republish = {}
+        if (window["converged_at_s"] is None and not self._must_republish and tracker.records_converged
+                and self.network.physically_consistent()):
             window["converged_at_s"] = round(t, 6)
             window["time_s"] = round(t - window["at_s"], 6)
             window["rounds"] = round((t - window["at_s"]) / self.options.gossip_interval, 3)
@@ -163,6 +167,11 @@ class Run:
         now = self.clock.seconds()
         self.convergence.append({"label": event.label, "at_s": round(now, 6), "converged_at_s": None,
                                  "time_s": None, "rounds": None})
+        # A changed link is "known" once both its ends have published since; before that, every directory holding
+        # the newest records would look converged on the old figures.
+        tracker = self.network.tracker
+        self._must_republish = {rid: tracker.latest[rid] for rid in (event.link or ())
+                                if event.action == "set_link" and rid in tracker.latest}
         if event.action in _FAILURES:
             self._probe_failover(event, now, before, failed_routers, failed_links)
 
