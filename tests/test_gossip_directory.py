@@ -253,6 +253,41 @@ class OwnRecordTests(SynchronousTestCase):
         self.assertEqual(d.next_local_version(10), (10, 4))
 
 
+class SummaryTests(SynchronousTestCase):
+    """GossipSummary's checksum: equal exactly when the digests are, whatever order records arrived in."""
+
+    def test_summaries_follow_the_digest(self) -> None:
+        a = Directory("router-a", verifier())
+        b = Directory("router-b", verifier())
+        a.set_local(signed_of(make_record("router-a")))
+        b.set_local(signed_of(make_record("router-b")))
+        c1, c2, d1 = (blob_of(make_record("router-c", 1, 1)), blob_of(make_record("router-c", 1, 2)),
+                      blob_of(make_record("router-d")))
+        self.assertNotEqual(a.summary(), b.summary())
+        a.accept(c1, 0.0)
+        a.accept(d1, 0.0)
+        a.accept(c2, 0.0)
+        b.accept(d1, 0.0)
+        b.accept(c2, 0.0)
+        exchange(a, b)
+        self.assertEqual(a.digest(), b.digest())
+        self.assertEqual(a.summary(), b.summary())
+        self.assertEqual(a.summary()[0], 4)
+        self.assertEqual(len(a.summary()[1]), 16)
+        before = a.summary()
+        a.accept(blob_of(make_record("router-d", 1, 5)), 0.0)
+        self.assertNotEqual(a.summary(), before)
+
+    def test_routing_version_ignores_refreshes_with_the_same_content(self) -> None:
+        d = Directory("router-a", verifier())
+        d.accept(blob_of(make_record("router-c", 1, 1)), 0.0)
+        version = d.routing_version
+        d.accept(blob_of(make_record("router-c", 1, 2)), 0.0)
+        self.assertEqual(d.routing_version, version)
+        d.accept(blob_of(make_record("router-c", 1, 3, zones=("elsewhere",))), 0.0)
+        self.assertEqual(d.routing_version, version + 1)
+
+
 class ExpiryTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.directory = Directory("router-a", verifier())

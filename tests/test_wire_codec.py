@@ -28,6 +28,7 @@ from wecross.wire import (
     FrameDecoder,
     GossipDigest,
     GossipRecords,
+    GossipSummary,
     Hello,
     Limits,
     Message,
@@ -76,6 +77,7 @@ def sample_messages() -> list[Message]:
         Error(0, b"", "bad_frame", "link-level complaint", []),
         Event("payment.bank-a.asset", "transfer", {"from": "a", "to": "b", "amount": 10}),
         Event("payment.bank-a.asset", "tick", None),
+        GossipSummary(1000, bytes(range(16))),
     ]
 
 

@@ -20,6 +20,7 @@ from wecross.wire import (
     FrameDecoder,
     GossipDigest,
     GossipRecords,
+    GossipSummary,
     Hello,
     Limits,
     Message,
@@ -91,6 +92,7 @@ MESSAGES: st.SearchStrategy[Message] = st.one_of(
     st.builds(Pong, U64, st.floats(allow_nan=False, allow_infinity=False)),
     st.builds(GossipDigest, st.dictionaries(NAME, st.lists(U64, min_size=2, max_size=2), max_size=6)),
     st.builds(GossipRecords, st.lists(st.binary(min_size=1, max_size=64), max_size=6)),
+    st.builds(GossipSummary, U64, st.binary(min_size=16, max_size=16)),
     REQUESTS,
     RESPONSES,
     st.builds(Error, st.integers(1, 2**64 - 1), REQUEST_ID, NAME, TEXT, st.lists(NAME, max_size=6)),
@@ -301,7 +303,8 @@ class ChunkingProperties(SynchronousTestCase):
 class StrategyCoverage(SynchronousTestCase):
     def test_every_message_type_is_generated(self) -> None:
         # If a message type is added to the protocol, MESSAGES above must learn to build it.
-        generated = {Hello, Bye, Ping, Pong, GossipDigest, GossipRecords, Request, Response, Error, Event}
+        generated = {Hello, Bye, Ping, Pong, GossipDigest, GossipRecords, GossipSummary, Request, Response, Error,
+                     Event}
         from wecross.wire import MESSAGE_TYPES
 
         self.assertEqual(generated, set(MESSAGE_TYPES.values()))

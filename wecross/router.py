@@ -31,7 +31,7 @@ from wecross.routing.graph import build_graph
 from wecross.routing.replay import ReplayGuard
 from wecross.routing.table import Route, RoutingTable
 from wecross.stub.interfaces import OPERATIONS, WRITE_OPERATIONS, ChainState, Result, StubError
-from wecross.wire.messages import GossipDigest, GossipRecords, Request, Response
+from wecross.wire.messages import GossipDigest, GossipRecords, GossipSummary, Request, Response
 
 if TYPE_CHECKING:
     from wecross.config import Settings
@@ -347,11 +347,13 @@ class Router:
         return self._forward(path, request.op, request.method, list(request.args), request.sender,
                              request.request_id, deadline, trail, request.hop_limit - 1, request.destination, set())
 
-    def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords) -> None:
+    def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords | GossipSummary) -> None:
         if self.gossip is None:
             return
         if isinstance(message, GossipDigest):
             self.gossip.on_digest(link, message)
+        elif isinstance(message, GossipSummary):
+            self.gossip.on_summary(link, message)
         else:
             self.gossip.on_records(link, message)
 

@@ -16,6 +16,7 @@ Times are the caller's monotonic seconds; only receive times are kept, so origin
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,12 @@ def _clash(claims: Mapping[str, str]) -> bool:
 _RTT_RELATIVE = 0.1
 _LOSS_ABSOLUTE = 0.02
 _BANDWIDTH_RELATIVE = 0.25
+
+
+def _fingerprint(router_id: str, version: Version) -> int:
+    """128 bits standing for one (router, version); XORed over a directory they make its summary checksum."""
+    data = f"{router_id}\x00{version[0]}\x00{version[1]}".encode()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big")
 
 
 def routing_differs(old: RouterRecord, new: RouterRecord) -> bool:
@@ -149,6 +156,8 @@ class Directory:
         #: Bumped only when what routing reads changed (see :func:`routing_differs`): a record refreshed with the
         #: same links and chains, or a chain that grew a block, costs no routing table rebuild anywhere.
         self.routing_version = 0
+        # XOR of every held record's version fingerprint: order-free, updated in O(1) per store and removal.
+        self._summary = 0
         self.accepted = 0
         self.stale = 0
         self.impostor = 0
@@ -219,6 +228,10 @@ class Directory:
             self._echo_floor = seen.version
 
     # ------------------------------------------------------------------------------------------ anti-entropy
+
+    def summary(self) -> tuple[int, bytes]:
+        """(records held, checksum of their versions): equal summaries mean equal digests (a GossipSummary)."""
+        return len(self._held), self._summary.to_bytes(16, "big")
 
     def digest(self) -> dict[str, list[int]]:
         """{router id: [epoch, seq]} of every record held, ours included (the body of a GossipDigest)."""
@@ -440,6 +453,7 @@ class Directory:
             self._remove(router_id)
         self.routing_version = routing_version + (previous is None or routing_differs(previous, record))
         self._held[router_id] = _Held(signed, blob, received_at)
+        self._summary ^= _fingerprint(router_id, signed.version)
         self._records[router_id] = record
         if self.observer is not None:
             self.observer(router_id, signed.version)
@@ -451,6 +465,7 @@ class Directory:
     def _remove(self, router_id: str) -> None:
         self.routing_version += 1
         held = self._held.pop(router_id)
+        self._summary ^= _fingerprint(router_id, held.signed.version)
         del self._records[router_id]
         for chain in held.signed.record.chains:
             claims = self._chains[chain.path]

@@ -1,9 +1,11 @@
 """GossipService: drives the sans-IO :class:`~wecross.gossip.directory.Directory` on a clock, over peer links.
 
-Protocol (docs/gossip.md): every ``interval`` the service sends its full digest to ``fanout`` random linked peers
-(push-pull anti-entropy). A peer answers a digest with the records it holds newer than the digest, and, if the
-digest showed it something it lacks, with its own digest, which the first side answers with records in turn; after
-that exchange both hold the newer of every record. A record that is new to a router is pushed on at once to every
+Protocol (docs/gossip.md): every ``interval`` the service sends a summary of its directory (record count and a
+checksum of the versions, 24 bytes whatever the network's size) to ``fanout`` random linked peers. A peer whose own
+summary differs answers with its full digest, and push-pull anti-entropy follows: a digest is answered with the
+records held newer than it, and, if the digest showed something the receiver lacks, with the receiver's own digest,
+which the first side answers with records in turn; after that exchange both hold the newer of every record. A new
+neighbour gets the full digest at once. A record that is new to a router is pushed on at once to every
 other neighbour (eager push), so a change crosses the network in about its diameter, while anti-entropy repairs
 whatever a push missed. Our own record is re-signed when our links or what we serve change, when link metrics
 move noticeably, and well within its ttl.
@@ -25,7 +27,7 @@ from twisted.logger import Logger
 
 from wecross.gossip.directory import Directory
 from wecross.gossip.record import ChainInfo, LinkInfo, RecordError, RecordSigner, ResourceEntry, RouterRecord
-from wecross.wire.messages import GossipDigest, GossipRecords
+from wecross.wire.messages import GossipDigest, GossipRecords, GossipSummary
 
 if TYPE_CHECKING:
     from wecross.peer.protocol import PeerLink
@@ -133,7 +135,7 @@ class GossipService(Service):
         start-up: a hundred links within a few milliseconds) must not sign a version per link: the hold-off makes
         that one or two versions, and costs a change at most half an interval of delay.
         """
-        if self._pending_publish is not None and self._pending_publish.active():
+        if not self.running or (self._pending_publish is not None and self._pending_publish.active()):
             return
         delay = max(0.0, self._published_at + self.interval / 2 - self.clock.seconds())
         self._pending_publish = self.clock.callLater(delay, self._publish_pending, reason)
@@ -182,9 +184,10 @@ class GossipService(Service):
         if not links:
             return
         chosen = self.rng.sample(links, min(self.fanout, len(links)))
-        digest = GossipDigest(entries=self.directory.digest())
+        count, checksum = self.directory.summary()
+        summary = GossipSummary(count=count, checksum=checksum)
         for _, link in chosen:
-            link.send(digest)
+            link.send(summary)
         self.counters["rounds"] += 1
 
     def link_up(self, link: PeerLink) -> None:
@@ -195,6 +198,12 @@ class GossipService(Service):
         self.publish_soon("link down")
 
     # -- messages from peers ----------------------------------------------------------------------------------------
+
+    def on_summary(self, link: PeerLink, summary: GossipSummary) -> None:
+        """Equal summaries: nothing to exchange. Otherwise our full digest starts the push-pull exchange."""
+        self.counters["summaries_in"] += 1
+        if (summary.count, summary.checksum) != self.directory.summary():
+            link.send(GossipDigest(entries=self.directory.digest()))
 
     def on_digest(self, link: PeerLink, digest: GossipDigest) -> None:
         self.counters["digests_in"] += 1
@@ -233,7 +242,7 @@ class GossipService(Service):
         for peer_id in self.links():
             if peer_id != exclude:
                 self._outbox.setdefault(peer_id, []).extend(blobs)
-        if self._outbox and (self._flush_call is None or not self._flush_call.active()):
+        if self._outbox and self.running and (self._flush_call is None or not self._flush_call.active()):
             self._flush_call = self.clock.callLater(0, self._flush)
 
     def _flush(self) -> None:

@@ -31,6 +31,7 @@ from wecross.wire.messages import (
     Error,
     GossipDigest,
     GossipRecords,
+    GossipSummary,
     Hello,
     Ping,
     Pong,
@@ -70,7 +71,7 @@ class LinkOwner(Protocol):
     def handle_request(self, link: PeerLink, request: Request) -> Deferred[dict[str, Any]]:
         """Serve a REQUEST; fire with the result dict or fail with RouterError."""
 
-    def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords) -> None:
+    def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords | GossipSummary) -> None:
         """Anti-entropy and pushed records for the gossip directory."""
 
 
@@ -274,7 +275,7 @@ class PeerLink(TwistedProtocol):
             first = self.health.srtt is None
             if self.health.pong(message.seq, message.sent_at, self.clock.seconds()) is not None and first:
                 self.owner.link_measured(self)
-        elif isinstance(message, GossipDigest | GossipRecords):
+        elif isinstance(message, GossipDigest | GossipRecords | GossipSummary):
             self.owner.handle_gossip(self, message)
         elif isinstance(message, Bye):
             log.info("{link}: peer closed the link: {reason}", link=self.describe(), reason=message.reason)

@@ -33,7 +33,7 @@ from wecross.peer.link import keep_dialled_by
 from wecross.peer.protocol import LinkOwner, PeerLink
 from wecross.wire.errors import WireError
 from wecross.wire.limits import Limits as WireLimits
-from wecross.wire.messages import SUPPORTED_VERSIONS, GossipDigest, GossipRecords, Hello, Request
+from wecross.wire.messages import SUPPORTED_VERSIONS, GossipDigest, GossipRecords, GossipSummary, Hello, Request
 
 log = Logger()
 
@@ -59,7 +59,7 @@ class RequestHandler(Protocol):
 
     def handle_request(self, link: PeerLink, request: Request) -> Deferred[dict[str, Any]]: ...
 
-    def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords) -> None: ...
+    def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords | GossipSummary) -> None: ...
 
     def peer_up(self, link: PeerLink) -> None: ...
 
@@ -328,7 +328,7 @@ class PeerService(MultiService, LinkOwner):
     def handle_request(self, link: PeerLink, request: Request) -> Deferred[dict[str, Any]]:
         return self.handler.handle_request(link, request)
 
-    def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords) -> None:
+    def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords | GossipSummary) -> None:
         self.handler.handle_gossip(link, message)
 
     def link_infos(self) -> tuple[LinkInfo, ...]:

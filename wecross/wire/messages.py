@@ -40,6 +40,7 @@ __all__ = [
     "Event",
     "GossipDigest",
     "GossipRecords",
+    "GossipSummary",
     "Hello",
     "Message",
     "Ping",
@@ -302,6 +303,17 @@ def _check_gossip_digest(v: Sequence[Any], limits: Limits) -> None:
     _digest_entries(entries, limits, "GossipDigest.entries")
 
 
+#: Length of a GossipSummary checksum.
+SUMMARY_LEN = 16
+
+
+def _check_gossip_summary(v: Sequence[Any], limits: Limits) -> None:
+    count, checksum = v
+    _u64(count, "GossipSummary.count")
+    if type(checksum) is not bytes or len(checksum) != SUMMARY_LEN:
+        _fail("schema", "GossipSummary.checksum", f"expected {SUMMARY_LEN} bytes, got {_show(checksum)}")
+
+
 def _check_gossip_records(v: Sequence[Any], limits: Limits) -> None:
     (records,) = v
     _records(records, limits, "GossipRecords.records")
@@ -512,6 +524,24 @@ class GossipRecords:
 
 
 @dataclass(frozen=True, slots=True)
+class GossipSummary:
+    """A whole directory in 24 bytes: how many records and a checksum of their versions.
+
+    Sent each anti-entropy round instead of the full digest, which grows with the network; in a converged overlay
+    the checksums match and nothing more is said. Only a mismatch costs the full digest exchange.
+    """
+
+    TYPE: ClassVar[int] = 0x13
+    NAME: ClassVar[str] = "GOSSIP_SUMMARY"
+
+    count: int
+    checksum: bytes
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True, slots=True)
 class Request:
     """An operation on a resource, forwarded hop by hop towards the router that serves it."""
 
@@ -582,12 +612,15 @@ class Event:
         validate(self)
 
 
-Message: TypeAlias = Hello | Bye | Ping | Pong | GossipDigest | GossipRecords | Request | Response | Error | Event
+Message: TypeAlias = (
+    Hello | Bye | Ping | Pong | GossipDigest | GossipRecords | GossipSummary | Request | Response | Error | Event
+)
 
 #: type code -> message class. Code 0x10 is retired and must never be reused (docs/wire-protocol.md says why); a
 #: frame carrying it is refused as unknown_type like any other unassigned code.
 MESSAGE_TYPES: dict[int, type[Message]] = {
-    cls.TYPE: cls for cls in (Hello, Bye, Ping, Pong, GossipDigest, GossipRecords, Request, Response, Error, Event)
+    cls.TYPE: cls
+    for cls in (Hello, Bye, Ping, Pong, GossipDigest, GossipRecords, GossipSummary, Request, Response, Error, Event)
 }
 
 
@@ -755,6 +788,7 @@ _register(Ping, _check_ping)
 _register(Pong, _check_pong)
 _register(GossipDigest, _check_gossip_digest)
 _register(GossipRecords, _check_gossip_records)
+_register(GossipSummary, _check_gossip_summary)
 _register(Request, _check_request, encode=_encode_request, decode=_decode_request)
 _register(Response, _check_response, encode=_encode_response, decode=_decode_response)
 _register(Error, _check_error)
