@@ -24,6 +24,7 @@ setup(
         "cryptography>=42",
         "msgpack>=1.0.8",
         "networkx>=3.2",
+        "matplotlib>=3.8",  # wecross sim plots
     ],
     extras_require={
         "test": ["hypothesis>=6.100", "mypy>=1.10", "ruff>=0.5"],

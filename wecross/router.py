@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -24,7 +25,7 @@ import wecross
 from wecross.errors import RouterError
 from wecross.facade import Invocation
 from wecross.gossip.directory import Directory
-from wecross.gossip.record import ChainInfo, ResourceEntry
+from wecross.gossip.record import ChainInfo, ResourceEntry, RouterRecord
 from wecross.gossip.service import GossipService, LocalContent
 from wecross.ipath import IPath, IPathError
 from wecross.routing.graph import build_graph
@@ -77,6 +78,9 @@ class Router:
         self._rebuild_call: IDelayedCall | None = None
         self._stopped = False
         self._built_version = -1
+        #: records -> routing graph; the simulator swaps in one that shares graphs between routers whose
+        #: directories hold the same records (a pure function of them).
+        self.graph_builder: Callable[[Mapping[str, RouterRecord]], Any] = build_graph
         self._refresher = LoopingCall(self._refresh_chains)
         self._refresher.clock = clock
 
@@ -408,7 +412,7 @@ class Router:
                     if ours is None or chain.genesis_hash != ours.genesis_hash:
                         continue
                 chains.setdefault(chain.path, []).append(router_id)
-        changes = self.table.rebuild(build_graph(records), chains)
+        changes = self.table.rebuild(self.graph_builder(records), chains)
         for change in changes:
             self.route_changes += 1
             old = " -> ".join(change.old.path) if change.old else "none"

@@ -16,6 +16,7 @@ Times are the caller's monotonic seconds; only receive times are kept, so origin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -83,6 +84,7 @@ _LOSS_ABSOLUTE = 0.02
 _BANDWIDTH_RELATIVE = 0.25
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _fingerprint(router_id: str, version: Version) -> int:
     """128 bits standing for one (router, version); XORed over a directory they make its summary checksum."""
     data = f"{router_id}\x00{version[0]}\x00{version[1]}".encode()
@@ -452,7 +454,7 @@ class Directory:
         if router_id in self._held:
             self._remove(router_id)
         self.routing_version = routing_version + (previous is None or routing_differs(previous, record))
-        self._held[router_id] = _Held(signed, blob, received_at)
+        self._held[router_id] = _Held(signed, signed.raw if signed.raw is not None else blob, received_at)
         self._summary ^= _fingerprint(router_id, signed.version)
         self._records[router_id] = record
         if self.observer is not None:

@@ -524,6 +524,9 @@ class SignedRecord:
     body: bytes
     signature: bytes
     cert_chain: tuple[bytes, ...]
+    #: The blob this was parsed from (None when built by signing): kept so a directory stores and resends that one
+    #: object instead of a copy per holder.
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def router_id(self) -> str:
@@ -569,7 +572,7 @@ class SignedRecord:
             if len(der) > limits.max_cert_bytes:
                 _too_large(f"certificate {index}", f"{len(der)} bytes exceed max_cert_bytes {limits.max_cert_bytes}")
         record = RouterRecord.decode(body, limits)
-        return cls(record, body, signature, tuple(certs))
+        return cls(record, body, signature, tuple(certs), blob)
 
 
 # --------------------------------------------------------------------------------------------------- identity

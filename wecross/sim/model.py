@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import networkx as nx
+import networkx as nx  # type: ignore[import-untyped,unused-ignore]
 
 #: Router ids end up in certificate names: lowercase DNS labels.
 ROUTER_ID = re.compile(r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$")

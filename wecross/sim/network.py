@@ -11,7 +11,8 @@ signature for real, the others find the verdict in the memo (and refusals are ne
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,12 @@ from wecross.config import (
     Timing,
     TLSPaths,
 )
-from wecross.gossip.record import DEFAULT_RECORD_LIMITS, RecordVerifier, SignedRecord
+from wecross.gossip.directory import Directory
+from wecross.gossip.record import DEFAULT_RECORD_LIMITS, RecordVerifier, RouterRecord, SignedRecord
 from wecross.node import RouterNode
 from wecross.peer.tls import TLSMaterial
 from wecross.pki import authority
+from wecross.routing.graph import build_graph
 from wecross.sim.clock import SimClock
 from wecross.sim.links import SimNet, SimTransports
 from wecross.sim.measure import ConvergenceTracker
@@ -72,6 +75,39 @@ class SharedVerifier(RecordVerifier):
         return signed
 
 
+class SharedGraphs:
+    """Routing graphs shared between routers whose directories hold exactly the same records.
+
+    ``build_graph`` is a pure function of the records; the directory's summary (record count and the checksum of
+    every (router, version)) names that set in O(1). After convergence a thousand routers hold one set of records:
+    they build its graph once instead of a thousand times. Each router still runs its own routing table (its own
+    Dijkstra, transit and zone rules, hysteresis) on it.
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        self._graphs: OrderedDict[tuple[int, bytes], Any] = OrderedDict()
+        self._size = size
+        self.hits = 0
+        self.builds = 0
+
+    def builder(self, directory: Directory) -> Callable[[Mapping[str, RouterRecord]], Any]:
+        def build(records: Mapping[str, RouterRecord]) -> Any:
+            key = directory.summary()
+            graph = self._graphs.get(key)
+            if graph is not None:
+                self.hits += 1
+                self._graphs.move_to_end(key)
+                return graph
+            self.builds += 1
+            graph = build_graph(records)
+            self._graphs[key] = graph
+            if len(self._graphs) > self._size:
+                self._graphs.popitem(last=False)
+            return graph
+
+        return build
+
+
 class SimNetwork:
     """The routers of one topology on one clock, started, stopped and crashed on command."""
 
@@ -104,6 +140,7 @@ class SimNetwork:
         self.started_hooks: list[Callable[[str, RouterNode], None]] = []
         self._materials = self._make_pki()
         self.verifier = SharedVerifier(next(iter(self._materials.values())))
+        self.graphs = SharedGraphs()
         # Who dials whom: the link's first router, as in topology files.
         self._dials: dict[str, list[str]] = {rid: [] for rid in topology.routers}
         for link in topology.links:
@@ -169,6 +206,7 @@ class SimNetwork:
                 ledger.simulate(self.clock)
         self.tracker.router_up(router_id)
         node.directory.observer = self.tracker.observer(router_id)
+        node.router.graph_builder = self.graphs.builder(node.directory)
         self.nodes[router_id] = node
         for hook in self.started_hooks:
             hook(router_id, node)

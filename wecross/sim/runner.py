@@ -86,11 +86,12 @@ class Run:
         self.executions: Counter[str] = Counter()
         self.probes = 0
         self._must_republish: dict[str, Any] = {}
+        self._wall0 = time.monotonic()
 
     # -- the run --------------------------------------------------------------------------------------------------
 
     def execute(self) -> dict[str, Any]:
-        wall0 = time.monotonic()
+        wall0 = self._wall0 = time.monotonic()
         scenario, clock = self.scenario, self.clock
         self.convergence.append({"label": "start", "at_s": 0.0, "converged_at_s": None, "time_s": None,
                                  "rounds": None})
@@ -131,6 +132,7 @@ class Run:
             window["converged_at_s"] = round(t, 6)
             window["time_s"] = round(t - window["at_s"], 6)
             window["rounds"] = round((t - window["at_s"]) / self.options.gossip_interval, 3)
+            window["wall_s"] = round(time.monotonic() - self._wall0, 3)
 
     # -- events ---------------------------------------------------------------------------------------------------
 
