@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/routes.py
 	$(BIN)/python bench/forward.py
 	$(BIN)/python bench/overlay.py
+	$(BIN)/python bench/sim_scale.py --sizes 100,1000
 
 # Optional tools for bench/forward.py: wrk (else a Python load generator) and py-spy (else cProfile).
 bench-deps: $(STAMP)

@@ -21,7 +21,7 @@ setup(
         "twisted[tls]>=24.7",
         "pyopenssl>=24.0",
         "service_identity>=24.1",
-        "cryptography>=42",
+        "cryptography>=45",  # deterministic ECDSA (RFC 6979) for gossip records
         "msgpack>=1.0.8",
         "networkx>=3.2",
         "matplotlib>=3.8",  # wecross sim plots

@@ -75,7 +75,7 @@ class Limits:
     max_frame: int = 16 * 1024 * 1024
     request_deadline: float = 30.0
     max_in_flight: int = 10_000
-    hop_limit: int = 8
+    hop_limit: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +343,7 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
         max_frame=lim.integer("max_frame", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
         request_deadline=lim.number("request_deadline", 30.0, 0.01, 86400),
         max_in_flight=lim.integer("max_in_flight", 10_000, 1, 10_000_000),
-        hop_limit=lim.integer("hop_limit", 8, 1, 64),
+        hop_limit=lim.integer("hop_limit", 16, 1, 64),
     )
     lim.finish()
 

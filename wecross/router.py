@@ -73,7 +73,9 @@ class Router:
         self.route_changes = 0
         self.chain_states: dict[str, ChainState] = {}
         # Request ids: a random prefix per router life and a counter, unique without a syscall per request.
-        self._id_prefix = os.urandom(8)
+        #: Request ids are this prefix and a counter: unique across routers and restarts (the simulator sets it
+        #: from its seed).
+        self.id_prefix = os.urandom(8)
         self._id_counter = itertools.count(1)
         self._rebuild_call: IDelayedCall | None = None
         self._stopped = False
@@ -176,7 +178,7 @@ class Router:
                                 [self.local_id])
             return self._count(d, "local")
         deadline = self.clock.seconds() + self.settings.limits.request_deadline
-        request_id = self._id_prefix + next(self._id_counter).to_bytes(8, "big")
+        request_id = self.id_prefix + next(self._id_counter).to_bytes(8, "big")
         d = self._forward(path, invocation.op, invocation.method, invocation.args, invocation.sender,
                           request_id, deadline, [self.local_id], self.settings.limits.hop_limit, None, set())
         return self._count(d, "forwarded")
@@ -253,6 +255,12 @@ class Router:
         route = self._choose(path, destination, avoid)
         if route is None:
             return defer.fail(self._no_route(path, destination, tried))
+        if len(route.path) - 1 > hop_limit:
+            # Say so here rather than let the request die hops later: the router before us can still try a path
+            # with fewer hops (a relay routing around a dead link may have only a long detour left).
+            return defer.fail(RouterError(
+                "hop_limit", f"the path from {self.local_id} to {route.destination} takes {len(route.path) - 1} "
+                             f"hops, more than the {hop_limit} the request has left"))
         if destination is None and self.directory.resource(str(path)) is None:
             # Only the entry router checks: relays carry what the entry already resolved.
             return defer.fail(RouterError("unknown_resource", f"chain {path.chain_path} has no resource "
@@ -275,15 +283,18 @@ class Router:
 
         def failed(failure: Failure) -> Deferred[dict[str, Any]] | Failure:
             error = failure.value
-            if not isinstance(error, RouterError) or error.code not in ("peer_lost", "unreachable"):
+            if not isinstance(error, RouterError) or error.code not in ("peer_lost", "unreachable", "hop_limit"):
                 return failure
-            if op not in WRITE_OPERATIONS:
-                # Safe to run again: try the next path, never the one that failed.
-                log.info("read {rid} fails over from {hop}: {error}", rid=request_id.hex(), hop=route.next_hop,
-                         error=error.message)
+            if op not in WRITE_OPERATIONS or error.code != "peer_lost":
+                # Try the next path, never the one that failed. Safe for reads whatever happened; safe for writes
+                # when the request provably never reached the chain (no route or hop limit on the way).
+                log.info("{kind} {rid} fails over from {hop}: {error}", rid=request_id.hex(), hop=route.next_hop,
+                         error=error.message, kind="write" if op in WRITE_OPERATIONS else "read")
                 self.outcomes["failovers"] += 1
                 return self._forward(path, op, method, args, sender, request_id, deadline, trail, hop_limit,
                                      destination, tried | {route.next_hop})
+            if len(trail) > 1:
+                return failure  # a relay passes the loss back as it is; the entry router words it, once
             if error.code == "peer_lost":
                 return Failure(RouterError(
                     "peer_lost",

@@ -624,7 +624,9 @@ _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
 def _sign_bytes(key: PrivateKey, data: bytes) -> bytes:
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+        # RFC 6979: no per-signature randomness to get wrong, and one body always gives one blob (a simulated
+        # network then repeats bit for bit).
+        return key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
     return key.sign(data, _PSS, hashes.SHA256())
 
 

@@ -37,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     sim.add_argument("--dead-after", type=int, default=3, help="missed heartbeats before a link is dead")
     sim.add_argument("--gossip-interval", type=float, default=1.0, help="gossip round, s")
     sim.add_argument("--fanout", type=int, default=3, help="peers per gossip round")
+    sim.add_argument("--hop-limit", type=int, default=16, help="routers a request may cross")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=run)
 
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
             scenario = default_scenario(topology, args.duration or 30.0)
         options_ = RunOptions(seed=args.seed, sample=args.sample, route_sample=args.route_sample,
                               heartbeat_interval=args.heartbeat, dead_after=args.dead_after,
-                              gossip_interval=args.gossip_interval, gossip_fanout=args.fanout)
+                              gossip_interval=args.gossip_interval, gossip_fanout=args.fanout,
+                              hop_limit=args.hop_limit)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

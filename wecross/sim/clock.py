@@ -56,7 +56,15 @@ class SimClock:
         heap = self._heap
         while heap:
             when, _, call = heap[0]
-            if call.cancelled or call.called or call.getTime() != when:
+            if call.cancelled or call.called:
+                heapq.heappop(heap)
+                continue
+            if call.delayed_time:
+                heapq.heappop(heap)
+                call.activate_delay()
+                heapq.heappush(heap, (call.time, next(self._seq), call))
+                continue
+            if call.time != when:
                 heapq.heappop(heap)
                 continue
             return when
@@ -69,8 +77,15 @@ class SimClock:
         ran = 0
         while heap and heap[0][0] <= until:
             when, _, call = heapq.heappop(heap)
-            if call.cancelled or call.called or call.getTime() != when:
-                continue  # a stale entry: the call was cancelled or moved
+            if call.cancelled or call.called:
+                continue
+            if call.delayed_time:
+                # Moved later with reset()/delay(): Twisted tells the scheduler only about moves to an earlier time.
+                call.activate_delay()
+                heapq.heappush(heap, (call.time, next(self._seq), call))
+                continue
+            if call.time != when:
+                continue  # a stale entry: the call was moved earlier and has a newer one
             self._now = when
             call.called = 1
             try:

@@ -10,11 +10,20 @@ signature for real, the others find the verdict in the memo (and refusals are ne
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import random
+import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import networkx as nx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from wecross.config import (
     Address,
@@ -32,7 +41,6 @@ from wecross.gossip.directory import Directory
 from wecross.gossip.record import DEFAULT_RECORD_LIMITS, RecordVerifier, RouterRecord, SignedRecord
 from wecross.node import RouterNode
 from wecross.peer.tls import TLSMaterial
-from wecross.pki import authority
 from wecross.routing.graph import build_graph
 from wecross.sim.clock import SimClock
 from wecross.sim.links import SimNet, SimTransports
@@ -44,6 +52,55 @@ CHAIN_RESOURCES: list[dict[str, Any]] = [
     {"name": "hello", "kind": "kv"},
     {"name": "asset", "kind": "asset", "initial": {"alice": 1000, "bob": 500}},
 ]
+
+
+_EPOCH = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+
+
+def _seeded_key(seed: int, name: str) -> ec.EllipticCurvePrivateKey:
+    digest = hashlib.sha256(f"wecross-sim/{seed}/{name}".encode()).digest()
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # of P-256
+    return ec.derive_private_key(int.from_bytes(digest, "big") % (order - 1) + 1, ec.SECP256R1())
+
+
+def simulated_pki(router_ids: list[str], seed: int) -> dict[str, TLSMaterial]:
+    """A CA and one certificate per router, all derived from the seed: the same seed gives the same keys,
+    serials, dates and (deterministic ECDSA) signatures, hence the same record sizes and the same run.
+
+    Certificates the way ``wecross certs`` makes them for routers (CN and DNS SAN the router id, digitalSignature,
+    not a CA), but valid from 2025 to 2100 so that a run never depends on the day it is made.
+    """
+    root_key = _seeded_key(seed, "ca")
+    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "WeCross Simulation CA")])
+    not_after = datetime.datetime(2100, 1, 1, tzinfo=datetime.UTC)
+    root = (
+        x509.CertificateBuilder().subject_name(root_name).issuer_name(root_name).public_key(root_key.public_key())
+        .serial_number(1).not_valid_before(_EPOCH).not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .sign(root_key, hashes.SHA256(), ecdsa_deterministic=True)
+    )
+    usage = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                          encipher_only=False, decipher_only=False)
+    materials = {}
+    for serial, rid in enumerate(router_ids, start=2):
+        key = _seeded_key(seed, rid)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, rid)])).issuer_name(root_name)
+            .public_key(key.public_key()).serial_number(serial).not_valid_before(_EPOCH).not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(usage, critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(rid)]), critical=False)
+            .sign(root_key, hashes.SHA256(), ecdsa_deterministic=True)
+        )
+        materials[rid] = TLSMaterial(trust_roots=(root,), certificate=cert, private_key=key, chain=())
+    return materials
 
 
 class SharedVerifier(RecordVerifier):
@@ -132,6 +189,9 @@ class SimNetwork:
         self.gossip = gossip or GossipSettings()
         self.routing = routing or RoutingSettings()
         self.limits = limits or Limits(request_deadline=10.0)
+        # Chains start from genesis in every run: data left by an earlier run in the same place would change heights
+        # (and so records and results). Within a run, a restarted router finds its chain as it left it.
+        shutil.rmtree(workdir / "data", ignore_errors=True)
         self.net = SimNet(self.clock, topology.links, seed)
         self.tracker = ConvergenceTracker()
         self.nodes: dict[str, RouterNode] = {}
@@ -147,13 +207,7 @@ class SimNetwork:
             self._dials[link.a].append(link.b)
 
     def _make_pki(self) -> dict[str, TLSMaterial]:
-        (root,) = authority.create_ca_chain(0, root_name="WeCross Simulation CA")
-        materials = {}
-        for rid in sorted(self.topology.routers):
-            leaf = authority.issue_router_cert(root, rid)
-            materials[rid] = TLSMaterial(trust_roots=(root.cert,), certificate=leaf.cert, private_key=leaf.key,
-                                         chain=leaf.chain)
-        return materials
+        return simulated_pki(sorted(self.topology.routers), self.seed)
 
     def settings(self, router_id: str) -> Settings:
         spec = self.topology.routers[router_id]
@@ -200,6 +254,7 @@ class SimNetwork:
             record_verifier=self.verifier,
             record_parser=self.verifier.parse,
         )
+        node.router.id_prefix = random.Random(f"{self.seed}/{router_id}/{count}/ids").randbytes(8)
         for stub in node.stubs.load().values():
             ledger = getattr(stub, "ledger", None)
             if ledger is not None:
@@ -260,6 +315,28 @@ class SimNetwork:
                 return False
             if {info.peer for info in local.record.links} != expected[rid]:
                 return False
+        return True
+
+    def components(self) -> list[set[str]]:
+        """The running routers grouped by what they can physically reach (one group unless partitioned)."""
+        live = self.tracker.live
+        graph = nx.Graph()
+        graph.add_nodes_from(live)
+        graph.add_edges_from((link.spec.a, link.spec.b) for link in self.net.links.values()
+                             if link.spec.up and link.spec.a in live and link.spec.b in live)
+        return [set(c) for c in nx.connected_components(graph)]
+
+    def records_converged_within(self, components: list[set[str]]) -> bool:
+        """Every running router holds the newest record of every router it can reach. O(sum of |C|²): the
+        partitioned case only; one component is what the incremental tracker answers in O(1)."""
+        latest = self.tracker.latest
+        for component in components:
+            for holder in component:
+                records = self.nodes[holder].directory.records()
+                for rid in component:
+                    record = records.get(rid)
+                    if record is None or record.version != latest.get(rid):
+                        return False
         return True
 
     def converged(self) -> bool:
