@@ -24,6 +24,7 @@ Sans-IO: no clock, no reactor; the caller decides when to rebuild (debounced on 
 from __future__ import annotations
 
 import heapq
+import weakref
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
@@ -101,6 +102,25 @@ class RouteChanges:
     @property
     def chains(self) -> tuple[str, ...]:
         return tuple(change.chain for change in self.changes)
+
+
+#: graph -> {None or a non-transit local id: adjacency}. The adjacency depends on the local router only when that
+#: router does not relay (its own out-edges are kept); routers reading the same graph object (the simulator shares
+#: graphs between routers with equal directories) share one read-only adjacency instead of one each.
+_ADJACENCIES: weakref.WeakKeyDictionary[Any, dict[str | None, Adjacency]] = weakref.WeakKeyDictionary()
+
+
+def _shared_adjacency(graph: Any, local_id: str) -> Adjacency:
+    local_transit = graph.nodes[local_id].get("transit", True) if local_id in graph else True
+    key = None if local_transit else local_id
+    try:
+        per_graph = _ADJACENCIES.setdefault(graph, {})
+    except TypeError:  # a graph type without weak references: no sharing
+        return _adjacency(graph, local_id)
+    adj = per_graph.get(key)
+    if adj is None:
+        adj = per_graph[key] = _adjacency(graph, local_id)
+    return adj
 
 
 def _adjacency(graph: Any, local_id: str) -> Adjacency:
@@ -222,7 +242,7 @@ class RoutingTable:
         nodes, as :func:`~wecross.routing.graph.build_graph` makes) and ``chains`` (chain path -> routers serving
         it); returns the chains whose route changed."""
         local = self.local_id
-        adj = _adjacency(graph, local)
+        adj = _shared_adjacency(graph, local)
         settled, pred = _dijkstra(adj, local)
 
         dest: dict[str, Route] = {local: self._local}
