@@ -577,7 +577,17 @@ class Links(SynchronousTestCase):
 
 class Tracker(SynchronousTestCase):
     def test_publish_store_and_router_down(self) -> None:
-        tracker = ConvergenceTracker()
+        directories: dict[tuple[str, str], tuple[int, int]] = {}
+        tracker = ConvergenceTracker(lambda holder, rid: directories.get((holder, rid)))
+        stored = tracker.stored
+
+        def store(holder: str, rid: str, version: tuple[int, int]) -> None:
+            """As a directory does: only a newer version is stored, and the observer hears of it."""
+            if version > directories.get((holder, rid), (0, 0)):
+                directories[(holder, rid)] = version
+                stored(holder, rid, version)
+
+        tracker.stored = store  # type: ignore[method-assign]
         for rid in ("a", "b", "c"):
             tracker.router_up(rid)
         self.assertFalse(tracker.records_converged)
@@ -604,6 +614,8 @@ class Tracker(SynchronousTestCase):
         self.assertEqual((tracker.total_current, tracker.complete), (4, 2))
         self.assertTrue(tracker.records_converged)
 
+        for key in [key for key in directories if key[0] == "c"]:
+            del directories[key]
         tracker.router_up("c")  # back, with an empty directory and a new epoch to publish
         self.assertFalse(tracker.records_converged)
         tracker.stored("c", "c", (2, 1))

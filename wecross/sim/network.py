@@ -193,7 +193,7 @@ class SimNetwork:
         # (and so records and results). Within a run, a restarted router finds its chain as it left it.
         shutil.rmtree(workdir / "data", ignore_errors=True)
         self.net = SimNet(self.clock, topology.links, seed)
-        self.tracker = ConvergenceTracker()
+        self.tracker = ConvergenceTracker(self._held_version)
         self.nodes: dict[str, RouterNode] = {}
         self.starts: dict[str, int] = {}
         #: Called with (router id, node) after each start, before the node runs: how a run attaches its counters.
@@ -205,6 +205,11 @@ class SimNetwork:
         self._dials: dict[str, list[str]] = {rid: [] for rid in topology.routers}
         for link in topology.links:
             self._dials[link.a].append(link.b)
+
+    def _held_version(self, holder: str, router_id: str) -> Any:
+        node = self.nodes.get(holder)
+        record = node.directory.records().get(router_id) if node is not None else None
+        return None if record is None else record.version
 
     def _make_pki(self) -> dict[str, TLSMaterial]:
         return simulated_pki(sorted(self.topology.routers), self.seed)
