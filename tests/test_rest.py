@@ -447,7 +447,8 @@ class ApiTests(SynchronousTestCase):
     def test_index_lists_endpoints(self) -> None:
         data = self.ok(b"GET", "/")
         paths = {e["path"] for e in data["endpoints"]}
-        self.assertEqual(paths, {"/", "/status", "/peers", "/routes", "/resources", "/{zone}/{chain}/{resource}/{op}"})
+        self.assertEqual(paths, {"/", "/status", "/peers", "/routes", "/resources", "/chains",
+                                 "/chains/{zone}/{chain}/headers/{n}", "/{zone}/{chain}/{resource}/{op}"})
 
     def test_status_peers_resources(self) -> None:
         self.assertEqual(self.ok(b"GET", "/status"), self.router.status_value)

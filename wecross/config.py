@@ -92,6 +92,18 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TrustSettings:
+    """How an entry router decides which block headers of remote chains to believe (see wecross.chain.headers)."""
+
+    #: Distinct routers serving a chain that must give the same header before it is trusted.
+    quorum: int = 1
+    #: chain path -> genesis hash (hex) pinned by configuration; chains not listed pin the first genesis seen.
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    #: Headers asked for in one request.
+    batch: int = 256
+
+
+@dataclass(frozen=True, slots=True)
 class StubConfig:
     name: str
     zone: str
@@ -117,6 +129,7 @@ class Settings:
     transit: bool = True
     gossip: GossipSettings = field(default_factory=GossipSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -364,6 +377,21 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
     )
     r.finish()
 
+    t = top.sub("trust")
+    checkpoints: dict[str, str] = {}
+    for chain, digest in t.get("checkpoints", dict, default={}).items():
+        key = t.key(f"checkpoints.{chain}")
+        parts = chain.split(".")
+        if len(parts) != 2 or not all(_NAME.match(part) for part in parts):
+            raise ConfigError(file, key, "expected a chain path zone.chain")
+        text = digest.lower().removeprefix("0x") if isinstance(digest, str) else ""
+        if not text or len(text) > 128 or any(c not in "0123456789abcdef" for c in text):
+            raise ConfigError(file, key, "expected the genesis block's hash in hex")
+        checkpoints[chain] = text
+    trust = TrustSettings(quorum=t.integer("quorum", 1, 1, 64), checkpoints=checkpoints,
+                          batch=t.integer("batch", 256, 1, 4096))
+    t.finish()
+
     plug = top.sub("stub_plugins")
     plugin_dirs = tuple(
         _path(_Reader(file, plug.key(f"dirs[{i}]"), {"dir": d}), "dir", base)
@@ -417,5 +445,6 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
         transit=transit,
         gossip=gossip,
         routing=routing,
+        trust=trust,
     )
 

@@ -36,6 +36,7 @@ HTTP_STATUS: dict[str, int] = {
     "peer_lost": 502,
     "hop_limit": 502,
     "bad_response": 502,
+    "proof_invalid": 502,  # a result or header from upstream failed verification: nothing was returned as true
     "unreachable": 503,
     "unavailable": 503,
     "overloaded": 503,

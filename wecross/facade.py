@@ -43,6 +43,12 @@ class RouterFacade(Protocol):
     def resources(self) -> list[dict[str, Any]]:
         """Every resource reachable from here: ipath, kind, methods, local (bool), routers (ids serving it)."""
 
+    def chains(self) -> dict[str, Any]:
+        """Chains served here, the header chains trusted for remote chains, and verification counters."""
+
+    def header(self, chain: str, number: int) -> Deferred[dict[str, Any]]:
+        """Block header ``number`` of ``chain`` (zone.chain): served here, or trusted by this router's header store."""
+
     def invoke(self, invocation: Invocation) -> Deferred[dict[str, Any]]:
         """Run the operation on the owning router (here or over the overlay).
 

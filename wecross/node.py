@@ -20,6 +20,8 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from wecross.chain.store import HeaderStore
+from wecross.chain.trust import TrustedResults, rehash_for
 from wecross.config import Settings
 from wecross.gossip.directory import Directory
 from wecross.gossip.record import RecordSigner, RecordVerifier, SignedRecord
@@ -118,11 +120,16 @@ class RouterNode(MultiService):
             rng=rng,
         )
         self.router.gossip = self.gossip
+        # The abstract chain: headers of remote chains, checked before any proof against them is believed.
+        self.headers = HeaderStore(settings.data_dir, settings.trust, reactor, rehash_for)
+        self.router.trust = TrustedResults(self.headers, self.router.fetch_headers, self.router.chain_type_of,
+                                           self.router.replicas_of, batch=settings.trust.batch)
         self.site = make_site(self.router, max_body=settings.rest.max_body)
 
     def startService(self) -> None:
         super().startService()  # starts the stub service; the rest waits for it
         d = self.stubs.ready
+        d.addCallback(lambda _: self.headers.start())
         d.addCallback(lambda _: self.router.start())
         d.addCallback(lambda _: self._start_network())
         d.addCallbacks(self._started, self._failed)
@@ -176,4 +183,5 @@ class RouterNode(MultiService):
         stopping = [defer.maybeDeferred(p.stopListening) for p in ports]
         d = defer.gatherResults(stopping, consumeErrors=True)
         d.addBoth(lambda _: super(RouterNode, self).stopService())
+        d.addBoth(lambda _: self.headers.stop())
         return d

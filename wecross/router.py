@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import wecross
+from wecross.chain.trust import TrustedResults
 from wecross.errors import RouterError
 from wecross.facade import Invocation
 from wecross.gossip.directory import Directory
@@ -33,6 +34,9 @@ from wecross.routing.replay import ReplayGuard
 from wecross.routing.table import Route, RoutingTable
 from wecross.stub.interfaces import OPERATIONS, WRITE_OPERATIONS, ChainState, Result, StubError
 from wecross.wire.messages import GossipDigest, GossipRecords, GossipSummary, Request, Response
+
+#: Router-level operation (not a resource's): block headers of a chain, for other routers' header stores.
+OP_HEADERS = "headers"
 
 if TYPE_CHECKING:
     from wecross.config import Settings
@@ -85,6 +89,8 @@ class Router:
         self.graph_builder: Callable[[Mapping[str, RouterRecord]], Any] = build_graph
         self._refresher = LoopingCall(self._refresh_chains)
         self._refresher.clock = clock
+        #: Verifies results that crossed other routers (set by the node; None: results pass unverified).
+        self.trust: TrustedResults | None = None
 
     # -- lifecycle (driven by the node) -----------------------------------------------------------------------------
 
@@ -181,6 +187,8 @@ class Router:
         request_id = self.id_prefix + next(self._id_counter).to_bytes(8, "big")
         d = self._forward(path, invocation.op, invocation.method, invocation.args, invocation.sender,
                           request_id, deadline, [self.local_id], self.settings.limits.hop_limit, None, set())
+        if self.trust is not None:
+            d.addCallback(self.trust.verify, invocation)
         return self._count(d, "forwarded")
 
     def _serves(self, chain_path: str) -> bool:
@@ -335,7 +343,7 @@ class Router:
         if not request.path or request.path[-1] != link.peer_id:
             raise RouterError("bad_request", f"the path {request.path} must end with the sending router "
                                              f"{link.peer_id}")
-        if request.op not in OPERATIONS:
+        if request.op not in OPERATIONS and request.op != OP_HEADERS:
             raise RouterError("bad_request", f"unknown operation {request.op!r}")
         try:
             path = IPath.parse(request.ipath)
@@ -345,6 +353,8 @@ class Router:
         if request.destination == self.local_id or self._serves(path.chain_path):
             if not self._serves(path.chain_path):
                 raise RouterError("unknown_chain", f"router {self.local_id} does not serve {path.chain_path}")
+            if request.op == OP_HEADERS:
+                return self._answer_headers(path.chain_path, list(request.args), trail)
 
             def execute() -> Deferred[dict[str, Any]]:
                 return self._run_local(path, request.op, request.method, list(request.args), request.sender, trail)
@@ -361,6 +371,95 @@ class Router:
         # A relay keeps the destination the origin chose: a write must reach the owner that deduplicates it.
         return self._forward(path, request.op, request.method, list(request.args), request.sender,
                              request.request_id, deadline, trail, request.hop_limit - 1, request.destination, set())
+
+    # -- block headers for other routers' header stores ------------------------------------------------------------
+
+    def _answer_headers(self, chain: str, args: list[Any], trail: list[str]) -> Deferred[dict[str, Any]]:
+        """Headers ``start`` .. ``start + count - 1`` of a chain we serve (fewer at the head)."""
+        if len(args) != 2 or any(type(a) is not int for a in args) or args[0] < 0 or not 1 <= args[1] <= 4096:
+            raise RouterError("bad_args", "headers takes [start >= 0, count in 1..4096]")
+        start, count = args
+        stub: Any = self.stubs.stubs().get(chain)
+        if stub is None:
+            raise RouterError("unknown_chain", f"router {self.local_id} does not serve {chain}")
+
+        def headers(state: ChainState) -> Deferred[list[Any]]:
+            last = min(state.height, start + count - 1)
+            return defer.gatherResults([stub.header(n) for n in range(start, last + 1)], consumeErrors=True)
+
+        def answer(found: list[Any]) -> dict[str, Any]:
+            return {"output": {"headers": [h.to_wire() for h in found]}, "router": self.local_id, "path": trail}
+
+        return stub.chain_state().addCallback(headers).addCallback(answer)
+
+    def fetch_headers(self, chain: str, source: str, start: int, count: int) -> Deferred[list[Any]]:
+        """Ask router ``source`` (over the overlay, like any request) for headers of a chain it serves."""
+        path = IPath.parse(f"{chain}.headers")
+        if source == self.local_id:
+            d = self._answer_headers(chain, [start, count], [self.local_id])
+        else:
+            deadline = self.clock.seconds() + self.settings.limits.request_deadline
+            request_id = self.id_prefix + next(self._id_counter).to_bytes(8, "big")
+            d = self._forward(path, OP_HEADERS, "range", [start, count], f"router:{self.local_id}", request_id,
+                              deadline, [self.local_id], self.settings.limits.hop_limit, source, set())
+
+        def unpack(result: dict[str, Any]) -> list[Any]:
+            output = result.get("output")
+            headers = output.get("headers") if isinstance(output, dict) else None
+            if not isinstance(headers, list):
+                raise RouterError("proof_invalid", f"{source} answered headers of {chain} with no header list",
+                                  {"check": "malformed"})
+            return headers
+
+        return d.addCallback(unpack)
+
+    def header(self, chain: str, number: int) -> Deferred[dict[str, Any]]:
+        """``GET /chains/<zone>/<chain>/headers/<n>``: a header of a chain we serve, or one our header store trusts
+        (fetched and checked now if need be)."""
+        if number < 0:
+            return defer.fail(RouterError("bad_request", "block numbers start at 0"))
+        stub: Any = self.stubs.stubs().get(chain)
+        if stub is not None:
+            return stub.header(number).addCallback(
+                lambda h: {"chain": chain, "header": h.to_wire(), "trust": {"source": "served here"}})
+        if self.trust is None:
+            return defer.fail(RouterError("not_found", "this router keeps no header store"))
+        route = self.table.route(chain)
+        owners = self.replicas_of(chain)
+        if not owners:
+            return defer.fail(RouterError("unknown_chain", f"no router known to serve chain {chain}"))
+        owner = route.destination if route is not None else owners[0]
+        chain_type = self.chain_type_of(chain, owner) or "unknown"
+        trust = self.trust
+
+        def found(digest: str) -> dict[str, Any]:
+            header_chain = trust.store.chains[chain]
+            trusted = header_chain.headers[number]
+            return {"chain": chain, "header": dict(trusted.wire),
+                    "trust": {**header_chain.describe(), "sources": sorted(trusted.sources)}}
+
+        return trust.trusted_hash(chain, chain_type, number, owner).addCallback(found)
+
+    def chains(self) -> dict[str, Any]:
+        """``GET /chains``: chains served here, and the header chains this router trusts for remote chains."""
+        served = [{"chain": path, "type": st.chain_type, "height": st.height, "head": st.head_hash,
+                   "genesis": st.genesis_hash} for path, st in sorted(self.chain_states.items())]
+        remote = self.trust.store.describe() if self.trust is not None else []
+        verified = dict(self.trust.counters) if self.trust is not None else {}
+        return {"served": served, "trusted_headers": remote, "verification": verified}
+
+    def chain_type_of(self, chain: str, router_id: str) -> str | None:
+        """The chain type ``router_id`` announces for ``chain`` in its signed gossip record."""
+        record = self.directory.records().get(router_id)
+        if record is None:
+            return None
+        for info in record.chains:
+            if info.path == chain:
+                return info.chain_type
+        return None
+
+    def replicas_of(self, chain: str) -> list[str]:
+        return sorted(self.directory.routers_for_chain(chain))
 
     def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords | GossipSummary) -> None:
         if self.gossip is None:

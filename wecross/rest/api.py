@@ -71,6 +71,7 @@ _GET_ENDPOINTS: dict[str, frozenset[str]] = {
     "peers": frozenset(),
     "routes": frozenset(),
     "resources": frozenset({"zone", "chain"}),
+    "chains": frozenset(),
 }
 _GET_METHODS = (b"GET", b"HEAD")
 _POST_METHODS = (b"POST",)
@@ -96,6 +97,9 @@ _INDEX: dict[str, Any] = {
         {"method": "GET", "path": "/status", "summary": "router id, zones, version, uptime, counters"},
         {"method": "GET", "path": "/peers", "summary": "known peers and link metrics"},
         {"method": "GET", "path": "/routes", "summary": "routing table: next hop, path, cost per chain and router"},
+        {"method": "GET", "path": "/chains", "summary": "chains served here, trusted header chains, verifications"},
+        {"method": "GET", "path": "/chains/{zone}/{chain}/headers/{n}",
+         "summary": "block header n: served here, or trusted (linked to the pinned genesis) by this router"},
         {
             "method": "GET",
             "path": "/resources",
@@ -486,6 +490,19 @@ class RestApi(Resource):
                 raise _MethodNotAllowed(method, _GET_METHODS, shown_path)
             return self._get(name, _query(request, _GET_ENDPOINTS[name]))
 
+        if len(segments) == 5 and segments[0] == "chains" and segments[3] == "headers":
+            if method not in _GET_METHODS:
+                raise _MethodNotAllowed(method, _GET_METHODS, shown_path)
+            zone, chain, number = segments[1], segments[2], segments[4]
+            if zone is None or chain is None:
+                raise RouterError("bad_ipath", "chain path parts in the URL must be valid UTF-8")
+            _check_single_part("zone", zone, "URL")
+            _check_single_part("chain", chain, "URL")
+            if number is None or not number.isdigit() or len(number) > 18:
+                raise RouterError("bad_request", f"block number must be a non-negative integer, got {number!r}")
+            _query(request, frozenset())
+            return self.router.header(f"{zone}.{chain}", int(number))
+
         if len(segments) == 4:
             op = segments[3]
             if op not in OPERATIONS:
@@ -509,7 +526,8 @@ class RestApi(Resource):
         raise RouterError(
             "not_found",
             f"no endpoint at {shown_path}; GET / lists the endpoints",
-            {"endpoints": ["/", "/status", "/peers", "/routes", "/resources", "/{zone}/{chain}/{resource}/{op}"]},
+            {"endpoints": ["/", "/status", "/peers", "/routes", "/resources", "/chains",
+                           "/chains/{zone}/{chain}/headers/{n}", "/{zone}/{chain}/{resource}/{op}"]},
         )
 
     def _get(self, name: str, query: dict[str, str]) -> Any:
@@ -521,6 +539,8 @@ class RestApi(Resource):
             return self.router.peers()
         if name == "routes":
             return self.router.routes()
+        if name == "chains":
+            return self.router.chains()
         pattern = self._resource_filter(query)
         d: Deferred[Any] = maybeDeferred(self.router.resources)
         if pattern is not None:

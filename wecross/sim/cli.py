@@ -38,6 +38,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     sim.add_argument("--gossip-interval", type=float, default=1.0, help="gossip round, s")
     sim.add_argument("--fanout", type=int, default=3, help="peers per gossip round")
     sim.add_argument("--hop-limit", type=int, default=16, help="routers a request may cross")
+    sim.add_argument("--start-spread", type=float, default=0.0,
+                     help="routers boot one after another over this many virtual seconds (default: all at once)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=run)
 
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         options_ = RunOptions(seed=args.seed, sample=args.sample, route_sample=args.route_sample,
                               heartbeat_interval=args.heartbeat, dead_after=args.dead_after,
                               gossip_interval=args.gossip_interval, gossip_fanout=args.fanout,
-                              hop_limit=args.hop_limit)
+                              hop_limit=args.hop_limit, start_spread=args.start_spread)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -260,6 +260,7 @@ class SimNetwork:
             record_parser=self.verifier.parse,
         )
         node.router.id_prefix = random.Random(f"{self.seed}/{router_id}/{count}/ids").randbytes(8)
+        node.headers.simulate(self.clock)
         for stub in node.stubs.load().values():
             ledger = getattr(stub, "ledger", None)
             if ledger is not None:

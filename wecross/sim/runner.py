@@ -56,6 +56,8 @@ class RunOptions:
     rebuild_delay: float = 0.1
     request_deadline: float = 10.0
     hop_limit: int = 16
+    #: Routers start one after another over this many virtual seconds (0: all at once).
+    start_spread: float = 0.0
 
 
 class Run:
@@ -96,9 +98,18 @@ class Run:
     def execute(self) -> dict[str, Any]:
         wall0 = self._wall0 = time.monotonic()
         scenario, clock = self.scenario, self.clock
-        self.convergence.append({"label": "start", "at_s": 0.0, "converged_at_s": None, "time_s": None,
+        spread = self.options.start_spread
+        self.convergence.append({"label": "start", "at_s": spread, "converged_at_s": None, "time_s": None,
                                  "rounds": None})
-        self.network.start_all()
+        if spread > 0:
+            # Routers boot over ``spread`` seconds in a seeded order, as a real network does; convergence counts
+            # from the last one up.
+            order = sorted(self.topology.routers)
+            self.rng.shuffle(order)
+            for index, rid in enumerate(order):
+                clock.callLater(spread * index / max(1, len(order) - 1), self.network.start, rid)
+        else:
+            self.network.start_all()
         for event in scenario.events:
             clock.callLater(event.at, self._apply, event)
         for index, traffic in enumerate(scenario.traffic):
@@ -130,7 +141,8 @@ class Run:
         window = self.convergence[-1]
         if self._must_republish and all(tracker.latest.get(rid, v) > v for rid, v in self._must_republish.items()):
             self._must_republish = {}
-        if window["converged_at_s"] is None and not self._must_republish and self._records_converged(t) \
+        if window["converged_at_s"] is None and t + 1e-9 >= window["at_s"] and not self._must_republish \
+                and self._records_converged(t) \
                 and self.network.physically_consistent():
             window["converged_at_s"] = round(t, 6)
             window["time_s"] = round(t - window["at_s"], 6)

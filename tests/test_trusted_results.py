@@ -1,0 +1,214 @@
+"""Trusted results end to end: the entry router checks every write's proofs against headers it trusts, and a relay
+that alters anything is caught, with the check that failed named.
+
+```
+router-a (entry) -- router-b (relay, sometimes dishonest) -- router-c (serves z.ledger)
+```
+
+Real routers on 127.0.0.1 with mutual TLS. The dishonest relay is router-b with its forwarding wrapped: it changes
+answers on their way back to router-a, as a compromised router in the path would.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
+
+from tests import support
+from wecross.config import TrustSettings
+from wecross.errors import RouterError
+from wecross.facade import Invocation
+from wecross.ipath import IPath
+
+ROUTERS = {"router-a": {"zones": ["z"]}, "router-b": {"zones": ["z"]}, "router-c": {"zones": ["z"], "chain": "ledger"}}
+LINKS = [("router-a", "router-b"), ("router-b", "router-c")]
+CHAIN = "z.ledger"
+
+
+def write(key: str, value: Any) -> Invocation:
+    return Invocation(IPath.parse(f"{CHAIN}.hello"), "sendTransaction", "set", [key, value])
+
+
+class Base(TestCase):
+    timeout = 60
+    trust = TrustSettings()
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        work = Path(self.mktemp())
+        work.mkdir()
+        self.net = support.Network(work, ROUTERS, LINKS)
+        original = self.net.settings
+        trust = self.trust
+
+        def settings(rid: str) -> Any:
+            s = original(rid)
+            return replace(s, trust=trust) if rid == "router-a" else s
+
+        self.net.settings = settings  # type: ignore[method-assign]
+        self.addCleanup(self.net.stop)
+        yield self.net.start()
+        yield support.until(lambda: self.net.linked() and all(
+            self.net.nodes[r].router.table.route(CHAIN) is not None for r in ("router-a", "router-b")), timeout=30)
+
+    @property
+    def entry(self) -> Any:
+        return self.net.nodes["router-a"].router
+
+    def tamper(self, change: Callable[[dict[str, Any], Any], None], *,
+               ops: tuple[str, ...] = ("sendTransaction",)) -> None:
+        """Make router-b alter the answers it relays for ``ops`` (``change(result, request_args)`` edits in place)."""
+        relay = self.net.nodes["router-b"].router
+        forward = relay._forward
+
+        def dishonest(path: Any, op: str, method: str, args: list[Any], *rest: Any) -> Any:
+            d = forward(path, op, method, args, *rest)
+            if op in ops:
+                def alter(result: dict[str, Any]) -> dict[str, Any]:
+                    result = copy.deepcopy(result)
+                    change(result, args)
+                    return result
+                d.addCallback(alter)
+            return d
+
+        relay._forward = dishonest
+        self.addCleanup(setattr, relay, "_forward", forward)
+
+    @defer.inlineCallbacks
+    def refused(self, invocation: Invocation, check: str) -> Any:
+        failure = yield self.assertFailure(self.entry.invoke(invocation), RouterError)
+        self.assertEqual(failure.code, "proof_invalid", failure.message)
+        self.assertEqual(failure.details.get("check"), check, failure.message)
+        self.assertIn(f"({check})", failure.message)
+        return failure
+
+
+class HonestPath(Base):
+    @defer.inlineCallbacks
+    def test_a_write_is_verified_against_a_trusted_header(self) -> Any:
+        result = yield self.entry.invoke(write("k", "v"))
+        verified = result["verified"]
+        self.assertTrue(verified["proof"])
+        self.assertIn("tx_inclusion", verified["checks"])
+        self.assertIn("tx_matches_request", verified["checks"])
+        owner = self.net.nodes["router-c"]
+        header = yield owner.stubs.stubs()[CHAIN].header(result["block_number"])
+        self.assertEqual(verified["header_hash"], header.hash)
+        genesis = yield owner.stubs.stubs()[CHAIN].header(0)
+        self.assertEqual(verified["trust"]["checkpoint"], genesis.hash)
+        self.assertEqual(verified["trust"]["pinned_by"], "first sight")
+        # The header chain is held from genesis up, and a second write only fetches what is new.
+        store = self.net.nodes["router-a"].headers
+        self.assertGreaterEqual(store.chains[CHAIN].height, result["block_number"])
+        fetched = self.entry.trust.counters["headers_fetched"]
+        again = yield self.entry.invoke(write("k2", "v2"))
+        self.assertTrue(again["verified"]["proof"])
+        self.assertLessEqual(self.entry.trust.counters["headers_fetched"] - fetched,
+                             again["block_number"] - result["block_number"])
+
+    @defer.inlineCallbacks
+    def test_reads_say_they_are_not_proven(self) -> Any:
+        result = yield self.entry.invoke(Invocation(IPath.parse(f"{CHAIN}.asset"), "call", "balanceOf", ["alice"]))
+        self.assertEqual(result["output"], 1000)
+        self.assertFalse(result["verified"]["proof"])
+
+    @defer.inlineCallbacks
+    def test_rest_serves_trusted_headers(self) -> Any:
+        result = yield self.entry.invoke(write("k", "v"))
+        port = self.net.nodes["router-a"].rest_port
+        from twisted.internet import reactor
+
+        agent = Agent(reactor)
+        response = yield agent.request(b"GET", f"http://127.0.0.1:{port}/chains/z/ledger/headers/"
+                                               f"{result['block_number']}".encode())
+        body = json.loads((yield readBody(response)))
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(body["data"]["header"]["hash"], result["verified"]["header_hash"])
+        self.assertEqual(body["data"]["trust"]["sources"], ["router-c"])
+        response = yield agent.request(b"GET", f"http://127.0.0.1:{port}/chains".encode())
+        body = json.loads((yield readBody(response)))
+        self.assertEqual(body["data"]["trusted_headers"][0]["chain"], CHAIN)
+        self.assertGreaterEqual(body["data"]["verification"]["verified"], 1)
+        response = yield agent.request(b"GET", f"http://127.0.0.1:{port}/chains/z/ledger/headers/x".encode())
+        body = json.loads((yield readBody(response)))
+        self.assertEqual(response.code, 400)
+        self.assertEqual(body["error"]["code"], "bad_request")
+
+
+class DishonestRelay(Base):
+    """Every way a relay can lie about a write is caught before the client sees the answer."""
+
+    def test_altered_output(self) -> Any:
+        self.tamper(lambda result, args: result.update(output="forged"))
+        return self.refused(write("k", "v"), "output_mismatch")
+
+    def test_altered_receipt(self) -> Any:
+        def change(result: dict[str, Any], args: Any) -> None:
+            result["receipt"]["events"] = []
+        self.tamper(change)
+        return self.refused(write("k", "v"), "receipt_mismatch")
+
+    def test_altered_proof_node(self) -> Any:
+        def change(result: dict[str, Any], args: Any) -> None:
+            tx = result["proof"]["tx"]
+            leaf = bytearray.fromhex(tx["leaf"])
+            leaf[-1] ^= 1
+            tx["leaf"] = leaf.hex()
+            result["tx_hash"] = __import__("hashlib").sha256(bytes(leaf)).hexdigest()
+        self.tamper(change)
+        return self.refused(write("k", "v"), "tx_inclusion")
+
+    def test_altered_header(self) -> Any:
+        def change(result: dict[str, Any], args: Any) -> None:
+            result["proof"]["header"]["tx_root"] = "00" * 32
+        self.tamper(change)
+        return self.refused(write("k", "v"), "header_hash")
+
+    def test_rehashed_forged_header_is_not_the_trusted_one(self) -> Any:
+        """A relay that forges a whole consistent header (right hash for its forged content) still fails: the
+        header store holds another hash for that block."""
+        from wecross.embedded.block import Header
+
+        def change(result: dict[str, Any], args: Any) -> None:
+            header = result["proof"]["header"]
+            header["extras"]["timestamp_ms"] += 1
+            header["timestamp"] = header["extras"]["timestamp_ms"] / 1000.0
+            header["hash"] = Header.from_wire(header).hash.hex()
+        self.tamper(change)
+        return self.refused(write("k", "v"), "header_mismatch")
+
+    @defer.inlineCallbacks
+    def test_replayed_old_receipt(self) -> Any:
+        old = yield self.entry.invoke(write("first", 1))
+        self.tamper(lambda result, args: (result.clear(), result.update(copy.deepcopy(old))))
+        yield self.refused(write("second", 2), "tx_mismatch")
+
+    def test_forged_headers_on_the_way(self) -> Any:
+        """Headers fetched through the dishonest relay are checked too."""
+        def change(result: dict[str, Any], args: Any) -> None:
+            for header in result["output"]["headers"]:
+                header["prev_hash"] = "11" * 32
+        self.tamper(change, ops=("headers",))
+        return self.refused(write("k", "v"), "header_hash")
+
+
+class PinnedCheckpoint(Base):
+    trust = TrustSettings(checkpoints={CHAIN: "ab" * 32})
+
+    def test_a_chain_with_another_genesis_is_refused(self) -> Any:
+        return self.refused(write("k", "v"), "checkpoint")
+
+
+class Quorum(Base):
+    trust = TrustSettings(quorum=2)
+
+    def test_one_router_cannot_meet_a_quorum_of_two(self) -> Any:
+        return self.refused(write("k", "v"), "quorum")

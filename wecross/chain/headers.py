@@ -1,0 +1,157 @@
+"""The abstract chain: block headers of remote chains that an entry router has checked, per chain.
+
+A proof says "this transaction is in the block whose transaction root is R". It is worth something only if the
+entry router knows, independently of the router that sent the proof, that the block with root R really is block n of
+that chain. The header chain here is that knowledge: headers accepted only when they link by hash, block by block,
+to a checkpoint the router trusts (the genesis hash from its config, or the one it saw first and pinned), and, if
+the policy asks for it, only when ``quorum`` independent routers serving the chain gave the same header.
+
+Sans-IO: no database, no network. :class:`HeaderChain` is fed header wire dicts (``BlockHeader.to_wire``) and
+answers what it accepts and why it refuses; the router fetches headers and persists them (wecross.chain.store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Recomputes a header's hash from its wire dict (chain-specific); None for chain types whose abstract header does
+#: not carry every hashed field (their headers are trusted by linkage and quorum alone).
+Rehash = Callable[[Mapping[str, Any]], str]
+
+
+class HeaderError(Exception):
+    """A header refused, with the check that failed (a stable word for clients and tests) and why."""
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(message)
+        self.check = check
+        self.message = message
+
+
+def _hex(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 256:
+        raise HeaderError("malformed", f"{what} must be a hex string")
+    text = value.lower().removeprefix("0x")
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        raise HeaderError("malformed", f"{what} is not hex: {value!r}") from None
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedHeader:
+    number: int
+    hash: str
+    prev_hash: str
+    wire: Mapping[str, Any]
+    #: Routers that gave this header (a quorum needs that many distinct ones).
+    sources: frozenset[str] = frozenset()
+
+
+def parse(wire: Mapping[str, Any]) -> tuple[int, str, str]:
+    """(number, hash, prev_hash) of a header wire dict; HeaderError('malformed') for anything else."""
+    if not isinstance(wire, Mapping):
+        raise HeaderError("malformed", "a header must be a map")
+    number = wire.get("number")
+    if type(number) is not int or number < 0:
+        raise HeaderError("malformed", f"header number must be an integer >= 0, got {number!r}")
+    return number, _hex(wire.get("hash"), "header hash"), _hex(wire.get("prev_hash"), "header prev_hash")
+
+
+@dataclass
+class HeaderChain:
+    """The trusted headers of one chain, from its checkpoint (block 0) up, without gaps.
+
+    ``checkpoint``: the genesis hash the config pins, or None to pin the first genesis seen (trust on first use,
+    reported as such). ``quorum``: how many distinct routers must give the same header before it is accepted.
+    """
+
+    chain: str
+    checkpoint: str | None = None
+    quorum: int = 1
+    rehash: Rehash | None = None
+    pinned_by: str = "config"
+    headers: dict[int, TrustedHeader] = field(default_factory=dict)
+    #: number -> hash -> routers that offered it, while a quorum is not reached.
+    _pending: dict[int, dict[str, set[str]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.quorum < 1:
+            raise ValueError("quorum must be at least 1")
+        if self.checkpoint is not None:
+            self.checkpoint = _hex(self.checkpoint, f"checkpoint of {self.chain}")
+        else:
+            self.pinned_by = "first sight"
+
+    @property
+    def height(self) -> int:
+        """The highest block with every header below it trusted (-1: not even the genesis yet)."""
+        return len(self.headers) - 1
+
+    def hash_of(self, number: int) -> str | None:
+        header = self.headers.get(number)
+        return None if header is None else header.hash
+
+    def offer(self, wires: Sequence[Mapping[str, Any]], source: str) -> int:
+        """Headers from router ``source``, in any order; returns how many became trusted.
+
+        Raises HeaderError when a header contradicts what is trusted (a forgery or another chain): the caller
+        treats everything from that source as suspect. Headers above a gap wait for the gap to be filled.
+        """
+        parsed: dict[int, tuple[str, str, Mapping[str, Any]]] = {}
+        for wire in wires:
+            number, digest, prev = parse(wire)
+            if self.rehash is not None:
+                try:
+                    actual = self.rehash(wire)
+                except Exception as exc:
+                    raise HeaderError("malformed", f"block {number} of {self.chain}: {exc}") from None
+                if actual != digest:
+                    raise HeaderError("header_hash", f"block {number} of {self.chain} does not hash to its "
+                                                     f"stated hash")
+            trusted = self.headers.get(number)
+            if trusted is not None and trusted.hash != digest:
+                raise HeaderError("header_mismatch", f"block {number} of {self.chain} from {source} is not the "
+                                                     f"trusted one ({digest[:16]}… vs {trusted.hash[:16]}…)")
+            if number == 0 and self.checkpoint is not None and digest != self.checkpoint:
+                raise HeaderError("checkpoint", f"genesis of {self.chain} from {source} is {digest[:16]}…, "
+                                                f"not the pinned {self.checkpoint[:16]}…")
+            parsed[number] = (digest, prev, wire)
+        accepted = 0
+        number = self.height + 1
+        while number in parsed:
+            digest, prev, wire = parsed[number]
+            if number > 0:
+                below = self.headers[number - 1]
+                if prev != below.hash:
+                    raise HeaderError("link", f"block {number} of {self.chain} from {source} does not link to "
+                                              f"trusted block {number - 1}")
+            votes = self._pending.setdefault(number, {}).setdefault(digest, set())
+            votes.add(source)
+            if len(votes) < self.quorum:
+                break
+            if number == 0 and self.checkpoint is None:
+                self.checkpoint = digest  # trust on first use: pinned from now on
+            self.headers[number] = TrustedHeader(number, digest, prev, dict(wire), frozenset(votes))
+            self._pending.pop(number, None)
+            accepted += 1
+            number += 1
+        return accepted
+
+    def load(self, stored: Sequence[TrustedHeader]) -> None:
+        """Headers read back from the router's own database (checked when they were first accepted)."""
+        for header in sorted(stored, key=lambda h: h.number):
+            if header.number != self.height + 1:
+                break
+            if header.number == 0 and self.checkpoint is not None and header.hash != self.checkpoint:
+                break  # the config now pins another genesis: the stored chain is not that one
+            if header.number == 0 and self.checkpoint is None:
+                self.checkpoint = header.hash
+            self.headers[header.number] = header
+
+    def describe(self) -> dict[str, Any]:
+        return {"chain": self.chain, "trusted_height": self.height, "checkpoint": self.checkpoint,
+                "pinned_by": self.pinned_by, "quorum": self.quorum}

@@ -1,0 +1,158 @@
+"""End-to-end verification at the entry router: a result that crossed other routers is checked before the client
+sees it.
+
+For a write on a chain type we can verify (the embedded chain today), the entry router makes sure it trusts the
+header of the block the owner says holds the transaction (fetching and linking headers back to the pinned genesis,
+from ``quorum`` routers serving the chain when the policy asks for more than one), then checks the proofs against
+that header: the transaction and the receipt are in the block, the receipt is the one returned, the output is the
+receipt's, and the transaction is the one this client asked for (so an old receipt replayed by a relay fails). A
+result that fails any check becomes a ``proof_invalid`` error naming the check; a result that passes carries a
+``verified`` field saying what was checked. Nothing here trusts the routers between the owner and us.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.python.failure import Failure
+
+from wecross.chain.headers import HeaderChain, HeaderError, Rehash
+from wecross.chain.store import HeaderStore
+from wecross.errors import RouterError
+from wecross.facade import Invocation
+from wecross.stub.interfaces import WRITE_OPERATIONS
+
+#: Asks ``source`` for headers ``start`` .. ``start + count - 1`` of a chain: (chain, source, start, count).
+Fetch = Callable[[str, str, int, int], Deferred[Sequence[Mapping[str, Any]]]]
+
+
+def rehash_for(chain_type: str) -> Rehash | None:
+    """How to recompute a header's hash from its abstract form, per chain type (None: linkage and quorum only)."""
+    if chain_type == "embedded":
+        from wecross.embedded.block import Header
+
+        return lambda wire: Header.from_wire(wire).hash.hex()
+    return None
+
+
+class TrustedResults:
+    def __init__(
+        self,
+        store: HeaderStore,
+        fetch: Fetch,
+        chain_type_of: Callable[[str, str], str | None],
+        replicas_of: Callable[[str], Sequence[str]],
+        *,
+        batch: int = 256,
+    ) -> None:
+        self.store = store
+        self.fetch = fetch
+        self.chain_type_of = chain_type_of
+        self.replicas_of = replicas_of
+        self.batch = batch
+        self._locks: dict[str, DeferredLock] = {}
+        self.counters: dict[str, int] = {"verified": 0, "refused": 0, "unverifiable": 0, "headers_fetched": 0}
+
+    # -- results ------------------------------------------------------------------------------------------------------
+
+    def verify(self, result: dict[str, Any], invocation: Invocation) -> Deferred[dict[str, Any]] | dict[str, Any]:
+        owner = result.get("router")
+        chain = invocation.path.chain_path
+        chain_type = self.chain_type_of(chain, owner) if isinstance(owner, str) else None
+        if invocation.op not in WRITE_OPERATIONS:
+            result["verified"] = {"proof": False, "reason": "reads carry no proof on this chain type"}
+            self.counters["unverifiable"] += 1
+            return result
+        if chain_type != "embedded":
+            result["verified"] = {"proof": False, "reason": f"no verifier for chain type {chain_type!r} yet"}
+            self.counters["unverifiable"] += 1
+            return result
+        number = result.get("block_number")
+        if type(number) is not int or number < 0 or not isinstance(owner, str):
+            self._refuse("malformed", "the result names no block or no owner", owner)
+        assert isinstance(owner, str) and isinstance(number, int)
+        hashed = self.trusted_hash(chain, chain_type, number, owner)
+        return hashed.addCallback(self._check, result, invocation, chain, owner)
+
+    def _check(self, expected: str, result: dict[str, Any], invocation: Invocation, chain: str,
+               owner: str) -> dict[str, Any]:
+        from wecross.embedded.verify import check_write_proof
+
+        expected_tx: dict[str, Any] = {"resource": invocation.path.resource, "method": invocation.method,
+                                       "args": list(invocation.args), "sender": invocation.sender}
+        failed = check_write_proof(result, expected_header_hash=expected, expected_tx=expected_tx)
+        if failed is not None:
+            self._refuse(failed[0], failed[1], owner)
+        header_chain = self.store.chains[chain]
+        result["verified"] = {
+            "proof": True,
+            "checks": ["header_linked", "tx_inclusion", "receipt_inclusion", "receipt_matches", "output_matches",
+                       "tx_matches_request"],
+            "block": result["block_number"],
+            "header_hash": expected,
+            "trust": {"checkpoint": header_chain.checkpoint, "pinned_by": header_chain.pinned_by,
+                      "quorum": header_chain.quorum},
+        }
+        self.counters["verified"] += 1
+        return result
+
+    def _refuse(self, check: str, message: str, owner: object) -> NoReturn:
+        self.counters["refused"] += 1
+        raise RouterError("proof_invalid", f"the result from {owner} failed verification ({check}): {message}",
+                          {"check": check, "router": owner})
+
+    # -- headers ------------------------------------------------------------------------------------------------------
+
+    def trusted_hash(self, chain: str, chain_type: str, number: int, owner: str) -> Deferred[str]:
+        """The trusted hash of block ``number``, fetching and checking headers as needed (one fetch per chain at a
+        time: concurrent results wait for it instead of fetching the same headers twice)."""
+        header_chain = self.store.chain(chain, chain_type)
+        known = header_chain.hash_of(number)
+        if known is not None:
+            return defer.succeed(known)
+        lock = self._locks.setdefault(chain, DeferredLock())
+        return lock.run(self._extend, header_chain, number, owner)
+
+    def _extend(self, header_chain: HeaderChain, number: int, owner: str) -> Deferred[str]:
+        known = header_chain.hash_of(number)
+        if known is not None:
+            return defer.succeed(known)
+        sources = [owner] + [r for r in self.replicas_of(header_chain.chain) if r != owner]
+        if len(sources) < header_chain.quorum:
+            return defer.fail(RouterError(
+                "proof_invalid", f"headers of {header_chain.chain} cannot be trusted (quorum): the policy needs "
+                                 f"{header_chain.quorum} routers serving it, {len(sources)} known",
+                {"check": "quorum"}))
+        start = header_chain.height + 1
+        count = min(self.batch, number - start + 1)
+        fetches = [self.fetch(header_chain.chain, source, start, count) for source in sources[:header_chain.quorum]]
+        d = defer.gatherResults(fetches, consumeErrors=True)
+
+        def offer(batches: list[Sequence[Mapping[str, Any]]]) -> Deferred[str]:
+            before = header_chain.height
+            for source, batch in zip(sources, batches, strict=False):
+                self.counters["headers_fetched"] += len(batch)
+                try:
+                    header_chain.offer(batch, source)
+                except HeaderError as exc:
+                    raise RouterError("proof_invalid", f"headers of {header_chain.chain} from {source} refused "
+                                                       f"({exc.check}): {exc.message}",
+                                      {"check": exc.check, "router": source}) from None
+            if header_chain.height <= before:
+                raise RouterError("proof_invalid", f"no trusted header for block {number} of {header_chain.chain}: "
+                                                   f"the routers asked gave none that links up",
+                                  {"check": "link"})
+            self.store.persist(header_chain, before + 1)
+            return self._extend(header_chain, number, owner)
+
+        def unwrap(failure: Failure) -> Failure:
+            error = failure.value
+            if isinstance(error, defer.FirstError):
+                sub: Failure = error.subFailure
+                return sub
+            return failure
+
+        return d.addErrback(unwrap).addCallback(offer)
