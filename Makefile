@@ -6,10 +6,12 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint typecheck bench bench-deps clean
 
-$(STAMP): setup.py pyproject.toml
+$(STAMP): setup.py pyproject.toml package.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	# A real EVM node (anvil) for the EVM stub's tests and the Solidity compiler (solcjs), from the npm registry.
+	npm install --no-audit --no-fund --silent
 	# twistd finds twisted/plugins/wecross_plugin.py through any sys.path entry holding twisted/plugins/:
 	# put this checkout on the venv's sys.path (an editable install alone maps packages, not this directory).
 	$(BIN)/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'wecross-checkout.pth').write_text(str(pathlib.Path.cwd()) + '\\n')"

@@ -15,8 +15,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["wecross", "wecross.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/wecross_plugin.py"]},
-    data_files=[("share/wecross/plugins", ["plugins/embedded.py"])],
+    package_data={"twisted": ["plugins/wecross_plugin.py"],
+                  "wecross.evm": ["contracts/*.sol", "contracts/build/*.json"]},
+    data_files=[("share/wecross/plugins", ["plugins/embedded.py", "plugins/evm.py"])],
     install_requires=[
         "twisted[tls]>=24.7",
         "pyopenssl>=24.0",
@@ -25,6 +26,9 @@ setup(
         "msgpack>=1.0.8",
         "networkx>=3.2",
         "matplotlib>=3.8",  # wecross sim plots
+        "web3>=7.0",  # the EVM stub (Ethereum JSON-RPC, FISCO BCOS 3 web3 RPC)
+        "trie>=3.0",  # Merkle-Patricia proofs of EVM transactions and receipts
+        "rlp>=4.0",
     ],
     extras_require={
         "test": ["hypothesis>=6.100", "mypy>=1.10", "ruff>=0.5"],
