@@ -162,8 +162,9 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
         print(f"     block {data['block_number']}, tx {data['tx_hash'][:16]}..., path {' -> '.join(data['path'])}")
         verified = data.get("verified", {})
         if verified.get("proof"):
-            print(f"     verified by router-a: {', '.join(verified['checks'])}; header {verified['header_hash'][:16]}... "
-                  f"linked to the genesis pinned by {verified['trust']['pinned_by']}")
+            print(f"     verified by router-a: {', '.join(verified['checks'])};")
+            print(f"     header {verified['header_hash'][:16]}... linked to the genesis pinned by "
+                  f"{verified['trust']['pinned_by']}")
         got = _post(a, "/evidence/court/hello/call", {"method": "get", "args": ["greeting"]})["data"]
         print(f"== call get('greeting') through router-a: {got['output']!r} (path {' -> '.join(got['path'])})")
         print("== the other way: alice, known to router-b by her client certificate (HTTPS), pays bob 25 on bank-a:")
