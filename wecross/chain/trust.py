@@ -74,6 +74,7 @@ class TrustedResults:
         if type(number) is not int or number < 0 or not isinstance(owner, str):
             self._refuse("malformed", "the result names no block or no owner", owner)
         assert isinstance(owner, str) and isinstance(number, int)
+        self._extend_from_proof(chain, chain_type, number, owner, result)
         hashed = self.trusted_hash(chain, chain_type, number, owner)
         return hashed.addCallback(self._check, result, invocation, chain, owner)
 
@@ -98,6 +99,25 @@ class TrustedResults:
         }
         self.counters["verified"] += 1
         return result
+
+    def _extend_from_proof(self, chain: str, chain_type: str, number: int, owner: str,
+                           result: Mapping[str, Any]) -> None:
+        """The proof carries the block's header. When it is the next block of the trusted chain and the policy
+        needs no second router, it is checked (hash, link to our head) and taken as is: a run of writes then costs
+        no header fetch at all, instead of one round trip to the owner each."""
+        header_chain = self.store.chain(chain, chain_type)
+        if header_chain.quorum != 1 or number != header_chain.height + 1 or number == 0:
+            return
+        proof = result.get("proof")
+        header = proof.get("header") if isinstance(proof, Mapping) else None
+        if not isinstance(header, Mapping):
+            return
+        try:
+            accepted = header_chain.offer([header], owner)
+        except HeaderError as exc:
+            self._refuse(exc.check, exc.message, owner)
+        if accepted:
+            self.store.persist(header_chain, number)
 
     def _refuse(self, check: str, message: str, owner: object) -> NoReturn:
         self.counters["refused"] += 1

@@ -1,0 +1,115 @@
+"""What verifying a result costs the entry router, against the same requests unverified, in one run.
+
+Two real routers in this process on 127.0.0.1 with mutual TLS (``tests.support.Network``): router-a, the entry,
+and router-b, which serves the embedded chain ``z.ledger``. Cases, interleaved round by round so that load from
+elsewhere on the machine hits them alike:
+
+- ``write_verified``: ``sendTransaction set(key, value)`` through router-a, which checks the transaction and
+  receipt proofs against the header it trusts (the header chain was linked once, before timing);
+- ``write_unverified``: the same with router-a's verifier switched off (``router.trust = None``): the baseline;
+- ``check_only``: ``check_write_proof`` alone on a recorded result, repeated: the CPU cost of the checks.
+
+Each request runs closed-loop (one at a time); the table gives the median latency per case and the ratio of the
+verified case to the unverified one, and the CPU microseconds of the checks themselves. Goal (issue 5):
+verification costs < 20 %.
+
+Run from the repository root: ``.venv/bin/python bench/verify.py`` (about 30 s; ``--quick``: a few seconds).
+Prints a table and writes ``bench/results/verify.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from twisted.internet import defer, task  # noqa: E402
+
+from bench._common import RESULTS, machine_info, write_results  # noqa: E402
+from tests import support  # noqa: E402
+from wecross.embedded.verify import check_write_proof  # noqa: E402
+from wecross.facade import Invocation  # noqa: E402
+from wecross.ipath import IPath  # noqa: E402
+
+ROUTERS = {"router-a": {"zones": ["z"]}, "router-b": {"zones": ["z"], "chain": "ledger"}}
+
+
+@defer.inlineCallbacks
+def measure(args: argparse.Namespace) -> Any:
+    work = Path(tempfile.mkdtemp(prefix="wecross-bench-verify-"))
+    net = support.Network(work, ROUTERS, [("router-a", "router-b")])
+    yield net.start()
+    try:
+        yield support.until(lambda: net.linked() and net.nodes["router-a"].router.table.route("z.ledger") is not None,
+                            timeout=30)
+        entry = net.nodes["router-a"].router
+        trust = entry.trust
+        counter = iter(range(1 << 30))
+
+        def write() -> Any:
+            n = next(counter)
+            return entry.invoke(Invocation(IPath.parse("z.ledger.hello"), "sendTransaction", "set", [f"k{n}", n]))
+
+        sample = yield write()  # links the header chain once, outside the timing
+        times: dict[str, list[float]] = {"write_verified": [], "write_unverified": []}
+        for round_ in range(args.rounds):
+            order = ["write_verified", "write_unverified"] if round_ % 2 == 0 else ["write_unverified",
+                                                                                   "write_verified"]
+            for case in order:
+                entry.trust = trust if case == "write_verified" else None
+                for _ in range(args.requests):
+                    started = time.perf_counter()
+                    result = yield write()
+                    times[case].append(time.perf_counter() - started)
+                    if case == "write_verified":
+                        assert result["verified"]["proof"], result
+        entry.trust = trust
+        expected = trust.store.chains["z.ledger"].hash_of(sample["block_number"])
+        expected_tx = {"resource": "hello", "method": "set", "args": ["k0", 0], "sender": "anonymous"}
+        repeats = args.requests * 20
+        cpu0 = time.process_time()
+        for _ in range(repeats):
+            failed = check_write_proof(sample, expected_header_hash=expected, expected_tx=expected_tx)
+            assert failed is None, failed
+        check_us = (time.process_time() - cpu0) / repeats * 1e6
+    finally:
+        yield net.stop()
+    verified = statistics.median(times["write_verified"]) * 1000
+    unverified = statistics.median(times["write_unverified"]) * 1000
+    ratio = verified / unverified
+    print(f"{'case':<20} {'p50 ms':>8} {'requests':>9}")
+    for case, values in times.items():
+        print(f"{case:<20} {statistics.median(values) * 1000:>8.3f} {len(values):>9}")
+    print(f"check_write_proof alone: {check_us:.1f} µs CPU per result")
+    print(f"verified / unverified p50: {ratio:.3f} (goal: verification costs < 20 %: "
+          f"{'met' if ratio < 1.2 else 'MISSED'})")
+    write_results(RESULTS / "verify.json", {
+        "machine": machine_info(), "rounds": args.rounds, "requests_per_round": args.requests,
+        "p50_ms": {"write_verified": verified, "write_unverified": unverified},
+        "ratio": ratio, "check_us": check_us, "goal": {"ratio_below": 1.2, "met": ratio < 1.2},
+        "samples_ms": {case: [v * 1000 for v in values] for case, values in times.items()},
+    })
+    print(f"wrote {RESULTS / 'verify.json'}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.requests = 2, 20
+    task.react(lambda _reactor: measure(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
