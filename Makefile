@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck bench bench-deps clean
+.PHONY: demo test lint typecheck bench bench-deps clean contracts
 
 $(STAMP): setup.py pyproject.toml package.json
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 	$(BIN)/ruff check wecross tests bench plugins twisted
 	$(BIN)/mypy
 	$(BIN)/trial -j 2 tests
+
+# Recompile the Solidity resources of the EVM stub (ABI and bytecode are committed: routers need no compiler).
+contracts: $(STAMP)
+	$(BIN)/python wecross/evm/contracts/build.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check wecross tests bench plugins twisted

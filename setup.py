@@ -27,6 +27,10 @@ setup(
         "networkx>=3.2",
         "matplotlib>=3.8",  # wecross sim plots
         "web3>=7.0",  # the EVM stub (Ethereum JSON-RPC, FISCO BCOS 3 web3 RPC)
+        "eth-account>=0.13",
+        "eth-abi>=5.0",
+        "eth-utils>=5.0",
+        "requests>=2.31",
         "trie>=3.0",  # Merkle-Patricia proofs of EVM transactions and receipts
         "rlp>=4.0",
     ],

@@ -68,17 +68,17 @@ class LoaderTests(TestCase):
         self.assertTrue(IPlugin.providedBy(factory))
         self.assertEqual(factory.stub_type, "embedded")
         # a second discovery (now from dropin.cache) finds the same
-        self.assertEqual(set(discover()), {"embedded"})
+        self.assertEqual(set(discover()), {"embedded", "evm"})
 
     def test_extra_directory(self) -> None:
         directory, _ = self.plugin_dir("test-chain")
         factories = discover([*default_plugin_dirs(), directory])
-        self.assertEqual(set(factories), {"embedded", "test-chain"})
+        self.assertEqual(set(factories), {"embedded", "evm", "test-chain"})
         # dropping the directory again forgets its plugin
-        self.assertEqual(set(discover()), {"embedded"})
+        self.assertEqual(set(discover()), {"embedded", "evm"})
 
     def test_missing_directory_is_skipped(self) -> None:
-        self.assertEqual(set(discover([*default_plugin_dirs(), Path(self.mktemp())])), {"embedded"})
+        self.assertEqual(set(discover([*default_plugin_dirs(), Path(self.mktemp())])), {"embedded", "evm"})
 
     def test_unwritable_cache_still_works(self) -> None:
         directory, _ = self.plugin_dir("uncached")

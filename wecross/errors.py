@@ -27,6 +27,7 @@ HTTP_STATUS: dict[str, int] = {
     "cancelled": 499,
     "insufficient_funds": 422,
     "overflow": 422,
+    "reverted": 422,
     "unsupported_media_type": 415,
     "internal": 500,
     "storage_error": 500,
@@ -36,6 +37,7 @@ HTTP_STATUS: dict[str, int] = {
     "peer_lost": 502,
     "hop_limit": 502,
     "bad_response": 502,
+    "rpc_error": 502,  # a chain node (EVM JSON-RPC) failed or answered nonsense
     "proof_invalid": 502,  # a result or header from upstream failed verification: nothing was returned as true
     "unreachable": 503,
     "unavailable": 503,

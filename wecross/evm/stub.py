@@ -1,0 +1,1287 @@
+"""Any Ethereum JSON-RPC node as a stub (anvil in tests; geth, besu, FISCO BCOS 3 in web3 mode in production).
+
+Threads. web3 blocks, so every RPC runs on the stub's own thread pool (``threads`` option), never on the reactor
+thread. Waiting for a receipt is driven from the reactor instead (a poll job every ``poll_interval``), so a burst of
+writes does not park one pool thread per transaction.
+
+Signing. The router holds one key (``private_key_file`` or ``private_key_env``) and signs every write with it;
+users never hold Ethereum keys. Nonces are assigned locally under a lock, so concurrent writes from one router do
+not collide; after any send failure the next write asks the node again (``pending`` count).
+
+ABI. Arguments arrive as JSON values and are checked against the contract's ABI here, before anything is sent, so
+a malformed request fails with ``bad_args`` naming the argument. Values leave as wire values: addresses as EIP-55
+strings, bytes as ``0x`` hex, tuples and arrays as lists, and integers outside the 64-bit range msgpack can carry
+as decimal strings (integer arguments may be given as decimal or ``0x`` strings for the same reason).
+
+Who may write. Built-in ``asset`` resources enforce the embedded chain's rules on behalf of the router's users:
+a transfer only from the caller's own account, a mint only by the configured ``issuer``. A generic ``contract``
+resource has no such checks: any user who can reach it writes with the router's key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import requests
+import rlp  # type: ignore[import-untyped]
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_abi.exceptions import DecodingError, EncodingError
+from eth_account import Account
+from eth_utils.abi import event_signature_to_log_topic, function_signature_to_4byte_selector
+from eth_utils.address import is_checksum_address, is_hex_address, to_checksum_address
+from eth_utils.crypto import keccak
+from twisted.internet import defer
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorCore
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from web3 import Web3
+from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFound, Web3Exception
+from zope.interface import implementer
+
+from wecross.ipath import IPath, IPathError
+from wecross.stub.interfaces import (
+    BlockHeader,
+    ChainState,
+    IResource,
+    IStub,
+    ResourceInfo,
+    Result,
+    StubError,
+    StubSettings,
+)
+
+_T = TypeVar("_T")
+log = Logger()
+
+CHAIN_TYPE = "evm"
+READ = "read"
+WRITE = "write"
+#: Compiled built-in contracts (``make contracts`` writes them; see contracts/build.py).
+ARTIFACT_DIR = Path(__file__).resolve().parent / "contracts" / "build"
+#: Resource kind -> built-in contract.
+BUILTIN_CONTRACTS = {"kv": "HelloWeCross", "asset": "AssetLedger"}
+KINDS = ("kv", "asset", "contract")
+#: Addresses of contracts this stub deployed, per chain (genesis hash), kept in the stub's data_dir.
+DEPLOYMENTS_FILE = "deployments.json"
+#: Most blocks asked for in one eth_getLogs (nodes refuse or time out on large ranges).
+LOG_CHUNK = 2000
+#: Integers msgpack carries; outputs outside become decimal strings.
+WIRE_INT_MIN, WIRE_INT_MAX = -(2**63), 2**64 - 1
+_UNSUPPORTED = "the evm stub takes no part in the transaction layer (2PC/HTLC)"
+_ARRAY = re.compile(r"^(.*)\[(\d*)\]$")
+_INT = re.compile(r"^(u?)int(\d*)$")
+_BYTES_N = re.compile(r"^bytes(\d+)$")
+_HEX = re.compile(r"^0x([0-9a-fA-F]{2})*$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_DEFAULT_PRIORITY_FEE = 10**9  # 1 gwei, when a London node cannot suggest one
+
+
+# -- options ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class EvmOptions:
+    """The ``options`` table of an evm stub."""
+
+    rpc: str
+    private_key_file: str | None = None
+    private_key_env: str | None = None
+    chain_id: int | None = None
+    confirmations: int = 0
+    poll_interval: float = 0.5
+    receipt_timeout: float = 120.0
+    rpc_timeout: float = 10.0
+    gas_limit: int | None = None
+    deploy: bool = False
+    threads: int = 4
+
+    @property
+    def can_sign(self) -> bool:
+        return self.private_key_file is not None or self.private_key_env is not None
+
+
+_OPTION_HELP = {
+    "rpc": "the node's JSON-RPC URL (http:// or https://), required",
+    "private_key_file": "path of a file holding the router's hex signing key",
+    "private_key_env": "name of an environment variable holding the router's hex signing key",
+    "chain_id": "the chain id the node must report (checked at start)",
+    "confirmations": "blocks on top of a transaction's block before its write is answered (default 0)",
+    "poll_interval": "seconds between receipt polls (default 0.5)",
+    "receipt_timeout": "seconds to wait for a receipt before answering 'timeout' (default 120)",
+    "rpc_timeout": "seconds one JSON-RPC request may take (default 10)",
+    "gas_limit": "gas for every transaction instead of eth_estimateGas",
+    "deploy": "deploy resources that have no address at start (dev nets; default false)",
+    "threads": "threads making RPC requests (default 4)",
+}
+
+
+def parse_options(where: str, options: Mapping[str, Any]) -> EvmOptions:
+    """Check the options table; ValueError naming the option and what it must be."""
+    unknown = sorted(set(options) - set(_OPTION_HELP))
+    if unknown:
+        raise ValueError(f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(_OPTION_HELP)}")
+
+    def fail(key: str, value: Any) -> ValueError:
+        return ValueError(f"{where}: option {key!r} must be {_OPTION_HELP[key]}, not {value!r}")
+
+    def integer(key: str, minimum: int) -> int | None:
+        value = options.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise fail(key, value)
+        return value
+
+    def number(key: str, default: float) -> float:
+        value = options.get(key, default)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1e6:
+            raise fail(key, value)
+        return float(value)
+
+    def text(key: str) -> str | None:
+        value = options.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise fail(key, value)
+        return value
+
+    rpc = options.get("rpc")
+    if not isinstance(rpc, str) or not re.match(r"^https?://[^/\s]+", rpc):
+        raise fail("rpc", rpc)
+    key_file, key_env = text("private_key_file"), text("private_key_env")
+    if key_file is not None and key_env is not None:
+        raise ValueError(f"{where}: give one of the options 'private_key_file' and 'private_key_env', not both")
+    deploy = options.get("deploy", False)
+    if not isinstance(deploy, bool):
+        raise fail("deploy", deploy)
+    parsed = EvmOptions(
+        rpc=rpc,
+        private_key_file=key_file,
+        private_key_env=key_env,
+        chain_id=integer("chain_id", 1),
+        confirmations=integer("confirmations", 0) or 0,
+        poll_interval=number("poll_interval", 0.5),
+        receipt_timeout=number("receipt_timeout", 120.0),
+        rpc_timeout=number("rpc_timeout", 10.0),
+        gas_limit=integer("gas_limit", 21000),
+        deploy=deploy,
+        threads=integer("threads", 1) or 4,
+    )
+    if deploy and not parsed.can_sign:
+        raise ValueError(f"{where}: option 'deploy' needs a signing key: set 'private_key_file' or 'private_key_env'")
+    return parsed
+
+
+# -- ABI -------------------------------------------------------------------------------------------------------
+class _ArgError(ValueError):
+    """One argument does not fit its ABI type; the message reads after 'argument N (name: type) '."""
+
+
+def _abi_type(param: Mapping[str, Any]) -> str:
+    """The canonical type of an ABI parameter, tuples spelled out: what selectors and eth_abi use."""
+    kind = str(param["type"])
+    if kind.startswith("tuple"):
+        inner = ",".join(_abi_type(component) for component in param.get("components", []))
+        return f"({inner}){kind[len('tuple'):]}"
+    return kind
+
+
+def _parse_int(value: Any, kind: str) -> int:
+    match = _INT.match(kind)
+    assert match is not None
+    bits = int(match.group(2) or 256)
+    signed = not match.group(1)
+    if isinstance(value, bool):
+        raise _ArgError(f"must be an integer, not {value!r}")
+    if isinstance(value, str):
+        try:
+            number = int(value, 16) if value.lower().startswith("0x") else int(value, 10)
+        except ValueError:
+            raise _ArgError(f"must be an integer (a number, or a decimal or 0x string), not {value!r}") from None
+    elif isinstance(value, int):
+        number = value
+    else:
+        raise _ArgError(f"must be an integer, not {type(value).__name__}")
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    if not low <= number <= high:
+        raise _ArgError(f"must be between {low} and {high}")
+    return number
+
+
+def _parse_bytes(value: Any, size: int | None) -> bytes:
+    if isinstance(value, bytes):
+        raw = value
+    elif isinstance(value, str) and _HEX.match(value):
+        raw = bytes.fromhex(value[2:])
+    else:
+        raise _ArgError(f"must be a 0x-prefixed hex string with an even number of digits, not {value!r}")
+    if size is not None and len(raw) != size:
+        raise _ArgError(f"must be exactly {size} bytes, got {len(raw)}")
+    return raw
+
+
+def _to_abi(value: Any, kind: str, components: list[dict[str, Any]] | None) -> Any:
+    """A JSON value as the Python value eth_abi encodes for ``kind``; _ArgError saying what was expected."""
+    array = _ARRAY.match(kind)
+    if array is not None:
+        inner, size = array.group(1), array.group(2)
+        if not isinstance(value, (list, tuple)):
+            raise _ArgError(f"must be a list, not {type(value).__name__}")
+        if size and len(value) != int(size):
+            raise _ArgError(f"must be a list of exactly {size} items, got {len(value)}")
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_to_abi(item, inner, components))
+            except _ArgError as exc:
+                raise _ArgError(f"item {index}: {exc}") from None
+        return items
+    if kind == "tuple":
+        fields = components or []
+        if isinstance(value, Mapping):
+            missing = [c["name"] for c in fields if c.get("name") not in value]
+            if missing:
+                raise _ArgError(f"lacks field(s) {', '.join(missing)}")
+            value = [value[c["name"]] for c in fields]
+        if not isinstance(value, (list, tuple)) or len(value) != len(fields):
+            raise _ArgError(f"must be a list of {len(fields)} values or an object with fields "
+                            f"{', '.join(str(c.get('name')) for c in fields)}")
+        parts = []
+        for component, item in zip(fields, value, strict=True):
+            try:
+                parts.append(_to_abi(item, str(component["type"]), component.get("components")))
+            except _ArgError as exc:
+                raise _ArgError(f"field {component.get('name') or '?'}: {exc}") from None
+        return tuple(parts)
+    if kind == "address":
+        try:
+            return _check_address(value)
+        except ValueError as exc:
+            raise _ArgError(str(exc)) from None
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise _ArgError(f"must be true or false, not {value!r}")
+        return value
+    if kind == "string":
+        if not isinstance(value, str):
+            raise _ArgError(f"must be a string, not {type(value).__name__}")
+        return value
+    if kind == "bytes":
+        return _parse_bytes(value, None)
+    fixed = _BYTES_N.match(kind)
+    if fixed is not None:
+        return _parse_bytes(value, int(fixed.group(1)))
+    if _INT.match(kind):
+        return _parse_int(value, kind)
+    raise _ArgError(f"has ABI type {kind}, which this stub cannot take from JSON")
+
+
+def _check_address(value: Any) -> str:
+    """An address in EIP-55 form; ValueError for anything else, or for mixed case with a wrong checksum."""
+    if not isinstance(value, str) or not _ADDRESS.match(value):
+        raise ValueError(f"must be an address (0x and 40 hex digits), not {value!r}")
+    digits = value[2:]
+    if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(value):
+        raise ValueError(f"has a wrong EIP-55 checksum: {value!r}")
+    return str(to_checksum_address(value))
+
+
+def to_wire(value: Any) -> Any:
+    """A decoded ABI value as a wire value (see the module docstring); addresses need :func:`_from_abi`."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if WIRE_INT_MIN <= value <= WIRE_INT_MAX else str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        return [to_wire(item) for item in value]
+    return value
+
+
+def _from_abi(value: Any, kind: str, components: list[dict[str, Any]] | None) -> Any:
+    """A value eth_abi decoded as ``kind`` as a wire value: the type says which strings are addresses."""
+    array = _ARRAY.match(kind)
+    if array is not None:
+        return [_from_abi(item, array.group(1), components) for item in value]
+    if kind == "tuple":
+        return [_from_abi(item, str(c["type"]), c.get("components"))
+                for c, item in zip(components or [], value, strict=True)]
+    if kind == "address":
+        return to_checksum_address(value)
+    return to_wire(value)
+
+
+def _hex(value: Any) -> str:
+    """Hashes and roots for the abstract model: lowercase hex without 0x."""
+    if isinstance(value, str):
+        return value[2:].lower() if value.startswith(("0x", "0X")) else value.lower()
+    return bytes(value).hex()
+
+
+def _hex0x(value: Any) -> str:
+    return "0x" + _hex(value)
+
+
+@dataclass(frozen=True, slots=True)
+class AbiFunction:
+    name: str
+    signature: str  # name(type,...), the canonical form that is hashed into the selector
+    selector: bytes
+    inputs: tuple[dict[str, Any], ...]
+    outputs: tuple[dict[str, Any], ...]
+    mode: str  # READ or WRITE
+
+    def pretty(self) -> str:
+        params = ", ".join(f"{_abi_type(p)} {p.get('name') or ''}".strip() for p in self.inputs)
+        return f"{self.name}({params})"
+
+
+@dataclass(frozen=True, slots=True)
+class AbiEvent:
+    name: str
+    topic: bytes
+    inputs: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ContractAbi:
+    """A contract's ABI as lookup tables: functions by name and by signature, events by topic."""
+
+    functions: dict[str, list[AbiFunction]]
+    by_signature: dict[str, AbiFunction]
+    events: dict[bytes, AbiEvent]
+    constructor_inputs: tuple[dict[str, Any], ...] = ()
+    bytecode: str | None = None
+    methods: dict[str, str] = field(default_factory=dict)  # ResourceInfo.methods: name (or signature) -> mode
+
+    @classmethod
+    def parse(cls, abi: Any, bytecode: Any = None) -> ContractAbi:
+        """ValueError if ``abi`` is not a list of ABI entries or ``bytecode`` not 0x hex."""
+        if not isinstance(abi, list):
+            raise ValueError("the ABI must be a JSON list of entries")
+        functions: dict[str, list[AbiFunction]] = {}
+        by_signature: dict[str, AbiFunction] = {}
+        events: dict[bytes, AbiEvent] = {}
+        constructor: tuple[dict[str, Any], ...] = ()
+        try:
+            for entry in abi:
+                kind = entry.get("type", "function")
+                inputs = tuple(entry.get("inputs", []))
+                if kind == "function":
+                    signature = f"{entry['name']}({','.join(_abi_type(p) for p in inputs)})"
+                    mutability = entry.get("stateMutability")
+                    if mutability is None:  # pre-0.5 ABIs
+                        mutability = "view" if entry.get("constant") else "nonpayable"
+                    function = AbiFunction(
+                        name=entry["name"], signature=signature,
+                        selector=function_signature_to_4byte_selector(signature), inputs=inputs,
+                        outputs=tuple(entry.get("outputs", [])),
+                        mode=READ if mutability in ("view", "pure") else WRITE)
+                    functions.setdefault(function.name, []).append(function)
+                    by_signature[signature] = function
+                elif kind == "event" and not entry.get("anonymous"):
+                    signature = f"{entry['name']}({','.join(_abi_type(p) for p in inputs)})"
+                    events[event_signature_to_log_topic(signature)] = AbiEvent(entry["name"],
+                                                                               event_signature_to_log_topic(signature),
+                                                                               inputs)
+                elif kind == "constructor":
+                    constructor = inputs
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise ValueError(f"malformed ABI entry ({exc!r})") from None
+        if bytecode is not None and (not isinstance(bytecode, str) or not _HEX.match(bytecode) or len(bytecode) < 4):
+            raise ValueError("'bytecode' must be 0x-prefixed hex")
+        methods: dict[str, str] = {}
+        for name, overloads in functions.items():
+            if len(overloads) == 1:
+                methods[name] = overloads[0].mode
+            else:
+                methods.update({function.signature: function.mode for function in overloads})
+        return cls(functions, by_signature, events, constructor, bytecode, methods)
+
+    def listing(self) -> str:
+        return ", ".join(f"{f.pretty()} ({f.mode})" for fs in self.functions.values() for f in fs)
+
+    def lookup(self, where: str, method: Any, args: Any, mode: str) -> AbiFunction:
+        """The function ``method`` (a name, or name(types) for overloads) taking ``args``; StubError otherwise."""
+        candidates: list[AbiFunction] = []
+        if isinstance(method, str):
+            exact = self.by_signature.get(method.replace(" ", ""))
+            candidates = [exact] if exact is not None else self.functions.get(method, [])
+        if not candidates:
+            raise StubError("unknown_method", f"{where} has no method {method!r}; methods: {self.listing()}")
+        if not isinstance(args, (list, tuple)):
+            raise StubError("bad_args", f"{where}.{candidates[0].pretty()}: the arguments must be a list, "
+                                        f"not {type(args).__name__}")
+        fitting = [f for f in candidates if len(f.inputs) == len(args)]
+        if not fitting:
+            wanted = " or ".join(sorted({str(len(f.inputs)) for f in candidates}))
+            raise StubError("bad_args", f"{where}.{candidates[0].pretty()} expects {wanted} argument(s), "
+                                        f"got {len(args)}")
+        if len(fitting) > 1:
+            raise StubError("bad_args", f"{where}.{method} is overloaded; name one of "
+                                        f"{', '.join(f.signature for f in fitting)}")
+        function = fitting[0]
+        if function.mode != mode:
+            other = "sendTransaction" if function.mode == WRITE else "call"
+            raise StubError("unknown_method", f"{where}.{function.name} is a {function.mode} method: use {other}")
+        return function
+
+    def encode(self, where: str, function: AbiFunction, args: list[Any]) -> tuple[bytes, list[Any]]:
+        """Calldata and the normalised arguments; StubError('bad_args') naming the argument that does not fit."""
+        values = []
+        for position, (param, value) in enumerate(zip(function.inputs, args, strict=True), start=1):
+            try:
+                values.append(_to_abi(value, str(param["type"]), param.get("components")))
+            except _ArgError as exc:
+                name = param.get("name") or "?"
+                raise StubError("bad_args", f"{where}.{function.pretty()}: argument {position} ({name}: "
+                                            f"{_abi_type(param)}) {exc}") from None
+        try:
+            encoded = abi_encode([_abi_type(p) for p in function.inputs], values)
+        except (EncodingError, ValueError, TypeError) as exc:
+            raise StubError("bad_args", f"{where}.{function.pretty()}: {exc}") from None
+        return function.selector + encoded, values
+
+    def decode_output(self, function: AbiFunction, data: bytes) -> Any:
+        """None for no outputs, the value for one, a list for several."""
+        if not function.outputs:
+            return None
+        values = [_from_abi(value, str(param["type"]), param.get("components"))
+                  for param, value in zip(function.outputs,
+                                          abi_decode([_abi_type(p) for p in function.outputs], data), strict=True)]
+        return values[0] if len(values) == 1 else values
+
+    def decode_log(self, log_entry: Mapping[str, Any]) -> dict[str, Any]:
+        """A log as {name, args, address, log_index, ...}; name None (with raw topics and data) if it is unknown.
+
+        An indexed parameter of a dynamic type (string, bytes, arrays, tuples) is only its keccak hash in the
+        topics, so it comes out as that hash in 0x hex.
+        """
+        topics = [bytes(t) for t in log_entry.get("topics", [])]
+        data = bytes(log_entry.get("data", b""))
+        decoded: dict[str, Any] = {
+            "name": None,
+            "args": None,
+            "address": to_checksum_address(log_entry["address"]),
+            "log_index": log_entry.get("logIndex"),
+            "block_number": log_entry.get("blockNumber"),
+            "block_hash": _hex(log_entry["blockHash"]) if log_entry.get("blockHash") else None,
+            "tx_hash": _hex(log_entry["transactionHash"]) if log_entry.get("transactionHash") else None,
+            "transaction_index": log_entry.get("transactionIndex"),
+        }
+        event = self.events.get(topics[0]) if topics else None
+        if event is not None:
+            try:
+                decoded["args"] = self._event_args(event, topics[1:], data)
+                decoded["name"] = event.name
+            except (DecodingError, ValueError, IndexError):
+                pass
+        if decoded["name"] is None:
+            decoded["topics"] = [_hex0x(t) for t in topics]
+            decoded["data"] = _hex0x(data)
+        return decoded
+
+    @staticmethod
+    def _event_args(event: AbiEvent, indexed_topics: list[bytes], data: bytes) -> dict[str, Any]:
+        indexed = [p for p in event.inputs if p.get("indexed")]
+        plain = [p for p in event.inputs if not p.get("indexed")]
+        if len(indexed) != len(indexed_topics):
+            raise ValueError("topic count does not match the event")
+        values: dict[str, Any] = {}
+        for param, topic in zip(indexed, indexed_topics, strict=True):
+            kind = _abi_type(param)
+            dynamic = kind in ("string", "bytes") or kind.endswith("]") or kind.startswith("(")
+            values[param["name"]] = _hex0x(topic) if dynamic else \
+                _from_abi(abi_decode([kind], topic)[0], str(param["type"]), param.get("components"))
+        for param, value in zip(plain, abi_decode([_abi_type(p) for p in plain], data), strict=True):
+            values[param["name"]] = _from_abi(value, str(param["type"]), param.get("components"))
+        return {p["name"]: values[p["name"]] for p in event.inputs}
+
+
+def load_artifact(path: Path) -> ContractAbi:
+    """A compiled contract: a JSON ABI list, or an object with "abi" (and "bytecode" to let the stub deploy it)."""
+    document = json.loads(path.read_text())
+    if isinstance(document, Mapping):
+        return ContractAbi.parse(document.get("abi"), document.get("bytecode"))
+    return ContractAbi.parse(document)
+
+
+def builtin_abi(kind: str) -> ContractAbi:
+    return load_artifact(ARTIFACT_DIR / f"{BUILTIN_CONTRACTS[kind]}.json")
+
+
+# -- resources in the config -----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class ResourceSpec:
+    """One entry of the stub's ``resources`` list, checked."""
+
+    name: str
+    kind: str
+    abi: ContractAbi
+    address: str | None
+    description: str
+    issuer: str | None = None
+    initial: dict[str, Any] = field(default_factory=dict)
+
+
+_RESOURCE_KEYS = {
+    "kv": {"name", "kind", "address", "description", "initial"},
+    "asset": {"name", "kind", "address", "description", "initial", "issuer"},
+    "contract": {"name", "kind", "address", "description", "abi"},
+}
+_DESCRIPTIONS = {
+    "kv": "key/value store (HelloWeCross): get(key), set(key, value)",
+    "asset": "asset ledger (AssetLedger): balanceOf(account), totalSupply(), transfer(from, to, amount) from the "
+             "caller's own account, mint(account, amount) by the issuer",
+}
+
+
+def parse_resource(where: str, zone: str, chain: str, spec: Any, options: EvmOptions) -> ResourceSpec:
+    """Build a ResourceSpec from its config entry (reading a ``contract``'s ABI file); ValueError saying what."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where}: each resource must be a table with name and kind")
+    name = spec.get("name")
+    if not isinstance(name, str):
+        raise ValueError(f"{where}: a resource has no 'name'")
+    try:
+        IPath.parse(f"{zone}.{chain}.{name}")
+    except IPathError as exc:
+        raise ValueError(f"{where}: resource name {name!r}: {exc}") from None
+    here = f"{where}: resource {name!r}"
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"{here}: unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    unknown = sorted(set(spec) - _RESOURCE_KEYS[kind])
+    if unknown:
+        raise ValueError(f"{here} ({kind}): unknown option(s) {', '.join(unknown)}; "
+                         f"allowed: {', '.join(sorted(_RESOURCE_KEYS[kind]))}")
+    address = spec.get("address")
+    if address is not None:
+        try:
+            address = _check_address(address)
+        except ValueError as exc:
+            raise ValueError(f"{here}: option 'address' {exc}") from None
+    description = spec.get("description", "")
+    if not isinstance(description, str):
+        raise ValueError(f"{here}: option 'description' must be a string")
+    if kind == "contract":
+        abi_path = spec.get("abi")
+        if not isinstance(abi_path, str) or not abi_path:
+            raise ValueError(f"{here}: option 'abi' must be the path of the contract's ABI JSON file")
+        try:
+            abi = load_artifact(Path(abi_path).expanduser())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{here}: option 'abi' ({abi_path}): {exc}") from None
+    else:
+        abi = builtin_abi(kind)
+    if address is None and not (options.deploy and abi.bytecode):
+        needs = "or set the stub option 'deploy' to true" if kind != "contract" else \
+            "or point 'abi' at an artifact with a 'bytecode' and set the stub option 'deploy' to true"
+        raise ValueError(f"{here}: option 'address' is required ({needs})")
+    if abi.constructor_inputs and address is None:
+        raise ValueError(f"{here}: the contract's constructor takes arguments; deploy it yourself and give 'address'")
+    issuer = spec.get("issuer")
+    if issuer is not None and (not isinstance(issuer, str) or not issuer):
+        raise ValueError(f"{here}: option 'issuer' must be an account name")
+    initial = spec.get("initial", {})
+    if not isinstance(initial, Mapping):
+        raise ValueError(f"{here}: option 'initial' must be a table")
+    for key, value in initial.items():
+        fits = isinstance(value, str) if kind == "kv" else \
+            isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if not key or not fits:
+            what = "keys to string values" if kind == "kv" else "account names to non-negative integers"
+            raise ValueError(f"{here}: option 'initial' must map {what}; entry {key!r} does not")
+    return ResourceSpec(name, kind, abi, address, description or _DESCRIPTIONS.get(kind, ""), issuer, dict(initial))
+
+
+def _revert_reason(exc: ContractLogicError) -> str:
+    message = str(exc.message or "execution reverted")
+    prefix = "execution reverted: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def _in_context(where: str, function: AbiFunction, fn: Callable[..., _T], *args: Any) -> _T:
+    """Run ``fn``; a revert's message gains the resource and method it happened in."""
+    try:
+        return fn(*args)
+    except StubError as exc:
+        if exc.code != "reverted":
+            raise
+        raise StubError("reverted", f"{where}.{function.name} reverted: {exc.message}") from None
+
+
+# -- the node, blocking (runs on the stub's pool only) ---------------------------------------------------------
+class _Node:
+    """web3 against one node, with the router's signing key. Every method blocks; call it from the pool."""
+
+    def __init__(self, where: str, options: EvmOptions) -> None:
+        self.where = where
+        self.options = options
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(4, options.threads))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        provider = Web3.HTTPProvider(options.rpc, request_kwargs={"timeout": options.rpc_timeout},
+                                     session=self.session)
+        self.w3 = Web3(provider)
+        self.account: Any = None
+        self.chain_id = 0
+        self.genesis_hash = ""
+        self._send_lock = threading.Lock()
+        self._nonce: int | None = None
+
+    # -- start
+    def open(self) -> None:
+        """Check the node and load the key: the start's blocking part."""
+        self.chain_id = int(self.w3.eth.chain_id)
+        wanted = self.options.chain_id
+        if wanted is not None and wanted != self.chain_id:
+            raise ValueError(f"{self.where}: option 'chain_id' is {wanted} but the node at {self.options.rpc} "
+                             f"reports chain id {self.chain_id}")
+        self.genesis_hash = _hex(self.w3.eth.get_block(0)["hash"])
+        key = self._read_key()
+        if key is not None:
+            try:
+                self.account = Account.from_key(key)
+            except (ValueError, TypeError):
+                source = "private_key_file" if self.options.private_key_file else "private_key_env"
+                raise ValueError(f"{self.where}: option {source!r}: not a hex secp256k1 private key") from None
+
+    def _read_key(self) -> str | None:
+        if self.options.private_key_file is not None:
+            path = Path(self.options.private_key_file).expanduser()
+            try:
+                return path.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"{self.where}: option 'private_key_file': cannot read {path}: "
+                                 f"{exc.strerror or exc}") from None
+        if self.options.private_key_env is not None:
+            value = os.environ.get(self.options.private_key_env)
+            if not value:
+                raise ValueError(f"{self.where}: option 'private_key_env': environment variable "
+                                 f"{self.options.private_key_env} is not set")
+            return value.strip()
+        return None
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- reading
+    def call(self, to: str, data: bytes, block: int | str = "latest") -> bytes:
+        request: dict[str, Any] = {"to": to, "data": _hex0x(data)}
+        if self.account is not None:
+            request["from"] = self.account.address
+        try:
+            return bytes(self.w3.eth.call(cast(Any, request), cast(Any, block)))
+        except ContractLogicError as exc:
+            raise StubError("reverted", _revert_reason(exc)) from None
+
+    def block(self, number: int | str) -> Any:
+        return self.w3.eth.get_block(cast(Any, number))
+
+    def head(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    def code(self, address: str) -> bytes:
+        return bytes(self.w3.eth.get_code(cast(Any, address)))
+
+    def receipt(self, tx_hash: str) -> Any:
+        try:
+            return self.w3.eth.get_transaction_receipt(cast(Any, tx_hash))
+        except TransactionNotFound:
+            return None
+
+    def logs(self, address: str, from_block: int, to_block: int) -> list[Any]:
+        return list(self.w3.eth.get_logs({"address": cast(Any, address), "fromBlock": from_block,
+                                          "toBlock": to_block}))
+
+    # -- writing
+    def submit(self, to: str | None, data: bytes) -> str:
+        """Sign and send; the tx hash (0x hex). StubError('reverted') when gas estimation shows it would revert."""
+        if self.account is None:
+            raise StubError("unsupported", f"{self.where} has no signing key (options 'private_key_file' or "
+                                           "'private_key_env'): it serves reads only")
+        tx: dict[str, Any] = {"from": self.account.address, "value": 0, "data": _hex0x(data),
+                              "chainId": self.chain_id}
+        if to is not None:
+            tx["to"] = to
+        if self.options.gas_limit is not None:
+            tx["gas"] = self.options.gas_limit
+        else:
+            try:
+                estimate = int(self.w3.eth.estimate_gas(cast(Any, tx)))
+            except ContractLogicError as exc:
+                raise StubError("reverted", _revert_reason(exc)) from None
+            tx["gas"] = estimate + estimate // 5  # state may change before inclusion; unused gas is not charged
+        tx.update(self._fees())
+        del tx["from"]
+        with self._send_lock:
+            for attempt in range(2):
+                if self._nonce is None:
+                    self._nonce = int(self.w3.eth.get_transaction_count(self.account.address, "pending"))
+                tx["nonce"] = self._nonce
+                raw = bytes(self.account.sign_transaction(tx).raw_transaction)
+                try:
+                    sent = self.w3.eth.send_raw_transaction(raw)
+                except Web3Exception as exc:
+                    self._nonce = None  # unknown whether the node took it: ask again next time
+                    text = str(exc).lower()
+                    if "already known" in text:
+                        self._nonce = tx["nonce"] + 1
+                        return _hex0x(keccak(raw))
+                    if attempt == 0 and ("nonce" in text or "underpriced" in text):
+                        continue
+                    raise
+                except BaseException:
+                    self._nonce = None
+                    raise
+                self._nonce += 1
+                return _hex0x(sent)
+        raise AssertionError("unreachable")
+
+    def _fees(self) -> dict[str, int]:
+        """EIP-1559 fees on London+ nodes (twice the base fee as headroom), the node's gas price elsewhere."""
+        base = self.w3.eth.get_block("latest").get("baseFeePerGas")
+        if base is None:
+            return {"gasPrice": int(self.w3.eth.gas_price)}
+        try:
+            tip = int(self.w3.eth.max_priority_fee)
+        except (Web3Exception, ValueError):
+            tip = _DEFAULT_PRIORITY_FEE
+        return {"maxFeePerGas": 2 * int(base) + tip, "maxPriorityFeePerGas": tip}
+
+    def wait_receipt(self, tx_hash: str) -> Any:
+        """Blocking wait, for start-time deployments only; writes from users wait on the reactor instead."""
+        deadline = time.monotonic() + self.options.receipt_timeout
+        while True:
+            receipt = self.receipt(tx_hash)
+            if receipt is not None and self.head() - int(receipt["blockNumber"]) >= self.options.confirmations:
+                return receipt
+            if time.monotonic() > deadline:
+                raise StubError("timeout", f"{self.where}: transaction {tx_hash} not confirmed within "
+                                           f"{self.options.receipt_timeout} s")
+            time.sleep(self.options.poll_interval)
+
+    def replay(self, receipt: Any, data: bytes) -> bytes:
+        """Run a mined transaction again as eth_call on its parent block's state: its output, or StubError('reverted').
+
+        Exact when no earlier transaction of the same block touched the same state (always so on an automining dev
+        node); otherwise the best a plain JSON-RPC node offers without tracing.
+        """
+        parent = max(0, int(receipt["blockNumber"]) - 1)
+        return self.call(receipt["to"], data, parent)
+
+
+def _header(block: Any, chain_id: int) -> BlockHeader:
+    extras: dict[str, Any] = {
+        "chain_id": chain_id,
+        "gas_used": int(block["gasUsed"]),
+        "miner": _hex(block.get("miner") or "0x" + "00" * 20),
+    }
+    encoded = _header_rlp(block)
+    if encoded is not None:
+        extras["rlp"] = encoded.hex()
+    return BlockHeader(
+        number=int(block["number"]),
+        hash=_hex(block["hash"]),
+        prev_hash=_hex(block["parentHash"]),
+        tx_root=_hex(block["transactionsRoot"]),
+        receipt_root=_hex(block["receiptsRoot"]),
+        state_root=_hex(block["stateRoot"]),
+        timestamp=float(block["timestamp"]),
+        extras=extras,
+    )
+
+
+#: Header fields after the fifteen pre-London ones, in the order forks appended them.
+_LATER_HEADER_FIELDS = ("baseFeePerGas", "withdrawalsRoot", "blobGasUsed", "excessBlobGas", "parentBeaconBlockRoot",
+                        "requestsHash")
+
+
+def _header_rlp(block: Any) -> bytes | None:
+    """The RLP header whose keccak is the block hash, so a verifier can check every field against the hash.
+
+    None when the node's hash is not keccak(RLP(header)) (chains with their own header format, e.g. FISCO BCOS).
+    """
+    try:
+        fields: list[Any] = [
+            bytes(block["parentHash"]), bytes(block["sha3Uncles"]), bytes.fromhex(_hex(block["miner"])),
+            bytes(block["stateRoot"]), bytes(block["transactionsRoot"]), bytes(block["receiptsRoot"]),
+            bytes(block["logsBloom"]), int(block["difficulty"]), int(block["number"]), int(block["gasLimit"]),
+            int(block["gasUsed"]), int(block["timestamp"]), bytes(block["extraData"]), bytes(block["mixHash"]),
+            bytes(block["nonce"]),
+        ]
+        for name in _LATER_HEADER_FIELDS:
+            if block.get(name) is None:
+                break
+            value = block[name]
+            fields.append(int(value) if isinstance(value, int) else bytes(value))
+        encoded = rlp.encode(fields)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return encoded if keccak(encoded) == bytes(block["hash"]) else None
+
+
+# -- the stub and its resources --------------------------------------------------------------------------------
+@implementer(IResource)
+class EvmResource:
+    """One contract on the chain; its methods are the contract's ABI functions."""
+
+    def __init__(self, stub: EvmStub, spec: ResourceSpec) -> None:
+        self._stub = stub
+        self.spec = spec
+        self.abi = spec.abi
+        #: Set at start for resources the stub deploys.
+        self.address: str | None = spec.address
+        self.info = ResourceInfo(name=spec.name, kind=spec.kind, methods=dict(spec.abi.methods),
+                                 description=spec.description)
+        self.where = f"{stub.zone}.{stub.name}.{spec.name}"
+
+    def _ready(self, sender: Any) -> str:
+        self._stub.check_running()
+        if not isinstance(sender, str):
+            raise StubError("bad_args", "the sender must be a string")
+        if self.address is None:
+            raise StubError("unavailable", f"{self.where} has no contract address yet")
+        return self.address
+
+    def call(self, method: str, args: list[Any], sender: str) -> Deferred[Result]:
+        try:
+            address = self._ready(sender)
+            function = self.abi.lookup(self.where, method, args, READ)
+            data, _ = self.abi.encode(self.where, function, list(args))
+        except StubError as exc:
+            return defer.fail(exc)
+        return self._stub.in_pool(self._call, address, function, data)
+
+    def _call(self, address: str, function: AbiFunction, data: bytes) -> Result:
+        output = _in_context(self.where, function, self._stub.node.call, address, data)
+        try:
+            return Result(output=self.abi.decode_output(function, output))
+        except DecodingError as exc:
+            raise StubError("bad_response", f"{self.where}.{function.name} returned what its ABI does not describe "
+                                            f"({exc}); is {address} the right contract?") from None
+
+    def send_transaction(self, method: str, args: list[Any], sender: str) -> Deferred[Result]:
+        try:
+            address = self._ready(sender)
+            function = self.abi.lookup(self.where, method, args, WRITE)
+            data, values = self.abi.encode(self.where, function, list(args))
+            self._authorise(function, values, sender)
+        except StubError as exc:
+            return defer.fail(exc)
+        return self._stub.transact(self, address, function, data)
+
+    def _authorise(self, function: AbiFunction, values: list[Any], sender: str) -> None:
+        """The asset rules the contract cannot know (its only signer is the router): see the module docstring."""
+        if self.spec.kind != "asset":
+            return
+        if function.name == "transfer" and values[0] != sender:
+            raise StubError("forbidden", f"{self.where}: {sender} may transfer only from its own account, "
+                                         f"not from {values[0]!r}")
+        if function.name == "mint":
+            if self.spec.issuer is None:
+                raise StubError("forbidden", f"{self.where}: this asset has no issuer, nobody may mint")
+            if sender != self.spec.issuer:
+                raise StubError("forbidden", f"{self.where}: only the issuer may mint, not {sender}")
+
+    def get_data(self, key: str, sender: str) -> Deferred[Result]:
+        if self.spec.kind == "kv":
+            return self.call("get", [key], sender)
+        if self.spec.kind == "asset":
+            return self.call("balanceOf", [key], sender)
+        return defer.fail(StubError("unsupported", f"resource {self.where} (contract) does not support getData; "
+                                                   "use call"))
+
+    def set_data(self, key: str, value: Any, sender: str) -> Deferred[Result]:
+        if self.spec.kind != "kv":
+            return defer.fail(StubError("unsupported", f"resource {self.where} ({self.spec.kind}) does not support "
+                                                       "setData; use sendTransaction"))
+        return self.send_transaction("set", [key, value], sender)
+
+    def prepare(self, tx_id: str, method: str, args: list[Any], sender: str) -> Deferred[Result]:
+        return defer.fail(StubError("unsupported", _UNSUPPORTED))
+
+    def commit(self, tx_id: str) -> Deferred[Result]:
+        return defer.fail(StubError("unsupported", _UNSUPPORTED))
+
+    def rollback(self, tx_id: str) -> Deferred[Result]:
+        return defer.fail(StubError("unsupported", _UNSUPPORTED))
+
+    def lock(self, htlc_id: str, hash_lock: str, timelock: float, args: list[Any], sender: str) -> Deferred[Result]:
+        return defer.fail(StubError("unsupported", _UNSUPPORTED))
+
+    def unlock(self, htlc_id: str, secret: str, sender: str) -> Deferred[Result]:
+        return defer.fail(StubError("unsupported", _UNSUPPORTED))
+
+    def timeout(self, htlc_id: str, sender: str) -> Deferred[Result]:
+        return defer.fail(StubError("unsupported", _UNSUPPORTED))
+
+    def __repr__(self) -> str:
+        return f"<EvmResource {self.where} ({self.spec.kind}) at {self.address}>"
+
+
+@implementer(IStub)
+class EvmStub:
+    """One EVM chain reached over JSON-RPC; ``data_dir`` keeps the addresses of contracts it deployed."""
+
+    chain_type = CHAIN_TYPE
+
+    def __init__(self, settings: StubSettings, data_dir: Path, *, reactor: Any = None) -> None:
+        where = f"stub {settings.zone}.{settings.name}"
+        try:
+            IPath.parse(f"{settings.zone}.{settings.name}.x")
+        except IPathError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self._reactor: Any = reactor
+        self.name = settings.name
+        self.zone = settings.zone
+        self.where = where
+        self.data_dir = data_dir
+        self.options = parse_options(where, settings.options)
+        self._resources: dict[str, EvmResource] = {}
+        for entry in settings.resources:
+            spec = parse_resource(where, settings.zone, settings.name, entry, self.options)
+            if spec.name in self._resources:
+                raise ValueError(f"{where}: resource {spec.name!r} is configured twice")
+            self._resources[spec.name] = EvmResource(self, spec)
+        self.node = _Node(where, self.options)
+        self._status = "new"
+        self._pool: ThreadPool | None = None
+        self._shutdown_trigger: Any = None
+        self._jobs: set[Deferred[Any]] = set()
+        self._sleeps: set[Deferred[None]] = set()
+
+    # -- life cycle ----------------------------------------------------------------------------------------------
+    @property
+    def chain_id(self) -> int:
+        """The node's chain id (known after start)."""
+        return self.node.chain_id
+
+    @property
+    def signer(self) -> str | None:
+        """The address of the router's signing key, if it has one (known after start)."""
+        return None if self.node.account is None else str(self.node.account.address)
+
+    def start(self) -> Deferred[None]:
+        """Start the pool, check the node (and chain_id), load the key, deploy what needs deploying."""
+        if self._status != "new":
+            return defer.fail(StubError("internal", f"{self.where} was already started"))
+        self._status = "starting"
+        pool = ThreadPool(minthreads=0, maxthreads=self.options.threads, name=f"wecross-evm-{self.zone}.{self.name}")
+        pool.start()
+        self._pool = pool
+        if IReactorCore.providedBy(self._reactor):
+            self._shutdown_trigger = self._reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
+
+        def started(_: object) -> None:
+            if self._status != "starting":  # stopped meanwhile; stop() releases the pool
+                return
+            self._status = "running"
+            log.info("{stub}: chain id {chain_id}, genesis {genesis}, signer {signer}", stub=self.where,
+                     chain_id=self.node.chain_id, genesis=self.node.genesis_hash[:16], signer=self.signer)
+
+        def failed(failure: Failure) -> Any:
+            if self._status != "starting":
+                return failure
+            self._status = "failed"
+            return self._release().addCallback(lambda _: failure)
+
+        return self._run(self._open).addCallbacks(started, failed)
+
+    def _open(self) -> None:
+        self.node.open()
+        self._deploy_missing()
+        for resource in self._resources.values():
+            assert resource.address is not None
+            if not self.node.code(resource.address):
+                raise ValueError(f"{self.where}: resource {resource.spec.name!r}: no contract at "
+                                 f"{resource.address} on chain id {self.node.chain_id}")
+
+    def _deploy_missing(self) -> None:
+        """Deploy each resource without an address, or reuse what this stub deployed on this chain before.
+
+        A deployment is remembered under the chain's genesis hash and the resource's name and init code, and reused
+        only while the same runtime code is still at its address: a new dev chain, a renamed resource or a
+        recompiled contract gets a fresh deployment.
+        """
+        missing = [r for r in self._resources.values() if r.address is None]
+        if not missing:
+            return
+        path = self.data_dir / DEPLOYMENTS_FILE
+        try:
+            known = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError):
+            known = {}
+        if not isinstance(known, dict) or not isinstance(known.get(self.node.genesis_hash, {}), dict):
+            known = {}
+        here = known.setdefault(self.node.genesis_hash, {})
+        for resource in missing:
+            assert resource.spec.abi.bytecode is not None
+            key = f"{resource.spec.name}/{keccak(hexstr=resource.spec.abi.bytecode).hex()[:16]}"
+            entry = here.get(key)
+            if isinstance(entry, dict) and isinstance(entry.get("address"), str) \
+                    and is_hex_address(entry["address"]) \
+                    and keccak(self.node.code(entry["address"])).hex() == entry.get("code_hash"):
+                resource.address = to_checksum_address(entry["address"])
+                continue
+            resource.address = self._deploy(resource)
+            here[key] = {"address": resource.address, "code_hash": keccak(self.node.code(resource.address)).hex()}
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
+            temporary.replace(path)
+
+    def _deploy(self, resource: EvmResource) -> str:
+        spec = resource.spec
+        assert spec.abi.bytecode is not None
+        receipt = self.node.wait_receipt(self.node.submit(None, bytes.fromhex(spec.abi.bytecode[2:])))
+        if receipt["status"] != 1 or not receipt.get("contractAddress"):
+            raise StubError("reverted", f"{self.where}: deploying resource {spec.name!r} failed")
+        address = to_checksum_address(receipt["contractAddress"])
+        method = "set" if spec.kind == "kv" else "mint"
+        for key, value in spec.initial.items():
+            function = spec.abi.lookup(resource.where, method, [key, value], WRITE)
+            data, _ = spec.abi.encode(resource.where, function, [key, value])
+            done = self.node.wait_receipt(self.node.submit(address, data))
+            if done["status"] != 1:
+                raise StubError("reverted", f"{self.where}: {spec.name}.{method}({key!r}, {value!r}) at deploy failed")
+        log.info("{stub}: deployed {resource} ({kind}) at {address}", stub=self.where, resource=spec.name,
+                 kind=spec.kind, address=address)
+        return address
+
+    def stop(self) -> Deferred[None]:
+        """Refuse new work, wake receipt waits (they answer 'shutting_down'), let RPCs in flight end, stop the pool."""
+        if self._status in ("new", "stopped", "failed"):
+            self._status = "stopped"
+            return defer.succeed(None)
+        self._status = "stopped"
+        for sleep in list(self._sleeps):
+            sleep.cancel()
+        in_flight = defer.DeferredList(list(self._jobs), consumeErrors=True)
+        return in_flight.addCallback(lambda _: self._release())
+
+    def _release(self) -> Deferred[None]:
+        if self._shutdown_trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()  # idle by now: every job has answered
+        self.node.close()
+        return defer.succeed(None)
+
+    def check_running(self) -> None:
+        if self._status != "running":
+            code = "shutting_down" if self._status == "stopped" else "unavailable"
+            raise StubError(code, f"{self.where} is not running ({self._status})")
+
+    def in_pool(self, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        """Run blocking web3 work on the pool; node failures become StubErrors a caller can act on."""
+        try:
+            self.check_running()
+        except StubError as exc:
+            return defer.fail(exc)
+        return self._run(fn, *args)
+
+    def _run(self, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        if self._pool is None:
+            return defer.fail(StubError("unavailable", f"{self.where} is not running"))
+        job: Deferred[_T] = deferToThreadPool(self._reactor, self._pool, fn, *args)
+        self._jobs.add(job)
+
+        def done(result: Any) -> Any:
+            self._jobs.discard(job)
+            if isinstance(result, Failure):
+                return self._translate(result)
+            return result
+
+        return job.addBoth(done)
+
+    def _translate(self, failure: Failure) -> Failure:
+        """Node failures as StubErrors (raised: an errback that raises passes the new failure on)."""
+        error = failure.value
+        if isinstance(error, requests.RequestException):
+            raise StubError("unavailable", f"{self.where}: node {self.options.rpc} did not answer: {error}")
+        if isinstance(error, ContractLogicError):
+            raise StubError("reverted", _revert_reason(error))
+        if isinstance(error, Web3Exception) and not isinstance(error, StubError):
+            raise StubError("rpc_error", f"{self.where}: node {self.options.rpc}: {error}")
+        return failure
+
+    def _sleep(self, seconds: float) -> Deferred[None]:
+        sleep: Deferred[None] = deferLater(self._reactor, seconds, lambda: None)
+        self._sleeps.add(sleep)
+
+        def woke(result: Any) -> Any:
+            self._sleeps.discard(sleep)
+            if isinstance(result, Failure) and isinstance(result.value, CancelledError):
+                raise StubError("shutting_down", f"{self.where} stopped while a write waited for its receipt; "
+                                                 "it may still be mined")
+            return result
+
+        return sleep.addBoth(woke)
+
+    # -- writes --------------------------------------------------------------------------------------------------
+    def transact(self, resource: EvmResource, address: str, function: AbiFunction, data: bytes) -> Deferred[Result]:
+        """Sign and send, wait for the receipt (and confirmations) from the reactor, then build the Result."""
+        sent = self.in_pool(_in_context, resource.where, function, self.node.submit, address, data)
+        sent.addCallback(self._await_receipt)
+        sent.addCallback(lambda receipt: self.in_pool(self._finish, resource, function, data, receipt))
+        return sent
+
+    @defer.inlineCallbacks
+    def _await_receipt(self, tx_hash: str) -> Any:
+        deadline = self._reactor.seconds() + self.options.receipt_timeout
+        while True:
+            found = yield self.in_pool(self._receipt_and_head, tx_hash)
+            if found is not None:
+                receipt, head = found
+                if head - int(receipt["blockNumber"]) >= self.options.confirmations:
+                    return receipt
+            if self._reactor.seconds() >= deadline:
+                waited = "confirmed" if found is not None else "included in a block"
+                raise StubError("timeout", f"{self.where}: transaction {_hex(tx_hash)} was not {waited} within "
+                                           f"{self.options.receipt_timeout:g} s; it may still be mined")
+            yield self._sleep(self.options.poll_interval)
+
+    def _receipt_and_head(self, tx_hash: str) -> tuple[Any, int] | None:
+        receipt = self.node.receipt(tx_hash)
+        if receipt is None:
+            return None
+        head = self.node.head() if self.options.confirmations else int(receipt["blockNumber"])
+        return receipt, head
+
+    def _finish(self, resource: EvmResource, function: AbiFunction, data: bytes, receipt: Any) -> Result:
+        tx_hash = _hex(receipt["transactionHash"])
+        number = int(receipt["blockNumber"])
+        if int(receipt["status"]) != 1:
+            try:
+                self.node.replay(receipt, data)
+                reason = "reverted on chain (the replay on the parent block did not; state changed in between)"
+            except StubError as exc:
+                reason = exc.message
+            raise StubError("reverted", f"{resource.where}.{function.name}: transaction {tx_hash} reverted in block "
+                                        f"{number}: {reason}")
+        output = None
+        if function.outputs:
+            try:
+                output = resource.abi.decode_output(function, self.node.replay(receipt, data))
+            except (StubError, DecodingError):
+                output = None
+        return Result(output=output, tx_hash=tx_hash, block_number=number,
+                      receipt=self._receipt_wire(receipt, output))
+
+    def _receipt_wire(self, receipt: Any, output: Any) -> dict[str, Any]:
+        index = int(receipt["transactionIndex"])
+        return {
+            "status": "ok",
+            "output": output,
+            "tx_hash": _hex(receipt["transactionHash"]),
+            "block_number": int(receipt["blockNumber"]),
+            "block_hash": _hex(receipt["blockHash"]),
+            "index": index,
+            "transaction_index": index,
+            "gas_used": int(receipt["gasUsed"]),
+            "from": to_checksum_address(receipt["from"]),
+            "to": to_checksum_address(receipt["to"]) if receipt.get("to") else None,
+            "logs": [self._decode_log(entry) for entry in receipt["logs"]],
+        }
+
+    def _decode_log(self, entry: Any) -> dict[str, Any]:
+        address = to_checksum_address(entry["address"])
+        for resource in self._resources.values():
+            if resource.address == address:
+                decoded = resource.abi.decode_log(entry)
+                decoded["resource"] = resource.spec.name
+                return decoded
+        return ContractAbi({}, {}, {}).decode_log(entry)
+
+    # -- IStub reads ---------------------------------------------------------------------------------------------
+    def chain_state(self) -> Deferred[ChainState]:
+        return self.in_pool(self._chain_state)
+
+    def _chain_state(self) -> ChainState:
+        head = self.node.block("latest")
+        return ChainState(CHAIN_TYPE, int(head["number"]), _hex(head["hash"]), self.node.genesis_hash)
+
+    def header(self, number: int) -> Deferred[BlockHeader]:
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            return defer.fail(StubError("no_such_block", f"{self.where} has no block {number!r}"))
+        return self.in_pool(self._header, number)
+
+    def _header(self, number: int) -> BlockHeader:
+        try:
+            block = self.node.block(number)
+        except BlockNotFound:
+            raise StubError("no_such_block", f"{self.where} has no block {number}; height is "
+                                             f"{self.node.head()}") from None
+        return _header(block, self.node.chain_id)
+
+    def resources(self) -> list[IResource]:
+        return [cast(IResource, resource) for resource in self._resources.values()]
+
+    def resource(self, name: str) -> IResource | None:
+        return cast(IResource | None, self._resources.get(name))
+
+    # -- beyond IStub --------------------------------------------------------------------------------------------
+    def events(self, resource: str, from_block: int) -> Deferred[list[dict[str, Any]]]:
+        """Decoded logs of ``resource``'s contract from ``from_block`` to the head (a long poll serves them).
+
+        Each is {name, args, address, resource, block_number, block_hash, tx_hash, transaction_index, log_index};
+        name is None, with raw topics and data, for a log the ABI does not describe.
+        """
+        found = self._resources.get(resource)
+        if found is None:
+            return defer.fail(StubError("unknown_resource", f"{self.where} has no resource {resource!r}; resources: "
+                                                            f"{', '.join(self._resources)}"))
+        if isinstance(from_block, bool) or not isinstance(from_block, int) or from_block < 0:
+            return defer.fail(StubError("bad_args", f"from_block must be a non-negative integer, not {from_block!r}"))
+        return self.in_pool(self._events, found, from_block)
+
+    def _events(self, resource: EvmResource, from_block: int) -> list[dict[str, Any]]:
+        assert resource.address is not None
+        head = self.node.head()
+        found: list[dict[str, Any]] = []
+        for start in range(from_block, head + 1, LOG_CHUNK):
+            for entry in self.node.logs(resource.address, start, min(head, start + LOG_CHUNK - 1)):
+                if entry.get("removed"):
+                    continue
+                decoded = resource.abi.decode_log(entry)
+                decoded["resource"] = resource.spec.name
+                found.append(decoded)
+        return found
+
+    def receipt(self, tx_hash: str) -> Deferred[Result | None]:
+        """The Result of an included transaction (logs decoded, output None), or None: answers a retried write."""
+        if not isinstance(tx_hash, str) or not re.match(r"^(0x)?[0-9a-fA-F]{64}$", tx_hash):
+            return defer.fail(StubError("bad_args", f"not a transaction hash: {tx_hash!r}"))
+        return self.in_pool(self._stored_receipt, "0x" + _hex(tx_hash))
+
+    def _stored_receipt(self, tx_hash: str) -> Result | None:
+        receipt = self.node.receipt(tx_hash)
+        if receipt is None:
+            return None
+        wire = self._receipt_wire(receipt, None)
+        if int(receipt["status"]) != 1:
+            wire["status"] = "reverted"
+        return Result(output=None, tx_hash=wire["tx_hash"], block_number=wire["block_number"], receipt=wire)
+
+    def __repr__(self) -> str:
+        return f"<EvmStub {self.zone}.{self.name} {self.options.rpc}>"
