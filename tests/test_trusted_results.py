@@ -212,3 +212,80 @@ class Quorum(Base):
 
     def test_one_router_cannot_meet_a_quorum_of_two(self) -> Any:
         return self.refused(write("k", "v"), "quorum")
+
+
+class EvmChain(Base):
+    """The same guarantees on an EVM chain: router-c serves ``z.eth`` through the EVM stub on a real anvil; the
+    entry router checks Merkle-Patricia proofs against headers it trusts (their RLP hashed, linked to genesis)."""
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        from eth_account import Account
+
+        from wecross.config import StubConfig
+        from wecross.evm.anvil import Anvil
+
+        self.anvil = yield Anvil().start_in_thread()
+        self.addCleanup(self.anvil.stop)
+        keys = Path(self.mktemp())
+        keys.mkdir()
+        account = Account.create()
+        self.anvil.set_balance(account.address, 10**21)
+        key_file = keys / "router-c.key"
+        key_file.write_text(account.key.hex() + "\n")
+        stub = StubConfig("eth", "z", "evm", {"rpc": self.anvil.url, "private_key_file": str(key_file),
+                                               "deploy": True, "poll_interval": 0.02, "receipt_timeout": 10},
+                          [{"name": "hello", "kind": "kv"},
+                           {"name": "asset", "kind": "asset", "issuer": "bank", "initial": {"alice": 1000}}])
+        self.patch(support, "router_settings", _with_evm_stub(support.router_settings, stub))
+        yield super().setUp()
+        yield support.until(lambda: all(
+            self.net.nodes[r].router.table.route("z.eth") is not None for r in ("router-a", "router-b")),
+            timeout=30)
+
+    def evm_write(self, key: str, value: str) -> Invocation:
+        return Invocation(IPath.parse("z.eth.hello"), "sendTransaction", "set", [key, value])
+
+    @defer.inlineCallbacks
+    def test_an_evm_write_is_verified(self) -> Any:
+        result = yield self.entry.invoke(self.evm_write("k", "v"))
+        verified = result["verified"]
+        self.assertTrue(verified["proof"], verified)
+        self.assertEqual(verified["checks"], ["header_linked", "header_rlp", "tx_inclusion", "receipt_inclusion",
+                                              "receipt_matches", "tx_matches_request"])
+        block = self.anvil.rpc("eth_getBlockByNumber", [hex(result["block_number"]), False])
+        self.assertEqual(verified["header_hash"], block["hash"][2:])
+
+    @defer.inlineCallbacks
+    def test_evm_tampering_is_caught(self) -> Any:
+        old = yield self.entry.invoke(self.evm_write("first", "1"))
+
+        def replay(result: dict[str, Any], args: Any) -> None:
+            result.clear()
+            result.update(copy.deepcopy(old))
+
+        def node(result: dict[str, Any], args: Any) -> None:
+            nodes = result["proof"]["tx"]["nodes"]
+            nodes[-1] = nodes[-1][:-2] + ("00" if nodes[-1][-2:] != "00" else "01")
+
+        def logs(result: dict[str, Any], args: Any) -> None:
+            result["receipt"]["logs"] = []
+
+        def header(result: dict[str, Any], args: Any) -> None:
+            result["proof"]["header"]["extras"]["rlp"] = result["proof"]["header"]["extras"]["rlp"][:-2] + "00"
+
+        for change, check in ((replay, "tx_mismatch"), (node, "tx_inclusion"), (logs, "receipt_mismatch"),
+                              (header, "header_hash")):
+            relay = self.net.nodes["router-b"].router
+            forward = relay._forward
+            self.tamper(change)
+            yield self.refused(self.evm_write("second", "2"), check)
+            relay._forward = forward
+
+
+def _with_evm_stub(original: Any, stub: Any) -> Any:
+    def settings(rid: str, *args: Any, **kwargs: Any) -> Any:
+        made = original(rid, *args, **kwargs)
+        return replace(made, stubs=(*made.stubs, stub)) if rid == "router-c" else made
+
+    return settings

@@ -123,7 +123,8 @@ class RouterNode(MultiService):
         # The abstract chain: headers of remote chains, checked before any proof against them is believed.
         self.headers = HeaderStore(settings.data_dir, settings.trust, reactor, rehash_for)
         self.router.trust = TrustedResults(self.headers, self.router.fetch_headers, self.router.chain_type_of,
-                                           self.router.replicas_of, batch=settings.trust.batch)
+                                           self.router.replicas_of, batch=settings.trust.batch,
+                                           resource_kind=self.router.resource_kind)
         self.site = make_site(self.router, max_body=settings.rest.max_body)
 
     def startService(self) -> None:

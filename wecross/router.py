@@ -458,6 +458,10 @@ class Router:
                 return info.chain_type
         return None
 
+    def resource_kind(self, ipath: str) -> str | None:
+        entry = self.directory.resource(ipath)
+        return None if entry is None else entry.kind
+
     def replicas_of(self, chain: str) -> list[str]:
         return sorted(self.directory.routers_for_chain(chain))
 

@@ -35,6 +35,10 @@ def rehash_for(chain_type: str) -> Rehash | None:
         from wecross.embedded.block import Header
 
         return lambda wire: Header.from_wire(wire).hash.hex()
+    if chain_type == "evm":
+        from wecross.chain.evm_checks import header_hash
+
+        return header_hash
     return None
 
 
@@ -47,12 +51,15 @@ class TrustedResults:
         replicas_of: Callable[[str], Sequence[str]],
         *,
         batch: int = 256,
+        resource_kind: Callable[[str], str | None] = lambda ipath: None,
     ) -> None:
         self.store = store
         self.fetch = fetch
         self.chain_type_of = chain_type_of
         self.replicas_of = replicas_of
         self.batch = batch
+        #: iPath -> the resource's kind as its owner announces it (picks the built-in ABI for EVM checks).
+        self.resource_kind = resource_kind
         self._locks: dict[str, DeferredLock] = {}
         self.counters: dict[str, int] = {"verified": 0, "refused": 0, "unverifiable": 0, "headers_fetched": 0}
 
@@ -66,7 +73,7 @@ class TrustedResults:
             result["verified"] = {"proof": False, "reason": "reads carry no proof on this chain type"}
             self.counters["unverifiable"] += 1
             return result
-        if chain_type != "embedded":
+        if chain_type not in ("embedded", "evm"):
             result["verified"] = {"proof": False, "reason": f"no verifier for chain type {chain_type!r} yet"}
             self.counters["unverifiable"] += 1
             return result
@@ -80,18 +87,22 @@ class TrustedResults:
 
     def _check(self, expected: str, result: dict[str, Any], invocation: Invocation, chain: str,
                owner: str) -> dict[str, Any]:
-        from wecross.embedded.verify import check_write_proof
+        if self.chain_type_of(chain, owner) == "evm":
+            checks = self._check_evm(expected, result, invocation, owner)
+        else:
+            from wecross.embedded.verify import check_write_proof
 
-        expected_tx: dict[str, Any] = {"resource": invocation.path.resource, "method": invocation.method,
-                                       "args": list(invocation.args), "sender": invocation.sender}
-        failed = check_write_proof(result, expected_header_hash=expected, expected_tx=expected_tx)
-        if failed is not None:
-            self._refuse(failed[0], failed[1], owner)
+            expected_tx: dict[str, Any] = {"resource": invocation.path.resource, "method": invocation.method,
+                                           "args": list(invocation.args), "sender": invocation.sender}
+            failed = check_write_proof(result, expected_header_hash=expected, expected_tx=expected_tx)
+            if failed is not None:
+                self._refuse(failed[0], failed[1], owner)
+            checks = ["header_linked", "tx_inclusion", "receipt_inclusion", "receipt_matches", "output_matches",
+                      "tx_matches_request"]
         header_chain = self.store.chains[chain]
         result["verified"] = {
             "proof": True,
-            "checks": ["header_linked", "tx_inclusion", "receipt_inclusion", "receipt_matches", "output_matches",
-                       "tx_matches_request"],
+            "checks": checks,
             "block": result["block_number"],
             "header_hash": expected,
             "trust": {"checkpoint": header_chain.checkpoint, "pinned_by": header_chain.pinned_by,
@@ -99,6 +110,18 @@ class TrustedResults:
         }
         self.counters["verified"] += 1
         return result
+
+    def _check_evm(self, expected: str, result: dict[str, Any], invocation: Invocation, owner: str) -> list[str]:
+        from wecross.chain.evm_checks import EvmCheckError, check_write
+
+        method, args = invocation.method, list(invocation.args)
+        if invocation.op == "setData":
+            method = "set"
+        try:
+            return check_write(result, expected, resource_kind=self.resource_kind(str(invocation.path)),
+                               method=method, args=args)
+        except EvmCheckError as exc:
+            self._refuse(exc.check, exc.message, owner)
 
     def _extend_from_proof(self, chain: str, chain_type: str, number: int, owner: str,
                            result: Mapping[str, Any]) -> None:

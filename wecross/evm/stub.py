@@ -51,6 +51,7 @@ from web3 import Web3
 from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFound, Web3Exception
 from zope.interface import implementer
 
+from wecross.chain import mpt
 from wecross.ipath import IPath, IPathError
 from wecross.stub.interfaces import (
     BlockHeader,
@@ -1186,7 +1187,29 @@ class EvmStub:
             except (StubError, DecodingError):
                 output = None
         return Result(output=output, tx_hash=tx_hash, block_number=number,
-                      receipt=self._receipt_wire(receipt, output))
+                      receipt=self._receipt_wire(receipt, output), proof=self._proof(receipt))
+
+    def _proof(self, receipt: Any) -> dict[str, Any]:
+        """Merkle-Patricia proofs that the transaction and its receipt are in their block, and the block's header
+        (with its RLP where the node hashes headers the Ethereum way), for the entry router to check.
+
+        Built from every transaction and receipt of the block: the tries are the block's, recomputed here; if they
+        do not give the header's roots the node is lying or the encoding is wrong, and no proof is better than a
+        false one.
+        """
+        w3 = self.node.w3
+        number = int(receipt["blockNumber"])
+        block = w3.eth.get_block(number)
+        raw_txs = [bytes(w3.eth.get_raw_transaction(cast(Any, h))) for h in block["transactions"]]
+        receipts = [mpt.encode_receipt(r) for r in w3.eth.get_block_receipts(number)]
+        header = _header(block, self.node.chain_id)
+        txs = mpt.IndexedTrie(raw_txs)
+        rcpts = mpt.IndexedTrie(receipts)
+        if txs.root.hex() != header.tx_root or rcpts.root.hex() != header.receipt_root:
+            raise StubError("bad_response", f"{self.where}: block {number}'s transactions or receipts do not give "
+                                            f"the header's roots; no proof can be made")
+        index = int(receipt["transactionIndex"])
+        return {"kind": "mpt", "tx": txs.prove(index), "receipt": rcpts.prove(index), "header": header.to_wire()}
 
     def _receipt_wire(self, receipt: Any, output: Any) -> dict[str, Any]:
         index = int(receipt["transactionIndex"])
