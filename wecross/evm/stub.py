@@ -68,8 +68,6 @@ _T = TypeVar("_T")
 log = Logger()
 
 CHAIN_TYPE = "evm"
-#: How long fees read from the node are reused.
-_FEE_CACHE_SECONDS = 1.0
 READ = "read"
 WRITE = "write"
 #: Compiled built-in contracts (``make contracts`` writes them; see contracts/build.py).
@@ -644,7 +642,6 @@ class _Node:
         self.genesis_hash = ""
         self._send_lock = threading.Lock()
         self._nonce: int | None = None
-        self._fee_cache: tuple[float, dict[str, int]] | None = None
 
     # -- start
     def open(self) -> None:
@@ -756,20 +753,7 @@ class _Node:
         raise AssertionError("unreachable")
 
     def _fees(self) -> dict[str, int]:
-        """EIP-1559 fees on London+ nodes (twice the base fee as headroom), the node's gas price elsewhere.
-
-        Asked at most once a second: two round trips to the node per write otherwise, and the headroom covers what
-        the base fee can rise in a second (at most 12.5 % a block).
-        """
-        cached = self._fee_cache
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < _FEE_CACHE_SECONDS:
-            return dict(cached[1])
-        fees = self._fresh_fees()
-        self._fee_cache = (now, fees)
-        return dict(fees)
-
-    def _fresh_fees(self) -> dict[str, int]:
+        """EIP-1559 fees on London+ nodes (twice the base fee as headroom), the node's gas price elsewhere."""
         base = self.w3.eth.get_block("latest").get("baseFeePerGas")
         if base is None:
             return {"gasPrice": int(self.w3.eth.gas_price)}
