@@ -210,6 +210,22 @@ class JsonBodyTests(SynchronousTestCase):
                                                         "details": {"after": 3}}})
         self.assertNotIn("details", json.loads(error_body(RouterError("timeout", "too slow")))["error"])
 
+    def test_deep_nesting_is_refused_whatever_the_recursion_limit(self) -> None:
+        """web3's py_ecc raises the recursion limit to 100,000 for the whole process; a body of 100,000 brackets
+        then overflowed the JSON decoder's C stack (a segfault). The depth is checked before decoding."""
+        import sys
+
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(100_000)
+        self.addCleanup(sys.setrecursionlimit, limit)
+        for body in (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}"):
+            with self.assertRaises(RouterError) as ctx:
+                parse_json_object(body)
+            self.assertEqual(ctx.exception.code, "bad_json")
+            self.assertIn("nested too deeply", ctx.exception.message)
+        # brackets inside strings do not count
+        self.assertEqual(parse_json_object(b'{"a": "' + b"[" * 1000 + b'"}'), {"a": "[" * 1000})
+
     def test_parse_json_object_errors(self) -> None:
         cases = {
             b"": "bad_json",

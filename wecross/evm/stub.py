@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -65,6 +66,13 @@ from wecross.stub.interfaces import (
 )
 
 _T = TypeVar("_T")
+
+#: Importing web3 imports py_ecc, which raises the interpreter's recursion limit to 100,000 for the whole process;
+#: C code that recurses (json, pickle) can then overflow the C stack instead of raising RecursionError. A router
+#: does not use py_ecc's pairing code: back to the interpreter's default.
+_DEFAULT_RECURSION_LIMIT = 1000
+if sys.getrecursionlimit() > _DEFAULT_RECURSION_LIMIT:
+    sys.setrecursionlimit(_DEFAULT_RECURSION_LIMIT)
 log = Logger()
 
 CHAIN_TYPE = "evm"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii
 from typing import Any
@@ -109,6 +110,25 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _DECODER = json.JSONDecoder(object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant)
 
 
+#: Deepest nesting of arrays and objects a body may have. Checked here rather than left to the interpreter's
+#: recursion limit, which any library may raise for the whole process (py_ecc, which web3 imports, sets 100,000:
+#: a body of 100,000 brackets then overflowed the C stack of the JSON decoder and killed the router).
+MAX_JSON_DEPTH = 256
+_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _too_deep(text: str) -> bool:
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False  # the common case: not even that many brackets in all
+    depth = 0
+    for bracket in _JSON_BRACKETS.findall(_JSON_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            return True
+    return False
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """Decode a request body that must be one JSON object; raise RouterError bad_json / bad_request otherwise."""
     if not body or body.isspace():
@@ -117,6 +137,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RouterError("bad_json", f"request body is not valid UTF-8 (byte {exc.start})") from None
+    if _too_deep(text):
+        raise RouterError("bad_json", f"request body is nested too deeply (more than {MAX_JSON_DEPTH} levels)")
     try:
         if text.startswith("\ufeff"):  # json.loads words this refusal itself; the shared decoder would not
             value = json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant)
