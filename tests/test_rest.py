@@ -464,7 +464,8 @@ class ApiTests(SynchronousTestCase):
         data = self.ok(b"GET", "/")
         paths = {e["path"] for e in data["endpoints"]}
         self.assertEqual(paths, {"/", "/status", "/peers", "/routes", "/resources", "/chains",
-                                 "/chains/{zone}/{chain}/headers/{n}", "/{zone}/{chain}/{resource}/{op}"})
+                                 "/chains/{zone}/{chain}/headers/{n}", "/{zone}/{chain}/{resource}/events",
+                                 "/{zone}/{chain}/{resource}/{op}"})
 
     def test_status_peers_resources(self) -> None:
         self.assertEqual(self.ok(b"GET", "/status"), self.router.status_value)

@@ -143,6 +143,49 @@ class HonestPath(Base):
         self.assertEqual(body["error"]["code"], "bad_request")
 
 
+class Events(Base):
+    """``GET /{zone}/{chain}/{resource}/events``: events of a resource behind another router, as a long poll."""
+
+    @defer.inlineCallbacks
+    def get(self, path: str) -> Any:
+        from twisted.internet import reactor
+
+        port = self.net.nodes["router-a"].rest_port
+        response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}{path}".encode())
+        body = json.loads((yield readBody(response)))
+        return response.code, body
+
+    @defer.inlineCallbacks
+    def test_events_and_long_poll(self) -> Any:
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        written = yield self.entry.invoke(write("k", "v"))
+        code, body = yield self.get("/z/ledger/hello/events?from_block=0")
+        self.assertEqual(code, 200, body)
+        events = body["data"]["events"]
+        self.assertTrue(events)
+        self.assertEqual(events[-1]["block_number"], written["block_number"])
+        self.assertEqual(events[-1]["tx_hash"], written["tx_hash"])
+        next_block = body["data"]["next_block"]
+        self.assertEqual(next_block, written["block_number"] + 1)
+        # Nothing new: the poll waits, and answers as soon as a write lands.
+        started = reactor.seconds()
+        later = deferLater(reactor, 0.3, lambda: self.entry.invoke(write("k2", "v2")))
+        code, body = yield self.get(f"/z/ledger/hello/events?from_block={next_block}&wait=5")
+        yield later
+        self.assertEqual(code, 200, body)
+        self.assertEqual(len(body["data"]["events"]), 1)
+        self.assertLess(reactor.seconds() - started, 4.0)
+        # A wait that ends with nothing says where to continue.
+        code, body = yield self.get(f"/z/ledger/hello/events?from_block={next_block + 1}&wait=0.2")
+        self.assertEqual((code, body["data"]["events"], body["data"]["next_block"]), (200, [], next_block + 1))
+        code, body = yield self.get("/z/ledger/hello/events?from_block=x")
+        self.assertEqual((code, body["error"]["code"]), (400, "bad_request"))
+        code, body = yield self.get("/z/ledger/hello/events?wait=600")
+        self.assertEqual((code, body["error"]["code"]), (400, "bad_request"))
+
+
 class DishonestRelay(Base):
     """Every way a relay can lie about a write is caught before the client sees the answer."""
 
@@ -255,6 +298,13 @@ class EvmChain(Base):
                                               "receipt_matches", "tx_matches_request"])
         block = self.anvil.rpc("eth_getBlockByNumber", [hex(result["block_number"]), False])
         self.assertEqual(verified["header_hash"], block["hash"][2:])
+
+    @defer.inlineCallbacks
+    def test_evm_events_through_the_overlay(self) -> Any:
+        written = yield self.entry.invoke(self.evm_write("k", "v"))
+        result = yield self.entry.events(IPath.parse("z.eth.hello"), written["block_number"], 0)
+        self.assertEqual([e["name"] for e in result["events"]], ["Set"])
+        self.assertEqual(result["events"][0]["args"], {"key": "k", "value": "v"})
 
     @defer.inlineCallbacks
     def test_evm_tampering_is_caught(self) -> Any:

@@ -49,6 +49,10 @@ class RouterFacade(Protocol):
     def header(self, chain: str, number: int) -> Deferred[dict[str, Any]]:
         """Block header ``number`` of ``chain`` (zone.chain): served here, or trusted by this router's header store."""
 
+    def events(self, path: IPath, from_block: int, wait: float) -> Deferred[dict[str, Any]]:
+        """A resource's events from ``from_block`` on: ``{"events": [...], "next_block": n}``, waiting up to ``wait``
+        seconds for the first one."""
+
     def invoke(self, invocation: Invocation) -> Deferred[dict[str, Any]]:
         """Run the operation on the owning router (here or over the overlay).
 

@@ -37,6 +37,11 @@ from wecross.wire.messages import GossipDigest, GossipRecords, GossipSummary, Re
 
 #: Router-level operation (not a resource's): block headers of a chain, for other routers' header stores.
 OP_HEADERS = "headers"
+#: Router-level operation: a resource's events from a block on (one poll; the entry router does the long poll).
+OP_EVENTS = "events"
+#: Longest a client may wait for events in one request, and how often the entry router looks again meanwhile.
+MAX_EVENTS_WAIT = 60.0
+EVENTS_POLL_INTERVAL = 0.5
 
 if TYPE_CHECKING:
     from wecross.config import Settings
@@ -343,7 +348,7 @@ class Router:
         if not request.path or request.path[-1] != link.peer_id:
             raise RouterError("bad_request", f"the path {request.path} must end with the sending router "
                                              f"{link.peer_id}")
-        if request.op not in OPERATIONS and request.op != OP_HEADERS:
+        if request.op not in OPERATIONS and request.op not in (OP_HEADERS, OP_EVENTS):
             raise RouterError("bad_request", f"unknown operation {request.op!r}")
         try:
             path = IPath.parse(request.ipath)
@@ -355,6 +360,8 @@ class Router:
                 raise RouterError("unknown_chain", f"router {self.local_id} does not serve {path.chain_path}")
             if request.op == OP_HEADERS:
                 return self._answer_headers(path.chain_path, list(request.args), trail)
+            if request.op == OP_EVENTS:
+                return self._answer_events(path, list(request.args), trail)
 
             def execute() -> Deferred[dict[str, Any]]:
                 return self._run_local(path, request.op, request.method, list(request.args), request.sender, trail)
@@ -391,6 +398,58 @@ class Router:
             return {"output": {"headers": [h.to_wire() for h in found]}, "router": self.local_id, "path": trail}
 
         return stub.chain_state().addCallback(headers).addCallback(answer)
+
+    def _answer_events(self, path: IPath, args: list[Any], trail: list[str]) -> Deferred[dict[str, Any]]:
+        """One poll of a served resource's events: those from block ``args[0]`` up, and where to ask next."""
+        if len(args) != 1 or type(args[0]) is not int or args[0] < 0:
+            raise RouterError("bad_args", "events takes [from_block >= 0]")
+        from_block = args[0]
+        stub: Any = self.stubs.stubs().get(path.chain_path)
+        if stub is None or not hasattr(stub, "events"):
+            raise RouterError("unsupported", f"chain {path.chain_path} does not offer events")
+
+        def scanned(state: ChainState) -> Deferred[dict[str, Any]]:
+            def answer(events: list[dict[str, Any]]) -> dict[str, Any]:
+                last = max([state.height, *(e.get("block_number", 0) for e in events)])
+                scanned_to = min(last, from_block + 63) if stub.chain_type == "embedded" else last
+                return {"output": {"events": events, "next_block": max(from_block, scanned_to + 1)},
+                        "router": self.local_id, "path": trail}
+
+            return stub.events(path.resource, from_block).addCallback(answer)
+
+        return stub.chain_state().addCallback(scanned)
+
+    def events(self, path: IPath, from_block: int, wait: float) -> Deferred[dict[str, Any]]:
+        """``GET /{zone}/{chain}/{resource}/events``: a long poll. Answers as soon as there are events from
+        ``from_block`` on, else after ``wait`` seconds with none; ``next_block`` says where to continue."""
+        wait = min(max(wait, 0.0), MAX_EVENTS_WAIT)
+        deadline = self.clock.seconds() + wait
+        result: Deferred[dict[str, Any]] = Deferred()
+
+        def poll() -> None:
+            if self._serves(path.chain_path):
+                d = self._answer_events(path, [from_block], [self.local_id])
+            else:
+                request_id = self.id_prefix + next(self._id_counter).to_bytes(8, "big")
+                d = self._forward(path, OP_EVENTS, "poll", [from_block], "router", request_id,
+                                  self.clock.seconds() + self.settings.limits.request_deadline, [self.local_id],
+                                  self.settings.limits.hop_limit, None, set())
+            d.addCallbacks(polled, result.errback)
+
+        def polled(answer: dict[str, Any]) -> None:
+            output = answer.get("output", {})
+            events = output.get("events", []) if isinstance(output, dict) else []
+            if events or self.clock.seconds() + EVENTS_POLL_INTERVAL > deadline or self._stopped:
+                result.callback({"events": events, "next_block": output.get("next_block", from_block),
+                                 "router": answer.get("router")})
+                return
+            self.clock.callLater(EVENTS_POLL_INTERVAL, poll)
+
+        try:
+            poll()
+        except RouterError as exc:
+            return defer.fail(exc)
+        return result
 
     def fetch_headers(self, chain: str, source: str, start: int, count: int) -> Deferred[list[Any]]:
         """Ask router ``source`` (over the overlay, like any request) for headers of a chain it serves."""

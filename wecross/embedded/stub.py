@@ -158,6 +158,30 @@ class EmbeddedStub:
         """Header, transactions and receipts of one block as wire values."""
         return self.ledger.block(number)
 
+    def events(self, resource: str, from_block: int) -> Deferred[list[dict[str, Any]]]:
+        """Events the resource's transactions emitted, from block ``from_block`` up (at most 64 blocks a call)."""
+        if resource not in self._resources:
+            return defer.fail(StubError("unknown_resource", f"chain {self.zone}.{self.name} has no resource "
+                                                            f"{resource!r}"))
+        last = min(self.ledger.head.number, from_block + 63)
+        if last < max(from_block, 1):
+            return defer.succeed([])
+        blocks = [self.ledger.block(n) for n in range(max(from_block, 1), last + 1)]
+
+        def collect(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            events = []
+            for block in found:
+                number = block["header"]["number"]
+                for tx, receipt in zip(block["transactions"], block["receipts"], strict=True):
+                    if tx.get("resource") != resource:
+                        continue
+                    for event in receipt.get("events", []):
+                        events.append({"name": event.get("name"), "args": event.get("data", {}),
+                                       "block_number": number, "tx_hash": tx.get("hash"), "resource": resource})
+            return events
+
+        return defer.gatherResults(blocks, consumeErrors=True).addCallback(collect)
+
     def receipt(self, tx_hash: str) -> Deferred[Result | None]:
         """The Result (receipt and proofs) of an included transaction, or None if this chain has no such one."""
         return self.ledger.receipt(tx_hash)

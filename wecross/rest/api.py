@@ -98,6 +98,8 @@ _INDEX: dict[str, Any] = {
         {"method": "GET", "path": "/peers", "summary": "known peers and link metrics"},
         {"method": "GET", "path": "/routes", "summary": "routing table: next hop, path, cost per chain and router"},
         {"method": "GET", "path": "/chains", "summary": "chains served here, trusted header chains, verifications"},
+        {"method": "GET", "path": "/{zone}/{chain}/{resource}/events", "query": ["from_block", "wait"],
+         "summary": "a resource's events from a block on; waits up to `wait` seconds for the first (long poll)"},
         {"method": "GET", "path": "/chains/{zone}/{chain}/headers/{n}",
          "summary": "block header n: served here, or trusted (linked to the pinned genesis) by this router"},
         {
@@ -503,6 +505,26 @@ class RestApi(Resource):
             _query(request, frozenset())
             return self.router.header(f"{zone}.{chain}", int(number))
 
+        if len(segments) == 4 and segments[3] == "events":
+            if method not in _GET_METHODS:
+                raise _MethodNotAllowed(method, _GET_METHODS, shown_path)
+            zone, chain, resource = segments[:3]
+            if zone is None or chain is None or resource is None:
+                raise RouterError("bad_ipath", "iPath parts in the URL must be valid UTF-8")
+            query = _query(request, frozenset({"from_block", "wait"}))
+            from_block, wait = query.get("from_block", "0"), query.get("wait", "0")
+            if not from_block.isdigit() or len(from_block) > 18:
+                raise RouterError("bad_request", f"from_block must be a non-negative integer, got {from_block!r}",
+                                  {"field": "from_block"})
+            try:
+                seconds = float(wait)
+            except ValueError:
+                seconds = -1.0
+            if not 0.0 <= seconds <= 60.0:
+                raise RouterError("bad_request", f"wait must be a number of seconds from 0 to 60, got {wait!r}",
+                                  {"field": "wait"})
+            return self.router.events(_url_ipath(zone, chain, resource), int(from_block), seconds)
+
         if len(segments) == 4:
             op = segments[3]
             if op not in OPERATIONS:
@@ -527,7 +549,8 @@ class RestApi(Resource):
             "not_found",
             f"no endpoint at {shown_path}; GET / lists the endpoints",
             {"endpoints": ["/", "/status", "/peers", "/routes", "/resources", "/chains",
-                           "/chains/{zone}/{chain}/headers/{n}", "/{zone}/{chain}/{resource}/{op}"]},
+                           "/chains/{zone}/{chain}/headers/{n}", "/{zone}/{chain}/{resource}/events",
+                           "/{zone}/{chain}/{resource}/{op}"]},
         )
 
     def _get(self, name: str, query: dict[str, str]) -> Any:
