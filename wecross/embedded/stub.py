@@ -26,6 +26,7 @@ from wecross.stub.interfaces import (
     ChainState,
     IResource,
     IStub,
+    NoTransactionHooks,
     ResourceInfo,
     Result,
     StubError,
@@ -38,7 +39,6 @@ DEFAULT_OPTIONS: dict[str, int] = {
     "max_pending": 10000,  # most writes waiting for a block before new ones are refused as overloaded
     "header_cache": 1024,  # recent headers kept in memory; older ones are read from disk
 }
-_UNSUPPORTED = "implemented with the transaction layer"
 
 
 def _parse_options(where: str, options: Mapping[str, Any]) -> dict[str, int]:
@@ -54,8 +54,10 @@ def _parse_options(where: str, options: Mapping[str, Any]) -> dict[str, int]:
 
 
 @implementer(IResource)
-class EmbeddedResource:
+class EmbeddedResource(NoTransactionHooks):
     """One built-in resource of an embedded chain."""
+
+    transaction_hooks_reason = "the embedded chain joins 2PC and HTLC with the transaction layer (not yet)"
 
     def __init__(self, ledger: Ledger, contract: Contract) -> None:
         self._ledger = ledger
@@ -79,24 +81,6 @@ class EmbeddedResource:
 
     def set_data(self, key: str, value: Any, sender: str) -> Deferred[Result]:
         return self._ledger.submit(self._name, OP_SET_DATA, "", [key, value], sender)
-
-    def prepare(self, tx_id: str, method: str, args: list[Any], sender: str) -> Deferred[Result]:
-        return defer.fail(StubError("unsupported", _UNSUPPORTED))
-
-    def commit(self, tx_id: str) -> Deferred[Result]:
-        return defer.fail(StubError("unsupported", _UNSUPPORTED))
-
-    def rollback(self, tx_id: str) -> Deferred[Result]:
-        return defer.fail(StubError("unsupported", _UNSUPPORTED))
-
-    def lock(self, htlc_id: str, hash_lock: str, timelock: float, args: list[Any], sender: str) -> Deferred[Result]:
-        return defer.fail(StubError("unsupported", _UNSUPPORTED))
-
-    def unlock(self, htlc_id: str, secret: str, sender: str) -> Deferred[Result]:
-        return defer.fail(StubError("unsupported", _UNSUPPORTED))
-
-    def timeout(self, htlc_id: str, sender: str) -> Deferred[Result]:
-        return defer.fail(StubError("unsupported", _UNSUPPORTED))
 
     def __repr__(self) -> str:
         return f"<EmbeddedResource {self._ledger.chain_id}.{self._name} ({self.info.kind})>"

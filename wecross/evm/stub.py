@@ -59,6 +59,7 @@ from wecross.stub.interfaces import (
     ChainState,
     IResource,
     IStub,
+    NoTransactionHooks,
     ResourceInfo,
     Result,
     StubError,
@@ -89,7 +90,6 @@ DEPLOYMENTS_FILE = "deployments.json"
 LOG_CHUNK = 2000
 #: Integers msgpack carries; outputs outside become decimal strings.
 WIRE_INT_MIN, WIRE_INT_MAX = -(2**63), 2**64 - 1
-_UNSUPPORTED = "the evm stub takes no part in the transaction layer (2PC/HTLC)"
 _ARRAY = re.compile(r"^(.*)\[(\d*)\]$")
 _INT = re.compile(r"^(u?)int(\d*)$")
 _BYTES_N = re.compile(r"^bytes(\d+)$")
@@ -845,8 +845,10 @@ def _header_rlp(block: Any) -> bytes | None:
 
 # -- the stub and its resources --------------------------------------------------------------------------------
 @implementer(IResource)
-class EvmResource:
+class EvmResource(NoTransactionHooks):
     """One contract on the chain; its methods are the contract's ABI functions."""
+
+    transaction_hooks_reason = "the evm stub takes no part in the transaction layer (2PC/HTLC) yet"
 
     def __init__(self, stub: EvmStub, spec: ResourceSpec) -> None:
         self._stub = stub
@@ -919,24 +921,6 @@ class EvmResource:
             return defer.fail(StubError("unsupported", f"resource {self.where} ({self.spec.kind}) does not support "
                                                        "setData; use sendTransaction"))
         return self.send_transaction("set", [key, value], sender)
-
-    def prepare(self, tx_id: str, method: str, args: list[Any], sender: str) -> Deferred[Result]:
-        return defer.fail(StubError("unsupported", _UNSUPPORTED))
-
-    def commit(self, tx_id: str) -> Deferred[Result]:
-        return defer.fail(StubError("unsupported", _UNSUPPORTED))
-
-    def rollback(self, tx_id: str) -> Deferred[Result]:
-        return defer.fail(StubError("unsupported", _UNSUPPORTED))
-
-    def lock(self, htlc_id: str, hash_lock: str, timelock: float, args: list[Any], sender: str) -> Deferred[Result]:
-        return defer.fail(StubError("unsupported", _UNSUPPORTED))
-
-    def unlock(self, htlc_id: str, secret: str, sender: str) -> Deferred[Result]:
-        return defer.fail(StubError("unsupported", _UNSUPPORTED))
-
-    def timeout(self, htlc_id: str, sender: str) -> Deferred[Result]:
-        return defer.fail(StubError("unsupported", _UNSUPPORTED))
 
     def __repr__(self) -> str:
         return f"<EvmResource {self.where} ({self.spec.kind}) at {self.address}>"

@@ -199,3 +199,33 @@ class IStubFactory(Interface):
 
     def build(settings: StubSettings, data_dir: Path) -> IStub:
         """Make (not start) a stub; raise ValueError naming the option that is wrong."""
+
+
+class NoTransactionHooks:
+    """The transaction hooks of IResource for a resource that takes no part in 2PC or HTLC: each fails with
+    ``unsupported`` and says why (``transaction_hooks_reason``)."""
+
+    transaction_hooks_reason = "this resource takes no part in the transaction layer (2PC/HTLC)"
+
+    def _unsupported(self) -> Deferred[Result]:
+        d: Deferred[Result] = Deferred()
+        d.errback(StubError("unsupported", self.transaction_hooks_reason))
+        return d
+
+    def prepare(self, tx_id: str, method: str, args: list[Any], sender: str) -> Deferred[Result]:
+        return self._unsupported()
+
+    def commit(self, tx_id: str) -> Deferred[Result]:
+        return self._unsupported()
+
+    def rollback(self, tx_id: str) -> Deferred[Result]:
+        return self._unsupported()
+
+    def lock(self, htlc_id: str, hash_lock: str, timelock: float, args: list[Any], sender: str) -> Deferred[Result]:
+        return self._unsupported()
+
+    def unlock(self, htlc_id: str, secret: str, sender: str) -> Deferred[Result]:
+        return self._unsupported()
+
+    def timeout(self, htlc_id: str, sender: str) -> Deferred[Result]:
+        return self._unsupported()
