@@ -186,6 +186,19 @@ class Events(Base):
         self.assertEqual((code, body["error"]["code"]), (400, "bad_request"))
 
 
+    @defer.inlineCallbacks
+    def test_a_cancelled_long_poll_stops_quietly(self) -> Any:
+        """A client that leaves mid-poll cancels it; the polling stops and nothing fires twice (trial fails the test
+        on any error logged meanwhile)."""
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        waiting = self.entry.events(IPath.parse(f"{CHAIN}.hello"), 10**6, 1.0)
+        waiting.cancel()
+        yield self.assertFailure(waiting, defer.CancelledError)
+        yield deferLater(reactor, 1.3, lambda: None)
+
+
 class DishonestRelay(Base):
     """Every way a relay can lie about a write is caught before the client sees the answer."""
 

@@ -427,6 +427,8 @@ class Router:
         result: Deferred[dict[str, Any]] = Deferred()
 
         def poll() -> None:
+            if result.called:  # the client went away (cancelled): stop polling
+                return
             if self._serves(path.chain_path):
                 d = self._answer_events(path, [from_block], [self.local_id])
             else:
@@ -434,9 +436,11 @@ class Router:
                 d = self._forward(path, OP_EVENTS, "poll", [from_block], "router", request_id,
                                   self.clock.seconds() + self.settings.limits.request_deadline, [self.local_id],
                                   self.settings.limits.hop_limit, None, set())
-            d.addCallbacks(polled, result.errback)
+            d.addCallbacks(polled, lambda failure: None if result.called else result.errback(failure))
 
         def polled(answer: dict[str, Any]) -> None:
+            if result.called:
+                return
             output = answer.get("output", {})
             events = output.get("events", []) if isinstance(output, dict) else []
             if events or self.clock.seconds() + EVENTS_POLL_INTERVAL > deadline or self._stopped:
