@@ -16,7 +16,6 @@ from zope.interface import implementer
 
 from wecross.embedded.ledger import CHAIN_TYPE, Ledger
 from wecross.embedded.resources import Contract, make_contract
-from wecross.ipath import IPath, IPathError
 from wecross.stub.interfaces import (
     OP_CALL,
     OP_GET_DATA,
@@ -93,11 +92,7 @@ class EmbeddedStub:
     chain_type = CHAIN_TYPE
 
     def __init__(self, settings: StubSettings, data_dir: Path, *, reactor: Any = None) -> None:
-        where = f"stub {settings.zone}.{settings.name}"
-        try:
-            IPath.parse(f"{settings.zone}.{settings.name}.x")
-        except IPathError as exc:
-            raise ValueError(f"{where}: {exc}") from None
+        where = settings.checked_where()
         options = _parse_options(where, settings.options)
         contracts: dict[str, Contract] = {}
         for spec in settings.resources:

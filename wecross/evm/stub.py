@@ -933,11 +933,7 @@ class EvmStub:
     chain_type = CHAIN_TYPE
 
     def __init__(self, settings: StubSettings, data_dir: Path, *, reactor: Any = None) -> None:
-        where = f"stub {settings.zone}.{settings.name}"
-        try:
-            IPath.parse(f"{settings.zone}.{settings.name}.x")
-        except IPathError as exc:
-            raise ValueError(f"{where}: {exc}") from None
+        where = settings.checked_where()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 

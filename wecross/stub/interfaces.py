@@ -190,6 +190,18 @@ class StubSettings:
     options: dict[str, Any]
     resources: list[dict[str, Any]]
 
+    def checked_where(self) -> str:
+        """``stub zone.chain``, the name messages use, once zone and name are known to make valid iPath parts
+        (ValueError otherwise): every stub type checks this before anything else."""
+        from wecross.ipath import IPath, IPathError
+
+        where = f"stub {self.zone}.{self.name}"
+        try:
+            IPath.parse(f"{self.zone}.{self.name}.x")
+        except IPathError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        return where
+
 
 class IStubFactory(Interface):
     """Found by ``twisted.plugin.getPlugins`` in the stub plugin directories; makes stubs of one chain type."""
