@@ -261,6 +261,8 @@ class Asset(EvmStubBase):
         self.assertEqual(got.output, self.account.address)
 
         moved = yield asset.send_transaction("transfer", ["alice", "bob", 300], "alice")
+        # The embedded ledger's form, transfer(to, amount), means a transfer from the caller.
+        yield asset.send_transaction("transfer", ["bob", 0], "alice")
         [event] = moved.receipt["logs"]
         self.assertEqual((event["name"], event["args"]), ("Transfer", {"from": "alice", "to": "bob", "amount": 300}))
         got = yield asset.get_data("bob", "bob")

@@ -313,6 +313,16 @@ class EvmChain(Base):
         self.assertEqual(verified["header_hash"], block["hash"][2:])
 
     @defer.inlineCallbacks
+    def test_an_evm_transfer_in_the_embedded_form_is_verified(self) -> Any:
+        """transfer(to, amount), as on the embedded ledger; the entry router checks the calldata against the same
+        reading (transfer(sender, to, amount))."""
+        moved = yield self.entry.invoke(Invocation(IPath.parse("z.eth.asset"), "sendTransaction", "transfer",
+                                                   ["bob", 25], sender="alice"))
+        self.assertIn("tx_matches_request", moved["verified"]["checks"])
+        balance = yield self.entry.invoke(Invocation(IPath.parse("z.eth.asset"), "call", "balanceOf", ["bob"]))
+        self.assertEqual(balance["output"], 25)
+
+    @defer.inlineCallbacks
     def test_evm_events_through_the_overlay(self) -> Any:
         written = yield self.entry.invoke(self.evm_write("k", "v"))
         result = yield self.entry.events(IPath.parse("z.eth.hello"), written["block_number"], 0)

@@ -60,7 +60,7 @@ def calldata(raw_tx: bytes) -> bytes:
 
 
 def check_write(result: Mapping[str, Any], expected_header_hash: str, *, resource_kind: str | None,
-                method: str, args: list[Any]) -> list[str]:
+                method: str, args: list[Any], sender: str = "") -> list[str]:
     """The checks passed (raises EvmCheckError naming the one that failed)."""
     proof = result.get("proof")
     if not isinstance(proof, Mapping) or proof.get("kind") != "mpt":
@@ -100,8 +100,9 @@ def check_write(result: Mapping[str, Any], expected_header_hash: str, *, resourc
             raise EvmCheckError("receipt_mismatch", "a log of the receipt comes from another contract than proven")
     checks = ["header_linked", "header_rlp", "tx_inclusion", "receipt_inclusion", "receipt_matches"]
     if resource_kind in ("kv", "asset"):
-        from wecross.evm.stub import WRITE, builtin_abi
+        from wecross.evm.stub import WRITE, builtin_abi, embedded_style
 
+        args = embedded_style(resource_kind, method, list(args), sender)
         abi = builtin_abi(resource_kind)
         try:
             function = abi.lookup("verify", method, args, WRITE)

@@ -119,7 +119,7 @@ class TrustedResults:
             method = "set"
         try:
             return check_write(result, expected, resource_kind=self.resource_kind(str(invocation.path)),
-                               method=method, args=args)
+                               method=method, args=args, sender=invocation.sender)
         except EvmCheckError as exc:
             self._refuse(exc.check, exc.message, owner)
 
