@@ -193,10 +193,21 @@ class Events(Base):
         from twisted.internet import reactor
         from twisted.internet.task import deferLater
 
+        forward = self.entry._forward
+        polls: list[str] = []
+
+        def counting(path: Any, op: str, *rest: Any) -> Any:
+            polls.append(op)
+            return forward(path, op, *rest)
+
+        self.entry._forward = counting
+        self.addCleanup(setattr, self.entry, "_forward", forward)
         waiting = self.entry.events(IPath.parse(f"{CHAIN}.hello"), 10**6, 1.0)
+        self.assertEqual(polls, ["events"])
         waiting.cancel()
         yield self.assertFailure(waiting, defer.CancelledError)
         yield deferLater(reactor, 1.3, lambda: None)
+        self.assertEqual(polls, ["events"])  # no poll after the client left
 
 
 class DishonestRelay(Base):

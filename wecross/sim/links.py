@@ -21,7 +21,7 @@ Every random draw comes from a generator seeded by (run seed, link, direction), 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet.address import HostnameAddress
@@ -61,7 +61,6 @@ class SimLink:
     backward: Direction
     #: Bumped when the link is cut: frames sent before a cut never arrive, even if it heals before they would.
     generation: int = 0
-    connections: set[SimConnection] = field(default_factory=set)
 
     def direction(self, sender: str) -> Direction:
         return self.forward if sender == self.spec.a else self.backward
@@ -98,7 +97,8 @@ class SimLink:
 
 
 class Traffic:
-    """Frames and bytes each router wrote (what the report calls messages and bytes per router)."""
+    """Frames and bytes each router wrote (what the report calls messages and bytes per router), and the frames a
+    cut link or a crashed router swallowed."""
 
     def __init__(self) -> None:
         self.frames: dict[str, int] = {}
@@ -221,7 +221,6 @@ class SimConnection:
         self.generation = link.generation
 
     def start(self) -> None:
-        self.link.connections.add(self)
         self.protocols[1].makeConnection(self.transports[1])
         self.protocols[0].makeConnection(self.transports[0])
 
@@ -260,7 +259,6 @@ class SimConnection:
         clock = net.clock
         clock.callLater(0, self.protocols[side].connectionLost, reason)
         if self.routers[side] in net.silent or not self._alive():
-            self._forget_if_done()
             return
         now = clock.seconds()
         arrive = self.link.arrival(self.routers[side], 0, now)
@@ -273,11 +271,6 @@ class SimConnection:
             return
         self.open[side] = False
         self.protocols[side].connectionLost(reason)
-        self._forget_if_done()
-
-    def _forget_if_done(self) -> None:
-        if not any(self.open) or not self._alive():
-            self.link.connections.discard(self)
 
     def resume(self, side: int) -> None:
         self.paused[side] = False

@@ -423,6 +423,7 @@ class Run:
                 "messages_per_router_per_round": round(sum(v["messages"] for v in per_router.values())
                                                        / max(1, len(per_router)) / rounds, 3) if rounds else 0.0,
                 "per_router": per_router,
+                "frames_dropped": traffic.dropped,
             },
             "run": {"virtual_s": virtual, "wall_s": round(wall, 3),
                     "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
