@@ -245,6 +245,28 @@ class LinkTests(SynchronousTestCase):
         self.pump.flush()
         self.assertEqual(self.b_owner.gossip, [GossipDigest(entries={"a": [1, 2]})])
 
+    def test_link_is_its_transports_producer(self) -> None:
+        """A full send buffer pauses the link: bulk senders see writable False and are called back on resume."""
+        self.make()
+        transport = self.a.transport
+        assert transport is not None
+        self.assertIs(transport.producer, self.a)  # type: ignore[attr-defined]
+        self.assertTrue(self.a.writable)
+        woken: list[bool] = []
+        self.a.pauseProducing()
+        self.assertFalse(self.a.writable)
+        self.a.when_writable(lambda: woken.append(self.a.writable))
+        self.a.resumeProducing()
+        self.assertEqual(woken, [True])
+        self.a.resumeProducing()  # a waiter is called once
+        self.assertEqual(woken, [True])
+        self.a.pauseProducing()
+        self.a.when_writable(lambda: woken.append(False))
+        self.a.close("test")
+        self.a.resumeProducing()  # closing: never called
+        self.assertEqual(woken, [True])
+        self.assertEqual(self.a.pauses, 2)
+
     def test_first_rtt_sample_is_reported_once(self) -> None:
         self.make()  # the handshake pings at once: the first pong measures the link
         self.assertEqual(self.a_owner.measured, [self.a])

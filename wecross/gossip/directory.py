@@ -241,15 +241,19 @@ class Directory:
 
     def newer_than(self, digest: Mapping[str, Sequence[int]]) -> list[bytes]:
         """Blobs of the records we hold that the digest's owner lacks or holds in an older version."""
+        return [self._held[router_id].blob for router_id in self.newer_ids(digest)]
+
+    def newer_ids(self, digest: Mapping[str, Sequence[int]]) -> list[str]:
+        """Router ids of the records we hold that the digest's owner lacks or holds in an older version."""
         out = []
         for router_id, held in self._held.items():
             theirs = digest.get(router_id)
             if theirs is None:
-                out.append(held.blob)
+                out.append(router_id)
                 continue
             version = _as_version(theirs)
             if version is None or held.signed.version > version:
-                out.append(held.blob)
+                out.append(router_id)
         return out
 
     def wanted(self, digest: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:

@@ -7,15 +7,17 @@ records held newer than it, and, if the digest showed something the receiver lac
 which the first side answers with records in turn; after that exchange both hold the newer of every record. A new
 neighbour gets the full digest at once. A record that is new to a router is pushed on at once to every
 other neighbour (eager push), so a change crosses the network in about its diameter, while anti-entropy repairs
-whatever a push missed. Our own record is re-signed when our links or what we serve change, when link metrics
-move noticeably, and well within its ttl.
+whatever a push missed. Pushes and digest answers are flow-controlled: what a neighbour is owed is kept as router
+ids (:class:`~wecross.gossip.pushlog.PushLog`), turned into frames only while its link is writable, and always
+in the newest version held, so a slow link never queues superseded records. Our own record is re-signed when
+our links or what we serve change, when link metrics move noticeably, and well within its ttl.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,6 +28,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from wecross.gossip.directory import Directory
+from wecross.gossip.pushlog import PushLog
 from wecross.gossip.record import ChainInfo, LinkInfo, RecordError, RecordSigner, ResourceEntry, RouterRecord
 from wecross.wire.messages import GossipDigest, GossipRecords, GossipSummary
 
@@ -69,6 +72,7 @@ class GossipService(Service):
         fanout: int = 3,
         ttl: float = 60.0,
         rng: random.Random | None = None,
+        push_log_limit: int = 16384,
     ) -> None:
         self.directory = directory
         self.signer = signer
@@ -87,7 +91,11 @@ class GossipService(Service):
         self._loop = LoopingCall(self.round)
         self._loop.clock = clock
         self._pending_publish: IDelayedCall | None = None
-        self._outbox: dict[str, list[bytes]] = {}
+        self._log = PushLog(push_log_limit)
+        #: Digest answers owed: router ids whose newest records a neighbour lacks, sent before the log's entries.
+        self._replies: dict[str, deque[str]] = {}
+        #: Neighbours whose link is paused and that we asked to wake us (one callback each).
+        self._waiting: set[str] = set()
         self._flush_call: IDelayedCall | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
@@ -105,7 +113,10 @@ class GossipService(Service):
             self._pending_publish.cancel()
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
-        self._outbox = {}
+        for peer in self._log.peers():
+            self._log.remove_peer(peer)
+        self._replies = {}
+        self._waiting = set()
 
     # -- our own record ---------------------------------------------------------------------------------------------
 
@@ -124,7 +135,7 @@ class GossipService(Service):
         self._published_at = self.clock.seconds()
         self.counters["published"] += 1
         log.debug("gossip: published our record v{v} ({reason})", v=(epoch, seq), reason=reason)
-        self._push([signed.to_bytes()], exclude=None)
+        self._push([self.directory.local_id], source=None)
         self.on_change()
 
     def publish_soon(self, reason: str) -> None:
@@ -192,10 +203,22 @@ class GossipService(Service):
 
     def link_up(self, link: PeerLink) -> None:
         """A new neighbour: sync with it at once. Our record states the link once it has an RTT (peer_measured)."""
+        peer = link.peer_id
+        if peer is not None:
+            self._forget(peer)
+            self._log.add_peer(peer)
         link.send(GossipDigest(entries=self.directory.digest()))
 
     def link_down(self, link: PeerLink) -> None:
+        peer = link.peer_id
+        if peer is not None and self.links().get(peer) in (None, link):
+            self._forget(peer)
         self.publish_soon("link down")
+
+    def _forget(self, peer: str) -> None:
+        self._log.remove_peer(peer)
+        self._replies.pop(peer, None)
+        self._waiting.discard(peer)
 
     # -- messages from peers ----------------------------------------------------------------------------------------
 
@@ -207,14 +230,17 @@ class GossipService(Service):
 
     def on_digest(self, link: PeerLink, digest: GossipDigest) -> None:
         self.counters["digests_in"] += 1
-        blobs = self.directory.newer_than(digest.entries)
-        self._send_records(link, blobs)
+        owed = self.directory.newer_ids(digest.entries)
+        peer = link.peer_id
+        if owed and peer is not None:
+            self._replies.setdefault(peer, deque()).extend(owed)
+            self._drain(link)
         if self.directory.wanted(digest.entries):
             link.send(GossipDigest(entries=self.directory.digest()))
 
     def on_records(self, link: PeerLink, message: GossipRecords) -> None:
         now = self.clock.seconds()
-        fresh: list[bytes] = []
+        fresh: list[str] = []
         for blob in message.records:
             try:
                 record = self.directory.accept(blob, now)
@@ -223,36 +249,73 @@ class GossipService(Service):
                          reason=exc.reason, message=exc.message)
                 continue
             if record is not None:
-                fresh.append(blob)
+                fresh.append(record.router_id)
         if self.directory.local_outdated:
             self.publish("a record of ours from an earlier life came back")
         if fresh:
             self.counters["records_accepted"] += len(fresh)
-            self._push(fresh, exclude=link.peer_id)
+            self._push(fresh, source=link.peer_id)
             self.on_change()
 
     # -- sending ----------------------------------------------------------------------------------------------------
 
-    def _push(self, blobs: list[bytes], exclude: str | None) -> None:
-        """Queue fresh records for every neighbour but the one they came from; sent at the end of this turn.
+    def _push(self, router_ids: list[str], source: str | None) -> None:
+        """Owe fresh records to every neighbour but the one they came from; sent at the end of this turn.
 
         Records arrive in bursts (a restart is heard from every side at once); one frame per neighbour per turn
         instead of one per record cuts the framing work on both ends several times over.
         """
-        for peer_id in self.links():
-            if peer_id != exclude:
-                self._outbox.setdefault(peer_id, []).extend(blobs)
-        if self._outbox and self.running and (self._flush_call is None or not self._flush_call.active()):
+        for router_id in router_ids:
+            self._log.append(router_id, source)
+        if self.running and (self._flush_call is None or not self._flush_call.active()):
             self._flush_call = self.clock.callLater(0, self._flush)
 
     def _flush(self) -> None:
         self._flush_call = None
-        outbox, self._outbox = self._outbox, {}
         links = self.links()
-        for peer_id in sorted(outbox):
+        for peer_id in self._log.peers():
             link = links.get(peer_id)
-            if link is not None:
-                self._send_records(link, outbox[peer_id])
+            if link is not None and self._log.pending(peer_id):
+                self._drain(link)
+
+    def _drain(self, link: PeerLink) -> None:
+        """Send what ``link``'s peer is owed while the link is writable; when it is not, wait for it to drain."""
+        peer = link.peer_id
+        if peer is None or not self.running:
+            return
+        log_ = self._log
+        replies = self._replies.get(peer)
+        while link.writable:
+            if log_.lagging(peer):
+                log_.resynced(peer)
+                self.counters["resyncs"] += 1
+                link.send(GossipDigest(entries=self.directory.digest()))
+                continue
+            if replies:
+                ids = [replies.popleft() for _ in range(min(_RECORDS_PER_FRAME, len(replies)))]
+            else:
+                ids = log_.take(peer, _RECORDS_PER_FRAME)
+                if not ids:
+                    if not log_.pending(peer):
+                        break
+                    continue
+            blobs = [blob for blob in map(self.directory.blob, ids) if blob is not None]
+            if blobs:
+                self._send_records(link, blobs)
+        if replies is not None and not replies:
+            del self._replies[peer]
+        if (replies or log_.pending(peer)) and not link.writable and link.established \
+                and link.closing_reason is None and peer not in self._waiting:
+            self._waiting.add(peer)
+            self.counters["flow_waits"] += 1
+            link.when_writable(lambda: self._writable(link))
+
+    def _writable(self, link: PeerLink) -> None:
+        peer = link.peer_id
+        if peer is not None:
+            self._waiting.discard(peer)
+            if self.links().get(peer) is link:
+                self._drain(link)
 
     def _send_records(self, link: PeerLink, blobs: Iterable[bytes]) -> None:
         """In frames of at most _RECORDS_PER_FRAME records and _BYTES_PER_FRAME bytes (one record may be larger)."""

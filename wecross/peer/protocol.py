@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from wecross.errors import RouterError
 from wecross.peer.link import LinkHealth
@@ -75,8 +77,16 @@ class LinkOwner(Protocol):
         """Anti-entropy and pushed records for the gossip directory."""
 
 
+@implementer(IPushProducer)
 class PeerLink(TwistedProtocol):
-    """The protocol of one TLS connection to another router (either direction)."""
+    """The protocol of one TLS connection to another router (either direction).
+
+    The link is also the push producer of its own transport: when the send buffer fills (a slow or congested link),
+    the transport pauses it, and :attr:`writable` turns False until the buffer drains. Requests and answers are
+    written regardless (they are few and latency-bound); bulk senders (gossip) check :attr:`writable` and wait with
+    :meth:`when_writable`, so that what a slow link cannot carry yet stays as a list of record ids rather than as
+    queued bytes, and a record superseded meanwhile is sent once, in its newest version.
+    """
 
     def __init__(
         self,
@@ -118,6 +128,9 @@ class PeerLink(TwistedProtocol):
         self._watchdog_timer: IDelayedCall | None = None
         self.late_replies = 0
         self.lost = False
+        self.write_paused = False
+        self.pauses = 0
+        self._writable_waiters: list[Callable[[], None]] = []
 
     # -- identity ---------------------------------------------------------------------------------------------------
 
@@ -147,6 +160,10 @@ class PeerLink(TwistedProtocol):
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
+        register = getattr(self.transport, "registerProducer", None)
+        if register is not None:
+            with contextlib.suppress(RuntimeError):  # a producer is registered already (test transports)
+                register(self, True)
         # Written now, sent by the TLS layer as soon as the handshake completes.
         self._send(self.owner.hello())
         self._handshake_timer = self.clock.callLater(self.handshake_timeout, self._handshake_timed_out)
@@ -180,6 +197,7 @@ class PeerLink(TwistedProtocol):
         for timer in (self._handshake_timer, self._heartbeat_timer, self._abort_timer, self._watchdog_timer):
             if timer is not None and timer.active():
                 timer.cancel()
+        self._writable_waiters = []
         pending, self._pending = self._pending, {}
         for deferred, timer in pending.values():
             if timer.active():
@@ -198,6 +216,38 @@ class PeerLink(TwistedProtocol):
         assert self.transport is not None
         self.transport.write(frame)
         return msg_id
+
+    # -- flow control (IPushProducer: the transport calls these) --------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        """Whether bulk data should be written now: the link is up and its send buffer is not full."""
+        return self.established and self.closing_reason is None and not self.write_paused
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, the next time the transport resumes us (never if the link closes first)."""
+        self._writable_waiters.append(callback)
+
+    def pauseProducing(self) -> None:
+        if not self.write_paused:
+            self.write_paused = True
+            self.pauses += 1
+
+    def resumeProducing(self) -> None:
+        self.write_paused = False
+        waiters, self._writable_waiters = self._writable_waiters, []
+        for callback in waiters:
+            if self.write_paused or self.closing_reason is not None:
+                self._writable_waiters.append(callback)
+                continue
+            try:
+                callback()
+            except Exception:
+                log.failure("{link}: a writable callback raised", link=self.describe())
+
+    def stopProducing(self) -> None:
+        """The connection is going away; connectionLost follows and cleans up."""
+        self._writable_waiters = []
 
     def close(self, reason: str, *, bye: bool = True, abort: bool = False) -> None:
         """Close with a reason the peer can read (BYE) and we log; idempotent."""

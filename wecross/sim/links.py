@@ -10,7 +10,10 @@ What a link does to bytes, per direction:
 - propagation: ``latency`` (fixed, or drawn per frame from the link's distribution);
 - loss: a stream cannot lose bytes, so a lost transmission costs a retransmission timeout (max(200 ms, 2 * RTT))
   and the frame arrives late; several losses in a row cost several timeouts;
-- order: frames never overtake each other (it is one TCP connection).
+- order: frames never overtake each other (it is one TCP connection);
+- flow control: a sender with more than ``SEND_WINDOW`` bytes written and not yet delivered is paused (its
+  registered producer's ``pauseProducing``) until deliveries bring that below ``RESUME_BELOW``, as a TCP send
+  buffer and window would; writes while paused are still accepted (a producer may overrun, as with Twisted).
 Connection set-up costs one round trip. A link that is cut delivers nothing (what was in flight is lost) and tells
 nobody: the routers at its ends find out from their heartbeats, as they would in a real network. A crashed router
 likewise goes silent; a router that stops gracefully closes its connections, and the other ends hear it.
@@ -39,6 +42,9 @@ from wecross.sim.clock import SimClock
 from wecross.sim.model import LinkSpec
 from wecross.wire.messages import Hello
 
+#: Bytes in flight per direction above which the sender's producer is paused, and below which it is resumed.
+SEND_WINDOW = 64 * 1024
+RESUME_BELOW = 16 * 1024
 #: The smallest retransmission timeout a lost transmission costs (Linux's minimum RTO).
 MIN_RTO = 0.2
 #: How long a dial towards a silent router (crashed, or behind a cut link) takes to fail.
@@ -219,6 +225,10 @@ class SimConnection:
         self.held: tuple[list[bytes], list[bytes]] = ([], [])
         self.transports = (SimTransport(self, 0), SimTransport(self, 1))
         self.generation = link.generation
+        #: Per side: bytes it wrote that are not delivered yet, its registered producer, and whether it is paused.
+        self.in_flight = [0, 0]
+        self.producers: list[Any] = [None, None]
+        self.producer_paused = [False, False]
 
     def start(self) -> None:
         self.protocols[1].makeConnection(self.transports[1])
@@ -241,8 +251,20 @@ class SimConnection:
         now = net.clock.seconds()
         arrive = self.link.arrival(sender, len(data), now)
         net.clock.callLater(arrive - now, self._deliver, 1 - side, data, self.generation)
+        self.in_flight[side] += len(data)
+        producer = self.producers[side]
+        if producer is not None and not self.producer_paused[side] and self.in_flight[side] > SEND_WINDOW:
+            self.producer_paused[side] = True
+            producer.pauseProducing()
 
     def _deliver(self, side: int, data: bytes, generation: int) -> None:
+        sender = 1 - side
+        self.in_flight[sender] -= len(data)
+        if self.producer_paused[sender] and self.in_flight[sender] <= RESUME_BELOW and self.open[sender]:
+            self.producer_paused[sender] = False
+            producer = self.producers[sender]
+            if producer is not None:
+                producer.resumeProducing()
         if generation != self.link.generation or not self.open[side] or self.routers[side] in self.net.silent:
             return
         if self.paused[side]:
@@ -324,10 +346,13 @@ class SimTransport:
         self.loseConnection()
 
     def registerProducer(self, producer: object, streaming: bool) -> None:
-        pass
+        if self.connection.producers[self.side] is not None:
+            raise RuntimeError("a producer is registered already")
+        self.connection.producers[self.side] = producer
 
     def unregisterProducer(self) -> None:
-        pass
+        self.connection.producers[self.side] = None
+        self.connection.producer_paused[self.side] = False
 
 
 @implementer(IListeningPort)
