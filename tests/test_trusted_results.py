@@ -37,6 +37,10 @@ def write(key: str, value: Any) -> Invocation:
     return Invocation(IPath.parse(f"{CHAIN}.hello"), "sendTransaction", "set", [key, value])
 
 
+def read(key: str) -> Invocation:
+    return Invocation(IPath.parse(f"{CHAIN}.hello"), "getData", "", [key])
+
+
 class Base(TestCase):
     timeout = 60
     trust = TrustSettings()
@@ -115,10 +119,18 @@ class HonestPath(Base):
                              again["block_number"] - result["block_number"])
 
     @defer.inlineCallbacks
-    def test_reads_say_they_are_not_proven(self) -> Any:
+    def test_reads_are_verified_against_state_proofs(self) -> Any:
         result = yield self.entry.invoke(Invocation(IPath.parse(f"{CHAIN}.asset"), "call", "balanceOf", ["alice"]))
         self.assertEqual(result["output"], 1000)
-        self.assertFalse(result["verified"]["proof"])
+        self.assertTrue(result["verified"]["proof"], result["verified"])
+        self.assertIn("state_inclusion", result["verified"]["checks"])
+        yield self.entry.invoke(write("k", "v"))
+        result = yield self.entry.invoke(read("k"))
+        self.assertEqual(result["output"], "v")
+        self.assertEqual(result["verified"]["block"], result["block_number"])
+        result = yield self.entry.invoke(read("never-written"))
+        self.assertIsNone(result["output"])
+        self.assertTrue(result["verified"]["proof"])
 
     @defer.inlineCallbacks
     def test_rest_serves_trusted_headers(self) -> Any:
@@ -265,6 +277,70 @@ class DishonestRelay(Base):
                 header["prev_hash"] = "11" * 32
         self.tamper(change, ops=("headers",))
         return self.refused(write("k", "v"), "header_hash")
+
+
+class DishonestRelayOnReads(Base):
+    """Every way a relay can lie about a read is caught: output, a proven value, a proof node, absence, the header,
+    another read's proof, and a genuine but outdated answer."""
+
+    READS = ("call", "getData")
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        yield super().setUp()
+        yield self.entry.invoke(write("k", "v"))
+
+    def test_altered_output(self) -> Any:
+        self.tamper(lambda result, args: result.update(output="forged"), ops=self.READS)
+        return self.refused(read("k"), "output_mismatch")
+
+    def test_altered_proven_value(self) -> Any:
+        from wecross.embedded.block import encode
+
+        def change(result: dict[str, Any], args: Any) -> None:
+            result["output"] = "forged"
+            result["proof"]["state"][-1]["value"] = encode("forged").hex()
+        self.tamper(change, ops=self.READS)
+        return self.refused(read("k"), "state_inclusion")
+
+    def test_altered_proof_node(self) -> Any:
+        def change(result: dict[str, Any], args: Any) -> None:
+            entry = result["proof"]["state"][-1]
+            side, digest = entry["siblings"][0]
+            sibling = bytearray.fromhex(digest)
+            sibling[0] ^= 1
+            entry["siblings"][0] = [side, sibling.hex()]
+        self.tamper(change, ops=self.READS)
+        return self.refused(read("k"), "state_inclusion")
+
+    def test_claimed_absence_of_a_present_key(self) -> Any:
+        def change(result: dict[str, Any], args: Any) -> None:
+            entry = result["proof"]["state"][-1]
+            result["proof"]["state"][-1] = {"key": entry["key"], "absent": True, "left": entry, "right": None}
+            result["output"] = None
+        self.tamper(change, ops=self.READS)
+        return self.refused(read("k"), "state_absence")
+
+    def test_altered_header(self) -> Any:
+        def change(result: dict[str, Any], args: Any) -> None:
+            result["proof"]["header"]["state_root"] = "00" * 32
+        self.tamper(change, ops=self.READS)
+        return self.refused(read("k"), "header_hash")
+
+    @defer.inlineCallbacks
+    def test_proof_of_another_read(self) -> Any:
+        other = yield self.entry.invoke(Invocation(IPath.parse(f"{CHAIN}.asset"), "call", "balanceOf", ["alice"]))
+        self.tamper(lambda result, args: (result.clear(), result.update(copy.deepcopy(other))), ops=self.READS)
+        yield self.refused(Invocation(IPath.parse(f"{CHAIN}.asset"), "call", "balanceOf", ["bob"]), "read_mismatch")
+
+    @defer.inlineCallbacks
+    def test_outdated_answer_replayed(self) -> Any:
+        old = yield self.entry.invoke(read("k"))
+        self.entry.trust.max_read_lag = 2
+        for i in range(3):
+            yield self.entry.invoke(write(f"later{i}", i))
+        self.tamper(lambda result, args: (result.clear(), result.update(copy.deepcopy(old))), ops=self.READS)
+        yield self.refused(read("k"), "stale_read")
 
 
 class PinnedCheckpoint(Base):

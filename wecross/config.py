@@ -101,6 +101,9 @@ class TrustSettings:
     checkpoints: dict[str, str] = field(default_factory=dict)
     #: Headers asked for in one request.
     batch: int = 256
+    #: A proven read may name a block at most this many blocks older than the newest trusted header of its chain:
+    #: an older one is refused as ``stale_read`` (a relay replaying a genuine but outdated answer).
+    max_read_lag: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,7 +392,8 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
             raise ConfigError(file, key, "expected the genesis block's hash in hex")
         checkpoints[chain] = text
     trust = TrustSettings(quorum=t.integer("quorum", 1, 1, 64), checkpoints=checkpoints,
-                          batch=t.integer("batch", 256, 1, 4096))
+                          batch=t.integer("batch", 256, 1, 4096),
+                          max_read_lag=t.integer("max_read_lag", 16, 0, 1_000_000))
     t.finish()
 
     plug = top.sub("stub_plugins")

@@ -124,7 +124,8 @@ class RouterNode(MultiService):
         self.headers = HeaderStore(settings.data_dir, settings.trust, reactor, rehash_for)
         self.router.trust = TrustedResults(self.headers, self.router.fetch_headers, self.router.chain_type_of,
                                            self.router.replicas_of, batch=settings.trust.batch,
-                                           resource_kind=self.router.resource_kind)
+                                           resource_kind=self.router.resource_kind,
+                                           max_read_lag=settings.trust.max_read_lag)
         self.site = make_site(self.router, max_body=settings.rest.max_body)
 
     def startService(self) -> None:

@@ -8,6 +8,13 @@ that header: the transaction and the receipt are in the block, the receipt is th
 receipt's, and the transaction is the one this client asked for (so an old receipt replayed by a relay fails). A
 result that fails any check becomes a ``proof_invalid`` error naming the check; a result that passes carries a
 ``verified`` field saying what was checked. Nothing here trusts the routers between the owner and us.
+
+Reads are proven too where the chain can prove them: an embedded read names its block and carries a state proof of
+every key it touched (the entry router replays the read over the proven values), an EVM getData carries
+eth_getProof account and storage proofs. A proof shows "this was the value at block N", so a genuine but old
+answer would pass: a read naming a block more than ``max_read_lag`` blocks behind the newest header we trust for
+its chain is refused as ``stale_read``. EVM ``call`` carries no proof (which storage slots a contract reads is
+known only to its code), and says so in ``verified``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from wecross.chain.headers import HeaderChain, HeaderError, Rehash
 from wecross.chain.store import HeaderStore
 from wecross.errors import RouterError
 from wecross.facade import Invocation
-from wecross.stub.interfaces import WRITE_OPERATIONS
+from wecross.stub.interfaces import OP_GET_DATA, WRITE_OPERATIONS
 
 #: Asks ``source`` for headers ``start`` .. ``start + count - 1`` of a chain: (chain, source, start, count).
 Fetch = Callable[[str, str, int, int], Deferred[Sequence[Mapping[str, Any]]]]
@@ -52,12 +59,14 @@ class TrustedResults:
         *,
         batch: int = 256,
         resource_kind: Callable[[str], str | None] = lambda ipath: None,
+        max_read_lag: int = 16,
     ) -> None:
         self.store = store
         self.fetch = fetch
         self.chain_type_of = chain_type_of
         self.replicas_of = replicas_of
         self.batch = batch
+        self.max_read_lag = max_read_lag
         #: iPath -> the resource's kind as its owner announces it (picks the built-in ABI for EVM checks).
         self.resource_kind = resource_kind
         self._locks: dict[str, DeferredLock] = {}
@@ -69,8 +78,11 @@ class TrustedResults:
         owner = result.get("router")
         chain = invocation.path.chain_path
         chain_type = self.chain_type_of(chain, owner) if isinstance(owner, str) else None
-        if invocation.op not in WRITE_OPERATIONS:
-            result["verified"] = {"proof": False, "reason": "reads carry no proof on this chain type"}
+        if invocation.op not in WRITE_OPERATIONS and not (
+                chain_type == "embedded" or (chain_type == "evm" and invocation.op == OP_GET_DATA)):
+            reason = ("an EVM call carries no state proof: which storage slots a contract reads is known only to "
+                      "its code" if chain_type == "evm" else "reads carry no proof on this chain type")
+            result["verified"] = {"proof": False, "reason": reason}
             self.counters["unverifiable"] += 1
             return result
         if chain_type not in ("embedded", "evm"):
@@ -87,7 +99,9 @@ class TrustedResults:
 
     def _check(self, expected: str, result: dict[str, Any], invocation: Invocation, chain: str,
                owner: str) -> dict[str, Any]:
-        if self.chain_type_of(chain, owner) == "evm":
+        if invocation.op not in WRITE_OPERATIONS:
+            checks = self._check_read(expected, result, invocation, chain, owner)
+        elif self.chain_type_of(chain, owner) == "evm":
             checks = self._check_evm(expected, result, invocation, owner)
         else:
             from wecross.embedded.verify import check_write_proof
@@ -110,6 +124,34 @@ class TrustedResults:
         }
         self.counters["verified"] += 1
         return result
+
+    def _check_read(self, expected: str, result: dict[str, Any], invocation: Invocation, chain: str,
+                    owner: str) -> list[str]:
+        header_chain = self.store.chains[chain]
+        number = result["block_number"]
+        if header_chain.height - number > self.max_read_lag:
+            self._refuse("stale_read", f"the read was answered at block {number} but block {header_chain.height} "
+                                       f"is trusted already (max_read_lag {self.max_read_lag})", owner)
+        if self.chain_type_of(chain, owner) == "evm":
+            from wecross.chain.evm_checks import EvmCheckError, check_read
+
+            try:
+                return ["header_linked", *check_read(result, expected,
+                                                     resource_kind=self.resource_kind(str(invocation.path)),
+                                                     key=invocation.args[0] if invocation.args else None)]
+            except EvmCheckError as exc:
+                self._refuse(exc.check, exc.message, owner)
+        from wecross.embedded.verify import READ_PROOF_CHECKS, check_read_proof
+
+        expected_read = {"resource": invocation.path.resource, "op": invocation.op, "method": invocation.method,
+                         "args": list(invocation.args)}
+        try:
+            failed = check_read_proof(result, expected_header_hash=expected, expected_read=expected_read)
+        except ValueError as exc:  # the request itself is not a read the chain could have answered
+            self._refuse("read_mismatch", str(exc), owner)
+        if failed is not None:
+            self._refuse(failed[0], failed[1], owner)
+        return ["header_linked", *READ_PROOF_CHECKS]
 
     def _check_evm(self, expected: str, result: dict[str, Any], invocation: Invocation, owner: str) -> list[str]:
         from wecross.chain.evm_checks import EvmCheckError, check_write

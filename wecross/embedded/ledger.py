@@ -5,6 +5,12 @@ Threads. Everything in :class:`Ledger` runs on the reactor thread except what it
 Reads (call/getData) are answered from the in-memory :class:`~wecross.embedded.state.WorldState` and never wait
 for the disk.
 
+Read proofs. A read is answered at the head block and proven against the head's state root: the writer thread
+hands a frozen copy of each committed block's state tree (:class:`~wecross.embedded.state.StateSnapshot`) to the
+reactor thread, which installs it together with the block's state changes and the new head in one callback. So the
+values a read sees, the tree its proof comes from and the header it names always belong to the same block, without
+a lock: the reactor thread is the only one that touches them.
+
 Blocks. At most one block is being written at a time. A write that arrives while none is in flight starts a block
 at once; writes that arrive while one is in flight queue up and all go into the next block (up to
 ``max_block_txs``), so under load blocks grow instead of queueing up fsyncs. A block's transactions run on the
@@ -33,12 +39,33 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from wecross.chain.merkle import MerkleTree
-from wecross.embedded.block import STATUS_OK, Event, Header, Receipt, Transaction, genesis_header, sha256
-from wecross.embedded.resources import Contract, Outcome, genesis_state
-from wecross.embedded.state import Overlay, ResourceView, WorldState, encode_changes, state_root_of
+from wecross.embedded.block import (
+    STATUS_OK,
+    Event,
+    Header,
+    Receipt,
+    Transaction,
+    canonical,
+    encode,
+    genesis_header,
+    sha256,
+)
+from wecross.embedded.resources import KIND_KEY, NS_META, Contract, Outcome, genesis_state
+from wecross.embedded.state import (
+    Overlay,
+    RecordingState,
+    ResourceView,
+    StateProofError,
+    StateSnapshot,
+    StateTree,
+    WorldState,
+    decode_key,
+    encode_changes,
+    encode_key,
+    state_root_of,
+)
 from wecross.embedded.store import BlockRecord, ChainStore, LoadedChain
 from wecross.stub.interfaces import (
-    OP_CALL,
     OP_GET_DATA,
     OP_SEND_TRANSACTION,
     OP_SET_DATA,
@@ -84,6 +111,7 @@ class _Written:
     header: Header
     receipts: list[Receipt]
     proofs: list[dict[str, Any]]
+    snapshot: StateSnapshot
 
 
 def _proof_bundle(header_wire: dict[str, Any], tx_tree: MerkleTree, tx_leaf: bytes, receipt_tree: MerkleTree,
@@ -130,6 +158,9 @@ class Ledger:
         self._store = ChainStore(self.path)
         self._world = WorldState()
         self._head = self.genesis
+        #: The head's state tree and header wire, replaced together with ``_world`` and ``_head``.
+        self._snapshot = StateTree().snapshot()
+        self._head_wire: dict[str, Any] = self.genesis.to_abstract().to_wire()
         self._headers: collections.OrderedDict[int, Header] = collections.OrderedDict()
         self._tx_total = 0
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -172,7 +203,7 @@ class Ledger:
 
     def _opened(self, loaded: LoadedChain) -> None:
         self._world = WorldState(loaded.state)
-        self._head = loaded.head
+        self._set_head(loaded.head, loaded.snapshot)
         self._tx_total = loaded.tx_total
         self._remember(loaded.genesis)
         for header in loaded.recent:
@@ -284,14 +315,42 @@ class Ledger:
         """Answer call/getData from memory; raises StubError. This is the hot path: no I/O, no Deferred."""
         self._check_running()
         contract = self._contract(resource)
-        view = ResourceView(self._world, resource)
-        if op == OP_GET_DATA:
-            if not isinstance(args, (list, tuple)) or len(args) != 1:
-                raise StubError("bad_args", "getData takes one key")
-            return contract.get_data(view, contract.check_key(args[0]))
-        if op != OP_CALL:
-            raise StubError("bad_request", f"{op} is not a read operation")
-        return contract.read(view, method, contract.check(op, method, args), sender)
+        return contract.answer(ResourceView(self._world, resource), op, method, args, sender)
+
+    def read_proven(self, resource: str, op: str, method: str, args: Any, sender: str) -> Result:
+        """Answer call/getData at the head block with a state proof of every key the read touched; StubError.
+
+        The Result names ``block_number``; its ``proof`` is ``{"header", "read", "state"}``: the head's header
+        (wire form), the read as answered (``resource``, ``op``, ``method``, ``args``; getData's method is
+        ``"getData"``) and one proof entry (:class:`~wecross.embedded.state.StateSnapshot`) per state key read,
+        the resource's kind key first. Synchronous, so values, tree and header cannot change underneath it.
+        """
+        self._check_running()
+        contract = self._contract(resource)
+        recorder = RecordingState(self._world)
+        output = contract.answer(ResourceView(recorder, resource), op, method, args, sender)
+        touched = [(resource, NS_META, KIND_KEY), *recorder.touched]
+        snapshot = self._snapshot
+        try:
+            state = [snapshot.prove(encode_key(key), self._encoded_value) for key in dict.fromkeys(touched)]
+        except StateProofError as exc:
+            log.error("chain {chain}: cannot prove a read: {why}", chain=self.chain_id, why=exc.message)
+            raise StubError("internal", f"chain {self.chain_id}: cannot prove the read") from None
+        header = dict(self._head_wire)
+        header["extras"] = dict(self._head_wire["extras"])  # every Result gets its own, callers may annotate theirs
+        read = {"resource": resource, "op": op, "method": OP_GET_DATA if op == OP_GET_DATA else method,
+                "args": canonical(list(args))}
+        return Result(output=output, block_number=self._head.number,
+                      proof={"header": header, "read": read, "state": state})
+
+    def _encoded_value(self, key_bytes: bytes) -> bytes | None:
+        value = self._world.get(decode_key(key_bytes))
+        return None if value is None else encode(value)
+
+    def _set_head(self, header: Header, snapshot: StateSnapshot) -> None:
+        self._head = header
+        self._snapshot = snapshot
+        self._head_wire = header.to_abstract().to_wire()
 
     def _remember(self, header: Header) -> None:
         self._headers[header.number] = header
@@ -476,11 +535,11 @@ class Ledger:
         header_wire = header.to_abstract().to_wire()
         proofs = [_proof_bundle(header_wire, tx_tree, tx_leaves[i], receipt_tree, receipt_leaves[i], i)
                   for i in range(len(tx_leaves))]
-        return _Written(header, receipts, proofs)
+        return _Written(header, receipts, proofs, self._store.state_tree.snapshot())
 
     def _block_written(self, written: _Written, included: list[_Pending], changes: Mapping[Any, Any]) -> None:
         self._world.apply(changes)
-        self._head = written.header
+        self._set_head(written.header, written.snapshot)
         self._tx_total += len(included)
         self._remember(written.header)
         self._writing = False

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from wecross.embedded.block import EncodingError, Event, canonical, encode
 from wecross.embedded.state import ResourceView, StateKey
 from wecross.ipath import IPath, IPathError
-from wecross.stub.interfaces import OP_CALL, OP_SEND_TRANSACTION, ResourceInfo, StubError
+from wecross.stub.interfaces import OP_CALL, OP_GET_DATA, OP_SEND_TRANSACTION, ResourceInfo, StubError
 
 READ = "read"
 WRITE = "write"
@@ -31,6 +31,9 @@ MAX_VALUE_BYTES = 64 * 1024
 NS_DATA = "d"
 NS_BALANCE = "b"
 NS_META = "m"
+#: Every resource records its kind under (NS_META, KIND_KEY) at genesis: a verifier replaying a proven read learns
+#: from the proven state which code to replay.
+KIND_KEY = "kind"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +169,21 @@ class Contract:
     # -- execution ---------------------------------------------------------------------------------------------
     def genesis(self) -> dict[tuple[str, str], Any]:
         """The resource's initial state, (namespace, key) -> value; part of the genesis block."""
-        return {(NS_META, "kind"): self.kind}
+        return {(NS_META, KIND_KEY): self.kind}
+
+    def answer(self, view: ResourceView, op: str, method: str, args: Any, sender: str) -> Any:
+        """Answer a call or getData against ``view``; StubError for a bad request.
+
+        The one code path of a read: the chain answers with it, and a verifier replays it over proven state, so the
+        two cannot drift apart.
+        """
+        if op == OP_GET_DATA:
+            if not isinstance(args, (list, tuple)) or len(args) != 1:
+                raise StubError("bad_args", "getData takes one key")
+            return self.get_data(view, self.check_key(args[0]))
+        if op != OP_CALL:
+            raise StubError("bad_request", f"{op} is not a read operation")
+        return self.read(view, method, self.check(op, method, args), sender)
 
     def read(self, view: ResourceView, method: str, args: list[Any], sender: str) -> Any:
         return getattr(self, f"_read_{method}")(view, *args)

@@ -21,7 +21,7 @@ from typing import Any
 
 from wecross.embedded.block import Header, encode
 from wecross.embedded.block import decode as decode_value
-from wecross.embedded.state import StateKey, StateTree, decode_key, encode_key
+from wecross.embedded.state import StateKey, StateSnapshot, StateTree, decode_key, encode_key
 from wecross.stub.interfaces import StubError
 
 #: Version of the table layout; a database of another version is refused rather than misread.
@@ -71,6 +71,8 @@ class LoadedChain:
     tx_total: int
     state: dict[StateKey, Any]
     created: bool
+    #: The head's state tree, for proving reads on the reactor thread.
+    snapshot: StateSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +199,8 @@ class ChainStore:
         if self.state_tree.root != previous.state_root:
             raise StoreError(f"chain database {self.path} is corrupt: the stored state does not match the state "
                              f"root of head block {previous.number}")
-        return LoadedChain(genesis_header, previous, list(recent), tx_count, state, created)
+        return LoadedChain(genesis_header, previous, list(recent), tx_count, state, created,
+                           self.state_tree.snapshot())
 
     def _check_header(self, number: int, stored_hash: bytes, raw: bytes, previous: Header | None) -> Header:
         where = f"chain database {self.path} is corrupt at block {number}"

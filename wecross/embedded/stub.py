@@ -65,7 +65,7 @@ class EmbeddedResource(NoTransactionHooks):
 
     def _read(self, op: str, method: str, args: Any, sender: str) -> Deferred[Result]:
         try:
-            return defer.succeed(Result(output=self._ledger.read(self._name, op, method, args, sender)))
+            return defer.succeed(self._ledger.read_proven(self._name, op, method, args, sender))
         except StubError as exc:
             return defer.fail(exc)
 

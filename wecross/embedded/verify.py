@@ -1,18 +1,32 @@
-"""Checking the proofs that come with an embedded-chain write, far from the chain that made them.
+"""Checking the proofs that come with an embedded-chain result, far from the chain that made them.
 
 An entry router receives a write's Result over the overlay from the owning router. With this module (pure: no I/O,
 no chain access) it can convince itself that the transaction and its receipt are in the block whose header came
 along, that the header hashes to what it claims, and, given the header hash from its own header store, that the
 block is the one it already knows.
+
+A read's Result is proven the same way against the block's state root: every state key the read touched comes
+with its value (or a proof that the key is absent), and the verifier replays the read itself, with the resource's
+own code (:meth:`~wecross.embedded.resources.Contract.answer`), over exactly those proven values. The output is
+believed only if the replay gives it, so nothing the relays say about the output needs to be trusted.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 from wecross.chain.merkle import verify_inclusion
-from wecross.embedded.block import Header, Receipt, Transaction, canonical, encode, sha256
+from wecross.embedded.block import Header, Receipt, Transaction, canonical, decode, encode, sha256
+from wecross.embedded.resources import KIND_KEY, KINDS, NS_META, Contract
+from wecross.embedded.state import ResourceView, StateKey, StateProofError, check_state_entry, decode_key
+from wecross.stub.interfaces import OP_CALL, OP_GET_DATA, StubError
+
+#: What a read Result that passes :func:`check_read_proof` has been checked for (for ``verified.checks``).
+READ_PROOF_CHECKS = ("header_matches", "read_matches_request", "state_inclusion", "output_matches")
+#: Keys :func:`check_read_proof` accepts in ``expected_read``.
+_READ_FIELDS = frozenset({"resource", "op", "method", "args", "chain", "sender"})
 
 
 def explain_write_proof(
@@ -103,4 +117,143 @@ def _explain(result: Mapping[str, Any], expected_header_hash: str | None,
         for field, value in expected_tx.items():
             if field not in actual or encode(canonical(actual[field])) != encode(canonical(value)):
                 return ("tx_mismatch", f"the proven transaction's {field} is not the expected one")
+    return None
+
+
+def _header_problem(result: Mapping[str, Any], header_wire: Mapping[str, Any],
+                    expected_header_hash: str | None) -> tuple[Header, tuple[str, str] | None]:
+    """The proof's header, and what is wrong with it (hash, trust, block number), if anything."""
+    header = Header.from_wire(header_wire)
+    if header.hash.hex() != header_wire.get("hash"):
+        return header, ("header_hash", "the header does not hash to its stated hash")
+    if header_wire.get("timestamp") != header.timestamp_ms / 1000.0:
+        return header, ("header_hash", "the header's timestamp disagrees with its hashed timestamp_ms")
+    if expected_header_hash is not None and header.hash.hex() != expected_header_hash.lower():
+        return header, ("header_mismatch", "the header is not the one the header store holds for this block")
+    if result.get("block_number") != header.number:
+        return header, ("block_number", "block_number does not match the header")
+    return header, None
+
+
+def check_read_proof(
+    result: Mapping[str, Any],
+    *,
+    expected_header_hash: str | None = None,
+    expected_read: Mapping[str, Any],
+) -> tuple[str, str] | None:
+    """(the check that failed, why) for a read Result (wire dict) that does not prove itself, or None.
+
+    ``expected_read`` is the read the client asked for: ``resource`` (the resource's name on its chain), ``op``
+    (``"call"`` or ``"getData"``), ``method`` (ignored for getData), ``args`` (for getData ``[key]``), and
+    optionally ``chain`` (``"zone.chain"``, compared with the header's chain) and ``sender`` (accepted and
+    ignored: no built-in read depends on who asks). A malformed ``expected_read`` is the caller's bug and raises
+    ValueError; anything wrong with ``result`` is reported, never raised.
+
+    Checks, in order: ``no_proof``, ``malformed``, ``header_hash``, ``header_mismatch`` (not the header the store
+    trusts), ``block_number``, ``read_mismatch`` (the proof is of another read or chain), ``state_inclusion`` (a
+    proven key/value is not under the header's state root), ``state_absence`` (a key claimed absent may be
+    present), ``state_incomplete`` (the replayed read needs a key that has no proof), ``unknown_kind`` (a resource
+    kind this verifier cannot replay), ``output_mismatch`` (the replay over the proven state gives another output,
+    or fails, or the resource does not exist at that block).
+    """
+    expected = _checked_expected_read(expected_read)
+    try:
+        return _explain_read(result, expected_header_hash, expected)
+    except StateProofError as exc:
+        return (exc.check, exc.message)
+    except Exception as exc:  # anything malformed is an invalid proof, not a crash
+        return ("malformed", f"malformed proof: {exc}")
+
+
+def _checked_expected_read(expected_read: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(expected_read, Mapping):
+        raise ValueError("expected_read must be a mapping")
+    unknown = set(expected_read) - _READ_FIELDS
+    if unknown:
+        raise ValueError(f"expected_read has unknown field(s) {sorted(unknown)}; allowed: {sorted(_READ_FIELDS)}")
+    op, resource, args = expected_read.get("op"), expected_read.get("resource"), expected_read.get("args")
+    if op not in (OP_CALL, OP_GET_DATA):
+        raise ValueError(f"expected_read op must be {OP_CALL!r} or {OP_GET_DATA!r}, not {op!r}")
+    if not isinstance(resource, str) or not isinstance(args, (list, tuple)):
+        raise ValueError("expected_read needs resource (a string) and args (a list)")
+    method = OP_GET_DATA if op == OP_GET_DATA else expected_read.get("method")
+    if not isinstance(method, str):
+        raise ValueError("expected_read needs method (a string) for a call")
+    chain = expected_read.get("chain")
+    if chain is not None and not isinstance(chain, str):
+        raise ValueError("expected_read chain must be a string")
+    return {"resource": resource, "op": op, "method": method, "args": list(args), "chain": chain}
+
+
+@functools.lru_cache(maxsize=64)
+def _replayer(kind: str) -> Contract:
+    """A resource of ``kind`` with no options: reads never depend on options (initial state, issuer), only on
+    state, so one instance per kind serves every resource of that kind."""
+    return KINDS[kind]("replay", {})
+
+
+class _Unproven(Exception):
+    def __init__(self, key: StateKey) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class _ProvenState:
+    """The state a verifier knows: exactly the proven keys. Reading any other key is an incomplete proof."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[StateKey, Any]) -> None:
+        self._values = values
+
+    def get(self, key: StateKey) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise _Unproven(key) from None
+
+
+def _explain_read(result: Mapping[str, Any], expected_header_hash: str | None,
+                  expected: Mapping[str, Any]) -> tuple[str, str] | None:
+    proof = result.get("proof")
+    if not isinstance(proof, Mapping):
+        return ("no_proof", "no proof")
+    header_wire, read, entries = proof.get("header"), proof.get("read"), proof.get("state")
+    if not (isinstance(header_wire, Mapping) and isinstance(read, Mapping) and isinstance(entries, list)):
+        return ("malformed", "the proof needs header, read and state parts")
+    header, problem = _header_problem(result, header_wire, expected_header_hash)
+    if problem is not None:
+        return problem
+    if expected["chain"] is not None and expected["chain"] != header.chain_id:
+        return ("read_mismatch", f"the proof is of chain {header.chain_id!r}, not {expected['chain']!r}")
+    for field in ("resource", "op", "method", "args"):
+        if field not in read or encode(canonical(read[field])) != encode(canonical(expected[field])):
+            return ("read_mismatch", f"the proven read's {field} is not the requested one")
+    values: dict[StateKey, Any] = {}
+    for entry in entries:
+        key_bytes, value_bytes = check_state_entry(entry, header.state_root)
+        values[decode_key(key_bytes)] = None if value_bytes is None else decode(value_bytes)
+    resource = expected["resource"]
+    state = _ProvenState(values)
+    try:
+        kind = state.get((resource, NS_META, KIND_KEY))
+    except _Unproven:
+        return ("state_incomplete", f"the kind of resource {resource!r} is not proven")
+    if kind is None:
+        return ("output_mismatch", f"chain {header.chain_id} has no resource {resource!r} at block {header.number}")
+    if kind not in KINDS:
+        return ("unknown_kind", f"resource {resource!r} is of kind {kind!r}, which this router cannot replay")
+    try:
+        output = _replayer(kind).answer(ResourceView(state, resource), expected["op"], expected["method"],
+                                        expected["args"], "")
+    except _Unproven as exc:
+        return ("state_incomplete", f"the read needs state key {exc.key!r}, which has no proof")
+    except StubError as exc:
+        return ("output_mismatch", f"over the proven state the read fails: {exc.message}")
+    try:
+        same = "output" in result and encode(canonical(output)) == encode(canonical(result["output"]))
+    except ValueError:  # an output no chain value encodes to
+        same = False
+    if not same:
+        return ("output_mismatch", "output differs from the read replayed over the proven state")
     return None
