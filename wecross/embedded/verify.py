@@ -9,12 +9,20 @@ A read's Result is proven the same way against the block's state root: every sta
 with its value (or a proof that the key is absent), and the verifier replays the read itself, with the resource's
 own code (:meth:`~wecross.embedded.resources.Contract.answer`), over exactly those proven values. The output is
 believed only if the replay gives it, so nothing the relays say about the output needs to be trusted.
+
+Facts, once proven, stay true: "this header hashes to H" and "under state root R, key K has value V (or is
+absent)". Two small bounded memos keep them, so that reads of the same block (the head, between writes) do not
+re-hash its header or re-walk the proof of the resource's kind key, which every read of a resource carries. A
+memo hit needs the claim and its proof to be exactly the ones proven before (a relay that alters a proof node is
+caught even when the claim is true), and then costs a few comparisons instead of the hashing.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from wecross.chain.merkle import verify_inclusion
@@ -27,6 +35,40 @@ from wecross.stub.interfaces import OP_CALL, OP_GET_DATA, StubError
 READ_PROOF_CHECKS = ("header_matches", "read_matches_request", "state_inclusion", "output_matches")
 #: Keys :func:`check_read_proof` accepts in ``expected_read``.
 _READ_FIELDS = frozenset({"resource", "op", "method", "args", "chain", "sender"})
+#: Entries of each memo of proven facts (see the module docstring).
+MEMO_SIZE = 4096
+
+
+class _Memo:
+    """A bounded set of proven facts, oldest forgotten first (reactor thread only)."""
+
+    def __init__(self, size: int) -> None:
+        self._facts: OrderedDict[Hashable, Any] = OrderedDict()
+        self._size = size
+
+    def get(self, key: Hashable) -> Any:
+        value = self._facts.get(key)
+        if value is not None:
+            self._facts.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        self._facts[key] = value
+        if len(self._facts) > self._size:
+            self._facts.popitem(last=False)
+
+
+#: header hash -> (the header's wire dict as proven, its Header)
+_HEADERS = _Memo(MEMO_SIZE)
+#: (state root, key hex, value hex or None for absent) -> the proof entry as proven
+_STATE = _Memo(MEMO_SIZE)
+
+
+def _proven_header(header_wire: Mapping[str, Any]) -> Header | None:
+    known = _HEADERS.get(header_wire.get("hash"))
+    if known is not None and known[0] == header_wire:
+        return known[1]  # type: ignore[no-any-return]
+    return None
 
 
 def explain_write_proof(
@@ -123,11 +165,14 @@ def _explain(result: Mapping[str, Any], expected_header_hash: str | None,
 def _header_problem(result: Mapping[str, Any], header_wire: Mapping[str, Any],
                     expected_header_hash: str | None) -> tuple[Header, tuple[str, str] | None]:
     """The proof's header, and what is wrong with it (hash, trust, block number), if anything."""
-    header = Header.from_wire(header_wire)
-    if header.hash.hex() != header_wire.get("hash"):
-        return header, ("header_hash", "the header does not hash to its stated hash")
-    if header_wire.get("timestamp") != header.timestamp_ms / 1000.0:
-        return header, ("header_hash", "the header's timestamp disagrees with its hashed timestamp_ms")
+    header = _proven_header(header_wire)
+    if header is None:
+        header = Header.from_wire(header_wire)
+        if header.hash.hex() != header_wire.get("hash"):
+            return header, ("header_hash", "the header does not hash to its stated hash")
+        if header_wire.get("timestamp") != header.timestamp_ms / 1000.0:
+            return header, ("header_hash", "the header's timestamp disagrees with its hashed timestamp_ms")
+        _HEADERS.put(header_wire["hash"], (_frozen_copy(header_wire), header))
     if expected_header_hash is not None and header.hash.hex() != expected_header_hash.lower():
         return header, ("header_mismatch", "the header is not the one the header store holds for this block")
     if result.get("block_number") != header.number:
@@ -213,6 +258,25 @@ class _ProvenState:
             raise _Unproven(key) from None
 
 
+def _frozen_copy(wire: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of a header's wire dict, so a caller editing its own later cannot change the memo."""
+    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in wire.items()}
+
+
+def _claim(root: bytes, entry: object) -> tuple[bytes, str, str | None] | None:
+    """What a state proof entry claims, as a memo key: (root, key hex, value hex or None when absent); None for an
+    entry too malformed to name a claim (the full check then says what is wrong)."""
+    if not isinstance(entry, Mapping):
+        return None
+    key = entry.get("key")
+    if not isinstance(key, str):
+        return None
+    if entry.get("absent") is True:
+        return (root, key.lower(), None)
+    value = entry.get("value")
+    return (root, key.lower(), value.lower()) if isinstance(value, str) else None
+
+
 def _explain_read(result: Mapping[str, Any], expected_header_hash: str | None,
                   expected: Mapping[str, Any]) -> tuple[str, str] | None:
     proof = result.get("proof")
@@ -230,8 +294,16 @@ def _explain_read(result: Mapping[str, Any], expected_header_hash: str | None,
         if field not in read or encode(canonical(read[field])) != encode(canonical(expected[field])):
             return ("read_mismatch", f"the proven read's {field} is not the requested one")
     values: dict[StateKey, Any] = {}
+    root = header.state_root
     for entry in entries:
-        key_bytes, value_bytes = check_state_entry(entry, header.state_root)
+        claim = _claim(root, entry)
+        if claim is not None and _STATE.get(claim) == entry:
+            key_bytes = bytes.fromhex(claim[1])
+            value_bytes = None if claim[2] is None else bytes.fromhex(claim[2])
+        else:
+            key_bytes, value_bytes = check_state_entry(entry, root)
+            if claim is not None:
+                _STATE.put(claim, copy.deepcopy(entry))
         values[decode_key(key_bytes)] = None if value_bytes is None else decode(value_bytes)
     resource = expected["resource"]
     state = _ProvenState(values)
