@@ -191,7 +191,9 @@ class KeyValue(EvmStubBase):
         stub = yield self.started()
         hello = stub.resource("hello")
         got = yield hello.call("get", ["greeting"], "alice")
-        self.assertEqual(got, Result(output="hi"))  # set at deploy from 'initial'
+        self.assertEqual(got.output, "hi")  # set at deploy from 'initial'
+        self.assertEqual(got.proof["kind"], "state")  # a storage read: proven (tests/test_evm_read_proofs.py)
+        self.assertIsNone(got.tx_hash)
 
         written = yield hello.send_transaction("set", ["city", "Shenzhen"], "alice")
         self.assertIsNone(written.output)
@@ -310,6 +312,128 @@ class Asset(EvmStubBase):
             "reverted", "insufficient balance", "in block")
         self.assertEqual(int(self.anvil.rpc("eth_blockNumber"), 16), height + 1)
         self.assertIn("transaction", error.message)
+
+
+class Sending(EvmStubBase):
+    """The write path: three requests to an automining node, fees and nonce read fresh for every write, receipts
+    polled from the reactor where the node does not mine at once, and every write's proof accepted by the entry
+    router's check."""
+
+    def verified(self, result: Result, method: str, args: list[Any], kind: str = "kv") -> list[str]:
+        from wecross.chain.evm_checks import check_write
+
+        block = self.anvil.rpc("eth_getBlockByNumber", [hex(result.block_number), False])
+        return check_write(result.to_wire(), block["hash"][2:], resource_kind=kind, method=method, args=args,
+                           sender="alice")
+
+    @defer.inlineCallbacks
+    def test_three_requests_per_write_on_an_automining_node(self) -> Any:
+        stub = yield self.started()
+        hello = stub.resource("hello")
+        sent = []
+        batch = stub.node.batch
+
+        def counting(calls: list[tuple[str, list[Any]]]) -> list[Any]:
+            sent.append([method for method, _ in calls])
+            return batch(calls)
+
+        stub.node.batch = counting
+        written = yield hello.set_data("k", "v", "alice")
+        self.assertEqual([sorted(methods) for methods in sent], [
+            sorted(["eth_getBlockByNumber", "eth_maxPriorityFeePerGas", "eth_gasPrice", "eth_getTransactionCount",
+                    "eth_estimateGas"]),
+            ["eth_sendRawTransaction"],
+            sorted(["eth_getTransactionReceipt", "eth_getBlockByNumber", "eth_getBlockReceipts"])])
+        self.assertIn("tx_matches_request", self.verified(written, "set", ["k", "v"]))
+        del sent[:]
+        got = yield hello.get_data("k", "alice")
+        self.assertEqual((got.output, len(sent)), ("v", 2))  # the head block; the proof and the call together
+
+    @defer.inlineCallbacks
+    def test_receipts_polled_where_the_node_does_not_mine_at_once(self) -> Any:
+        stub = yield self.started()
+        self.anvil.rpc("evm_setAutomine", [False])
+        written = stub.resource("hello").set_data("k", "v", "alice")
+        yield deferLater(reactor, 0.1, lambda: None)
+        self.assertFalse(answered(written))
+        self.assertFalse(stub.node.mines_at_once)
+        self.anvil.rpc("anvil_mine", ["0x1"])
+        result = yield written
+        self.assertIn("tx_matches_request", self.verified(result, "set", ["k", "v"]))
+        self.anvil.rpc("evm_setAutomine", [True])
+        again = yield stub.resource("hello").set_data("k", "w", "alice")
+        self.assertTrue(stub.node.mines_at_once)  # found at the first poll: back to the one-round-trip path
+        self.assertIn("tx_matches_request", self.verified(again, "set", ["k", "w"]))
+
+    @defer.inlineCallbacks
+    def test_a_nonce_taken_by_another_sender_with_the_key(self) -> Any:
+        """The stub's own nonce count is behind when someone else signs with the router's key: the node's pending
+        count wins, so the write is neither refused nor sent as a replacement of the other transaction."""
+        stub = yield self.started()
+        yield stub.resource("hello").set_data("first", "1", "alice")
+        for _ in range(2):
+            nonce = int(self.anvil.rpc("eth_getTransactionCount", [self.account.address, "pending"]), 16)
+            raw = self.account.sign_transaction({"to": self.account.address, "value": 1, "gas": 21000, "nonce": nonce,
+                                                 "gasPrice": 10**10, "chainId": 31337}).raw_transaction
+            self.anvil.rpc("eth_sendRawTransaction", ["0x" + raw.hex()])
+        sends = []
+        batch = stub.node.batch
+
+        def counting(calls: list[tuple[str, list[Any]]]) -> list[Any]:
+            sends.extend(method for method, _ in calls if method == "eth_sendRawTransaction")
+            return batch(calls)
+
+        stub.node.batch = counting
+        written = yield stub.resource("hello").set_data("second", "2", "alice")
+        self.assertEqual(len(sends), 1)  # right the first time, not refused and sent again
+        self.assertIn("tx_matches_request", self.verified(written, "set", ["second", "2"]))
+        got = yield stub.resource("hello").get_data("second", "alice")
+        self.assertEqual(got.output, "2")
+
+    @defer.inlineCallbacks
+    def test_legacy_transactions_on_a_node_without_base_fee(self) -> Any:
+        """Berlin: no base fee, so EIP-155 transactions with the node's gas price."""
+        legacy = yield Anvil(extra_args=("--hardfork", "berlin")).start_in_thread()
+        self.addCleanup(legacy.stop)
+        self.anvil = legacy
+        legacy.set_balance(self.account.address, FUNDS)
+        stub = yield self.started()
+        written = yield stub.resource("asset").send_transaction("transfer", ["bob", 7], "alice")
+        raw = legacy.rpc("eth_getTransactionByHash", ["0x" + written.tx_hash])
+        self.assertEqual(int(raw["type"], 16), 0)
+        self.assertIn("tx_matches_request", self.verified(written, "transfer", ["bob", 7], "asset"))
+        got = yield stub.resource("asset").get_data("bob", "bob")
+        self.assertEqual((got.output, got.proof["kind"]), (7, "state"))
+
+    def test_signing_is_eth_accounts(self) -> None:
+        """Transactions signed by the stub are byte for byte eth_account's (deterministic signatures)."""
+        from eth_keys.datatypes import PrivateKey
+
+        from wecross.evm.stub import EvmOptions, _Node
+
+        node = _Node("test", EvmOptions(rpc="http://127.0.0.1:1"))
+        node._key = PrivateKey(bytes(self.account.key))
+        base = {"value": 0, "gas": 90_000, "chainId": 31337}
+        dynamic = {"maxFeePerGas": 3 * 10**9, "maxPriorityFeePerGas": 10**9}
+        for tx in ({**base, **dynamic, "to": "0x" + "11" * 20, "data": "0x" + "ab" * 70, "nonce": 5},
+                   {**base, **dynamic, "data": "0x6080", "nonce": 0},
+                   {**base, "to": "0x" + "22" * 20, "data": "0x", "nonce": 300, "gasPrice": 7 * 10**9},
+                   {**base, "data": "0x6080", "nonce": 1, "gasPrice": 1, "chainId": 20200}):
+            self.assertEqual(node.sign(tx), bytes(self.account.sign_transaction(tx).raw_transaction), tx)
+
+    @defer.inlineCallbacks
+    def test_headers_in_one_batch_and_a_node_gone(self) -> Any:
+        stub = yield self.started()
+        head = int(self.anvil.rpc("eth_blockNumber"), 16)
+        several = yield stub.headers(0, head + 5)
+        self.assertEqual([h.number for h in several], list(range(head + 1)))  # stops at the head
+        one_by_one = yield defer.gatherResults([stub.header(n) for n in range(head + 1)])
+        self.assertEqual(several, one_by_one)
+        yield self.assert_stub_error(stub.headers(head + 1, 2), "no_such_block", "height is")
+        yield self.assert_stub_error(stub.headers(-1, 2), "bad_args")
+        self.anvil.stop()
+        yield self.assert_stub_error(stub.resource("hello").get_data("k", "alice"), "unavailable", "did not answer")
+        yield self.assert_stub_error(stub.resource("hello").set_data("k", "v", "alice"), "unavailable")
 
 
 class Waiting(EvmStubBase):

@@ -11,10 +11,11 @@ result that fails any check becomes a ``proof_invalid`` error naming the check; 
 
 Reads are proven too where the chain can prove them: an embedded read names its block and carries a state proof of
 every key it touched (the entry router replays the read over the proven values), an EVM getData carries
-eth_getProof account and storage proofs. A proof shows "this was the value at block N", so a genuine but old
-answer would pass: a read naming a block more than ``max_read_lag`` blocks behind the newest header we trust for
-its chain is refused as ``stale_read``. EVM ``call`` carries no proof (which storage slots a contract reads is
-known only to its code), and says so in ``verified``.
+eth_getProof account and storage proofs (getData, and the calls of built-in resources whose storage layout is
+known). A proof shows "this was the value at block N", so a genuine but old answer would pass: a read naming a
+block more than ``max_read_lag`` blocks behind the newest header we trust for its chain is refused as
+``stale_read``. Other EVM calls carry no proof (which storage slots a contract reads is known only to its code), and
+say so in ``verified``.
 """
 
 from __future__ import annotations
@@ -79,9 +80,10 @@ class TrustedResults:
         chain = invocation.path.chain_path
         chain_type = self.chain_type_of(chain, owner) if isinstance(owner, str) else None
         if invocation.op not in WRITE_OPERATIONS and not (
-                chain_type == "embedded" or (chain_type == "evm" and invocation.op == OP_GET_DATA)):
-            reason = ("an EVM call carries no state proof: which storage slots a contract reads is known only to "
-                      "its code" if chain_type == "evm" else "reads carry no proof on this chain type")
+                chain_type == "embedded" or (chain_type == "evm" and self._evm_read_provable(invocation))):
+            reason = ("this EVM call carries no state proof: which storage slots a contract's method reads is known "
+                      "only to its code (built-in resources' reads are proven)" if chain_type == "evm"
+                      else "reads carry no proof on this chain type")
             result["verified"] = {"proof": False, "reason": reason}
             self.counters["unverifiable"] += 1
             return result
@@ -135,10 +137,13 @@ class TrustedResults:
         if self.chain_type_of(chain, owner) == "evm":
             from wecross.chain.evm_checks import EvmCheckError, check_read
 
+            kind = self.resource_kind(str(invocation.path))
             try:
-                return ["header_linked", *check_read(result, expected,
-                                                     resource_kind=self.resource_kind(str(invocation.path)),
-                                                     key=invocation.args[0] if invocation.args else None)]
+                if invocation.op == OP_GET_DATA:
+                    return check_read(result, expected, resource_kind=kind,
+                                      key=invocation.args[0] if invocation.args else None)
+                return check_read(result, expected, resource_kind=kind, method=invocation.method,
+                                  args=list(invocation.args))
             except EvmCheckError as exc:
                 self._refuse(exc.check, exc.message, owner)
         from wecross.embedded.verify import READ_PROOF_CHECKS, check_read_proof
@@ -152,6 +157,13 @@ class TrustedResults:
         if failed is not None:
             self._refuse(failed[0], failed[1], owner)
         return ["header_linked", *READ_PROOF_CHECKS]
+
+    def _evm_read_provable(self, invocation: Invocation) -> bool:
+        if invocation.op == OP_GET_DATA:
+            return True
+        from wecross.chain.evm_checks import read_plan
+
+        return read_plan(self.resource_kind(str(invocation.path)), invocation.method, list(invocation.args)) is not None
 
     def _check_evm(self, expected: str, result: dict[str, Any], invocation: Invocation, owner: str) -> list[str]:
         from wecross.chain.evm_checks import EvmCheckError, check_write
