@@ -116,6 +116,23 @@ class StubConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TxSettings:
+    """The transaction layer (wecross.tx): the 2PC coordinator on this router and its participants' safety net."""
+
+    #: Seconds a transaction may stay started (steps running, no decision) before it is rolled back; per-tx override.
+    default_timeout: float = 60.0
+    max_timeout: float = 3600.0
+    #: A participant holding a prepared transaction this long asks the coordinator, and rolls back when it has no
+    #: commit decision (or cannot be reached).
+    participant_timeout: float = 300.0
+    #: How often participants look for such transactions.
+    check_interval: float = 5.0
+    #: SQLite synchronous mode of the coordinator's log: FULL (fsync every group commit) unless you accept losing
+    #: the last decisions on power loss.
+    log_sync: str = "FULL"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     source: Path
     router_id: str
@@ -133,6 +150,7 @@ class Settings:
     gossip: GossipSettings = field(default_factory=GossipSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
+    tx: TxSettings = field(default_factory=TxSettings)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -396,6 +414,16 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
                           max_read_lag=t.integer("max_read_lag", 16, 0, 1_000_000))
     t.finish()
 
+    x = top.sub("tx")
+    log_sync = x.get("log_sync", str, default="FULL")
+    if log_sync not in ("FULL", "NORMAL", "OFF"):
+        raise x.fail("log_sync", "expected FULL, NORMAL or OFF")
+    max_timeout = x.number("max_timeout", 3600.0, 1.0, 30 * 86400.0)
+    tx = TxSettings(default_timeout=x.number("default_timeout", 60.0, 0.1, max_timeout), max_timeout=max_timeout,
+                    participant_timeout=x.number("participant_timeout", 300.0, 1.0, 30 * 86400.0),
+                    check_interval=x.number("check_interval", 5.0, 0.1, 3600.0), log_sync=log_sync)
+    x.finish()
+
     plug = top.sub("stub_plugins")
     plugin_dirs = tuple(
         _path(_Reader(file, plug.key(f"dirs[{i}]"), {"dir": d}), "dir", base)
@@ -448,6 +476,7 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
         plugin_dirs=plugin_dirs,
         transit=transit,
         gossip=gossip,
+        tx=tx,
         routing=routing,
         trust=trust,
     )

@@ -23,6 +23,11 @@ HTTP_STATUS: dict[str, int] = {
     "no_such_block": 404,
     "method_not_allowed": 405,
     "chain_clash": 409,
+    "locked": 409,  # state held by a transaction that is not finished (2PC)
+    "tx_state": 409,  # the transaction is not in a state that allows the request
+    "already_committed": 409,
+    "htlc_state": 409,
+    "unknown_tx": 404,
     "too_large": 413,
     "cancelled": 499,
     "insufficient_funds": 422,

@@ -32,13 +32,17 @@ from wecross.ipath import IPath, IPathError
 from wecross.routing.graph import build_graph
 from wecross.routing.replay import ReplayGuard
 from wecross.routing.table import Route, RoutingTable
-from wecross.stub.interfaces import OPERATIONS, WRITE_OPERATIONS, ChainState, Result, StubError
+from wecross.stub.interfaces import OPERATIONS, TX_OPERATIONS, WRITE_OPERATIONS, ChainState, Result, StubError
 from wecross.wire.messages import GossipDigest, GossipRecords, GossipSummary, Request, Response
 
 #: Router-level operation (not a resource's): block headers of a chain, for other routers' header stores.
 OP_HEADERS = "headers"
 #: Router-level operation: a resource's events from a block on (one poll; the entry router does the long poll).
 OP_EVENTS = "events"
+#: A participant asks a transaction's coordinator router for its state (args [tx_id]; routed by destination).
+OP_TX_STATUS = "txStatus"
+#: Operations that change state: deduplicated by request id at the owner, never re-sent once they may have run.
+_STATEFUL = WRITE_OPERATIONS | TX_OPERATIONS
 #: Longest a client may wait for events in one request, and how often the entry router looks again meanwhile.
 MAX_EVENTS_WAIT = 60.0
 EVENTS_POLL_INTERVAL = 0.5
@@ -96,6 +100,8 @@ class Router:
         self._refresher.clock = clock
         #: Verifies results that crossed other routers (set by the node; None: results pass unverified).
         self.trust: TrustedResults | None = None
+        #: The 2PC coordinator (wecross.tx.coordinator.Coordinator), set by the node.
+        self.coordinator: Any = None
 
     # -- lifecycle (driven by the node) -----------------------------------------------------------------------------
 
@@ -298,11 +304,11 @@ class Router:
             error = failure.value
             if not isinstance(error, RouterError) or error.code not in ("peer_lost", "unreachable", "hop_limit"):
                 return failure
-            if op not in WRITE_OPERATIONS or error.code != "peer_lost":
+            if op not in _STATEFUL or error.code != "peer_lost":
                 # Try the next path, never the one that failed. Safe for reads whatever happened; safe for writes
                 # when the request provably never reached the chain (no route or hop limit on the way).
                 log.info("{kind} {rid} fails over from {hop}: {error}", rid=request_id.hex(), hop=route.next_hop,
-                         error=error.message, kind="write" if op in WRITE_OPERATIONS else "read")
+                         error=error.message, kind="write" if op in _STATEFUL else "read")
                 self.outcomes["failovers"] += 1
                 return self._forward(path, op, method, args, sender, request_id, deadline, trail, hop_limit,
                                      destination, tried | {route.next_hop})
@@ -348,14 +354,17 @@ class Router:
         if not request.path or request.path[-1] != link.peer_id:
             raise RouterError("bad_request", f"the path {request.path} must end with the sending router "
                                              f"{link.peer_id}")
-        if request.op not in OPERATIONS and request.op not in (OP_HEADERS, OP_EVENTS):
+        if request.op not in OPERATIONS and request.op not in TX_OPERATIONS \
+                and request.op not in (OP_HEADERS, OP_EVENTS, OP_TX_STATUS):
             raise RouterError("bad_request", f"unknown operation {request.op!r}")
         try:
             path = IPath.parse(request.ipath)
         except IPathError as exc:
             raise RouterError("bad_ipath", str(exc)) from None
         trail = [*request.path, self.local_id]
-        if request.destination == self.local_id or self._serves(path.chain_path):
+        if request.op == OP_TX_STATUS and request.destination == self.local_id:
+            return self._answer_tx_status(list(request.args), trail)
+        if request.op != OP_TX_STATUS and (request.destination == self.local_id or self._serves(path.chain_path)):
             if not self._serves(path.chain_path):
                 raise RouterError("unknown_chain", f"router {self.local_id} does not serve {path.chain_path}")
             if request.op == OP_HEADERS:
@@ -366,7 +375,7 @@ class Router:
             def execute() -> Deferred[dict[str, Any]]:
                 return self._run_local(path, request.op, request.method, list(request.args), request.sender, trail)
 
-            if request.op in WRITE_OPERATIONS:
+            if request.op in _STATEFUL:
                 return self.replays.run(request.request_id, execute)
             return execute()
         if not self.settings.transit:
@@ -378,6 +387,45 @@ class Router:
         # A relay keeps the destination the origin chose: a write must reach the owner that deduplicates it.
         return self._forward(path, request.op, request.method, list(request.args), request.sender,
                              request.request_id, deadline, trail, request.hop_limit - 1, request.destination, set())
+
+    # -- the transaction layer ---------------------------------------------------------------------------------------
+
+    def tx_call(self, path: IPath, op: str, method: str, args: list[Any], sender: str) -> Deferred[dict[str, Any]]:
+        """A transaction operation (TX_OPERATIONS) on a resource, here or on the router serving it. Results are not
+        put through the read/write verifier: the coordinator acts on acknowledgements, and HTLC watchers check the
+        counterparty's proofs themselves."""
+        if op not in TX_OPERATIONS:
+            return defer.fail(RouterError("bad_request", f"{op!r} is not a transaction operation"))
+        if self._serves(path.chain_path):
+            return self._count(self._run_local(path, op, method, args, sender, [self.local_id]), "local")
+        deadline = self.clock.seconds() + self.settings.limits.request_deadline
+        request_id = self.id_prefix + next(self._id_counter).to_bytes(8, "big")
+        d = self._forward(path, op, method, args, sender, request_id, deadline, [self.local_id],
+                          self.settings.limits.hop_limit, None, set())
+        return self._count(d, "forwarded")
+
+    def tx_status(self, coordinator: str, tx_id: str, path: IPath) -> Deferred[dict[str, Any]]:
+        """Ask ``coordinator`` (a router id) for the state of ``tx_id``; ``path`` is the asking participant's
+        resource (any valid iPath: the request is routed to the coordinator router, not to a chain)."""
+        if coordinator == self.local_id:
+            try:
+                return defer.succeed(self._answer_tx_status_now([tx_id]))
+            except RouterError as exc:
+                return defer.fail(exc)
+        deadline = self.clock.seconds() + self.settings.limits.request_deadline
+        request_id = self.id_prefix + next(self._id_counter).to_bytes(8, "big")
+        return self._forward(path, OP_TX_STATUS, "", [tx_id], f"router:{self.local_id}", request_id, deadline,
+                             [self.local_id], self.settings.limits.hop_limit, coordinator, set())
+
+    def _answer_tx_status(self, args: list[Any], trail: list[str]) -> Deferred[dict[str, Any]]:
+        return defer.succeed(dict(self._answer_tx_status_now(args), router=self.local_id, path=trail))
+
+    def _answer_tx_status_now(self, args: list[Any]) -> dict[str, Any]:
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise RouterError("bad_args", "txStatus takes [tx_id]")
+        if self.coordinator is None:
+            raise RouterError("unknown_tx", f"router {self.local_id} coordinates no transactions")
+        return {"output": self.coordinator.status(args[0])}
 
     # -- block headers for other routers' header stores ------------------------------------------------------------
 
@@ -392,6 +440,12 @@ class Router:
 
         def headers(state: ChainState) -> Deferred[list[Any]]:
             last = min(state.height, start + count - 1)
+            if last < start:
+                return defer.succeed([])
+            batch = getattr(stub, "headers", None)
+            if batch is not None:  # one round trip to the node for the whole range (EVM)
+                found: Deferred[list[Any]] = batch(start, last - start + 1)
+                return found
             return defer.gatherResults([stub.header(n) for n in range(start, last + 1)], consumeErrors=True)
 
         def answer(found: list[Any]) -> dict[str, Any]:

@@ -25,6 +25,19 @@ OP_SET_DATA = "setData"
 OPERATIONS = (OP_CALL, OP_SEND_TRANSACTION, OP_GET_DATA, OP_SET_DATA)
 #: Operations that change chain state: never retried blindly, deduplicated by request id at the owner.
 WRITE_OPERATIONS = frozenset({OP_SEND_TRANSACTION, OP_SET_DATA})
+#: Transaction-layer operations on a resource (the coordinator and HTLC watcher send them; REST clients use /tx and
+#: /htlc). Arguments: txPrepare method = the step's method, args = [tx_id, step args]; txCommit / txRollback
+#: args = [tx_id]; htlcLock args = [htlc_id, hash_lock hex, timelock unix s, lock args]; htlcUnlock args =
+#: [htlc_id, secret hex]; htlcTimeout args = [htlc_id]. All change state: they are deduplicated and never retried
+#: blindly, like writes.
+OP_TX_PREPARE = "txPrepare"
+OP_TX_COMMIT = "txCommit"
+OP_TX_ROLLBACK = "txRollback"
+OP_HTLC_LOCK = "htlcLock"
+OP_HTLC_UNLOCK = "htlcUnlock"
+OP_HTLC_TIMEOUT = "htlcTimeout"
+TX_OPERATIONS = frozenset({OP_TX_PREPARE, OP_TX_COMMIT, OP_TX_ROLLBACK, OP_HTLC_LOCK, OP_HTLC_UNLOCK,
+                           OP_HTLC_TIMEOUT})
 
 
 class StubError(Exception):

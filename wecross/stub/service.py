@@ -21,9 +21,16 @@ from wecross.ipath import IPath
 from wecross.stub.interfaces import (
     OP_CALL,
     OP_GET_DATA,
+    OP_HTLC_LOCK,
+    OP_HTLC_TIMEOUT,
+    OP_HTLC_UNLOCK,
     OP_SEND_TRANSACTION,
     OP_SET_DATA,
+    OP_TX_COMMIT,
+    OP_TX_PREPARE,
+    OP_TX_ROLLBACK,
     OPERATIONS,
+    TX_OPERATIONS,
     ChainState,
     IResource,
     IStub,
@@ -198,6 +205,8 @@ class StubService(Service):
 
     @staticmethod
     def _dispatch(resource: Any, op: str, method: str, args: Any, sender: str) -> Deferred[Result]:
+        if op in TX_OPERATIONS:
+            return StubService._dispatch_tx(resource, op, method, args, sender)
         if op not in OPERATIONS:
             raise StubError("bad_request", f"unknown operation {op!r}; operations: {', '.join(OPERATIONS)}")
         if not isinstance(args, (list, tuple)):
@@ -218,6 +227,36 @@ class StubService(Service):
             return _maybe(resource.call, method, list(args), sender)
         assert op == OP_SEND_TRANSACTION
         return _maybe(resource.send_transaction, method, list(args), sender)
+
+    @staticmethod
+    def _dispatch_tx(resource: Any, op: str, method: str, args: Any, sender: str) -> Deferred[Result]:
+        """The transaction hooks (see TX_OPERATIONS for the argument shapes)."""
+        if not isinstance(args, (list, tuple)) or not args or not isinstance(args[0], str) or not args[0]:
+            raise StubError("bad_args", f"{op} needs the transaction or HTLC id as its first argument")
+        if not isinstance(sender, str):
+            raise StubError("bad_args", "the sender must be a string")
+        tx_id = args[0]
+        if op == OP_TX_PREPARE:
+            if len(args) != 2 or not isinstance(args[1], (list, tuple)) or not isinstance(method, str) or not method:
+                raise StubError("bad_args", "txPrepare takes a method and [tx_id, [step args]]")
+            return _maybe(resource.prepare, tx_id, method, list(args[1]), sender)
+        if op in (OP_TX_COMMIT, OP_TX_ROLLBACK, OP_HTLC_TIMEOUT):
+            if len(args) != 1:
+                raise StubError("bad_args", f"{op} takes [id]")
+            if op == OP_TX_COMMIT:
+                return _maybe(resource.commit, tx_id)
+            if op == OP_TX_ROLLBACK:
+                return _maybe(resource.rollback, tx_id)
+            return _maybe(resource.timeout, tx_id, sender)
+        if op == OP_HTLC_LOCK:
+            if len(args) != 4 or not isinstance(args[1], str) or isinstance(args[2], bool) \
+                    or not isinstance(args[2], (int, float)) or not isinstance(args[3], (list, tuple)):
+                raise StubError("bad_args", "htlcLock takes [htlc_id, hash_lock hex, timelock unix seconds, [args]]")
+            return _maybe(resource.lock, tx_id, args[1], float(args[2]), list(args[3]), sender)
+        assert op == OP_HTLC_UNLOCK
+        if len(args) != 2 or not isinstance(args[1], str):
+            raise StubError("bad_args", "htlcUnlock takes [htlc_id, secret hex]")
+        return _maybe(resource.unlock, tx_id, args[1], sender)
 
     @staticmethod
     def _internal(failure: Failure, path: IPath, op: str) -> Failure:

@@ -1,0 +1,367 @@
+"""The 2PC coordinator: a Twisted service driving :class:`~wecross.tx.model.Tx` state machines over the overlay.
+
+Rules it keeps, whatever fails:
+
+- **Write-ahead.** Every state change is in the durable log (:class:`~wecross.tx.log.TxLog`) before anything acts
+  on it: a step is logged "pending" before its prepare is sent, the decision is logged before any participant
+  hears it.
+- **Recovery.** On start, every transaction in the log that is not finished is finished: ``committing`` is driven
+  to committed, ``rolling_back`` to rolled back, and ``started`` (no decision logged: the client can no longer be
+  waiting for it) is rolled back. Participants make commit and rollback idempotent, so re-sending is always safe.
+- **Nothing stays locked.** A transaction still ``started`` at its deadline is rolled back. Carrying out a decision
+  is retried with back-off until every participant has acknowledged it; a participant that answers a commit with
+  ``unknown_tx`` (it rolled back on its own after its timeout) or a rollback with ``already_committed`` is recorded
+  as a heuristic outcome on the transaction and reported, not retried forever.
+- **Take-over.** The log record is the whitepaper's step record; another router given it (``adopt``) finishes the
+  transaction by the same rules (presumed abort when no decision is recorded).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from wecross.errors import RouterError
+from wecross.ipath import IPath, IPathError
+from wecross.stub.interfaces import OP_TX_COMMIT, OP_TX_PREPARE, OP_TX_ROLLBACK
+from wecross.tx.log import TxLog
+from wecross.tx.model import FINAL_STATES, StepState, Tx, TxError, TxState
+
+log = Logger()
+
+#: Codes after which a decision is not retried: the participant answered, and contradicted it.
+_CONTRADICTIONS = {OP_TX_COMMIT: {"unknown_tx"}, OP_TX_ROLLBACK: {"already_committed"}}
+#: Codes that mean "the resource cannot take part at all": retrying changes nothing.
+_PERMANENT = {"unsupported", "unknown_resource", "unknown_chain", "bad_args", "bad_ipath", "forbidden"}
+
+
+class Participants(Protocol):
+    def tx_call(self, ipath: IPath, op: str, method: str, args: list[Any], sender: str) -> Deferred[dict[str, Any]]:
+        """Run a transaction operation on the resource at ``ipath``, here or on the router that serves it."""
+
+
+class Coordinator(Service):
+    name = "tx-coordinator"
+
+    def __init__(
+        self,
+        router_id: str,
+        txlog: TxLog,
+        participants: Participants,
+        clock: IReactorTime,
+        *,
+        default_timeout: float = 60.0,
+        max_timeout: float = 3600.0,
+        retry_min: float = 0.5,
+        retry_max: float = 30.0,
+        max_steps: int = 256,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.router_id = router_id
+        self.log = txlog
+        self.participants = participants
+        self.clock = clock
+        self.default_timeout = default_timeout
+        self.max_timeout = max_timeout
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.max_steps = max_steps
+        self.rng = rng or random.Random()
+        self.txs: dict[str, Tx] = {}
+        self.counters: dict[str, int] = {"started": 0, "committed": 0, "rolled_back": 0, "recovered": 0,
+                                         "timed_out": 0, "retries": 0, "heuristic": 0}
+        self._in_flight: dict[tuple[str, str], Deferred[Any]] = {}
+        self._retry_calls: dict[tuple[str, str], IDelayedCall] = {}
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._finished: dict[str, list[Deferred[dict[str, Any]]]] = {}
+        self._sweeper = LoopingCall(self._sweep)
+        self._sweeper.clock = clock
+
+    # -- lifecycle --------------------------------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        for tx in self.log.open():
+            self.txs[tx.tx_id] = tx
+        unfinished = [tx for tx in self.txs.values() if tx.state not in FINAL_STATES]
+        for tx in unfinished:
+            self.counters["recovered"] += 1
+            log.info("tx {tx}: recovering ({state}, {n} steps)", tx=tx.tx_id, state=tx.state.value, n=len(tx.steps))
+            self._resume(tx, "the coordinator restarted before a decision was logged")
+        self._sweeper.start(1.0, now=False)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._sweeper.running:
+            self._sweeper.stop()
+        for call in self._retry_calls.values():
+            if call.active():
+                call.cancel()
+        self._retry_calls.clear()
+        for d in list(self._in_flight.values()):
+            d.cancel()
+        return self.log.close()
+
+    def _resume(self, tx: Tx, reason: str) -> None:
+        if tx.state is TxState.STARTED:
+            tx.decide_rollback(self.clock.seconds(), reason)
+            self._logged(tx).addCallback(lambda _: self._drive(tx)).addErrback(self._log_failure, tx)
+        else:
+            self._drive(tx)
+
+    # -- client operations ------------------------------------------------------------------------------------------
+
+    def start(self, resources: list[str], timeout: float | None = None,
+              sender: str = "anonymous") -> Deferred[dict[str, Any]]:
+        """A new transaction over ``resources`` (iPaths; empty: any resource may take part)."""
+        if not isinstance(resources, list) or not all(isinstance(r, str) for r in resources):
+            return defer.fail(TxError("bad_args", "resources must be a list of iPaths"))
+        try:
+            checked = [str(IPath.parse(r)) for r in resources]
+        except IPathError as exc:
+            return defer.fail(TxError("bad_ipath", str(exc)))
+        if timeout is None:
+            timeout = self.default_timeout
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= self.max_timeout:
+            return defer.fail(TxError("bad_args", f"timeout must be a number of seconds in (0, {self.max_timeout}]"))
+        now = self.clock.seconds()
+        tx = Tx(tx_id=f"{self.router_id}:{uuid.uuid4().hex}", coordinator=self.router_id,
+                resources=list(dict.fromkeys(checked)), created_at=now, deadline=now + float(timeout),
+                updated_at=now, sender=sender)
+        self.txs[tx.tx_id] = tx
+        self.counters["started"] += 1
+        return self._logged(tx).addCallback(lambda _: tx.to_record())
+
+    def execute(self, tx_id: str, ipath: str, method: str, args: list[Any],
+                sender: str = "anonymous") -> Deferred[dict[str, Any]]:
+        """One step: prepare ``method(args)`` on ``ipath`` inside the transaction; the step's record."""
+        try:
+            tx = self.get_tx(tx_id)
+            path = IPath.parse(ipath) if isinstance(ipath, str) else None
+            if path is None:
+                raise TxError("bad_ipath", "a step needs the iPath of its resource")
+            if len(tx.steps) >= self.max_steps:
+                raise TxError("bad_args", f"a transaction has at most {self.max_steps} steps")
+            step = tx.add_step(str(path), method, args, self.clock.seconds())
+        except IPathError as exc:
+            return defer.fail(TxError("bad_ipath", str(exc)))
+        except RouterError as exc:
+            return defer.fail(exc)
+
+        def send(_: object) -> Deferred[dict[str, Any]]:
+            return self.participants.tx_call(path, OP_TX_PREPARE, method, [tx_id, list(args)], sender)
+
+        def prepared(result: dict[str, Any]) -> Deferred[dict[str, Any]]:
+            tx.step_prepared(step.number, result.get("output"), self.clock.seconds())
+            return self._logged(tx).addCallback(lambda _: dict(step.to_record(), tx_state=tx.state.value))
+
+        def failed(failure: Failure) -> Deferred[dict[str, Any]]:
+            error = failure.value if isinstance(failure.value, RouterError) else RouterError(
+                "internal", failure.getErrorMessage())
+            tx.step_failed(step.number, error.code, error.message, self.clock.seconds())
+
+            def reraise(_: object) -> Failure:
+                details = dict(error.details, tx_id=tx_id, step=step.number)
+                return Failure(RouterError(error.code, f"step {step.number} of {tx_id} failed: {error.message}",
+                                           details))
+
+            return self._logged(tx).addBoth(reraise)
+
+        d = self._logged(tx).addCallback(send)
+        d.addCallbacks(prepared, failed)
+        return d
+
+    def commit(self, tx_id: str, wait: float = 10.0) -> Deferred[dict[str, Any]]:
+        """Log the commit decision, carry it out; answers when every participant committed (or after ``wait``
+        seconds with the transaction still ``committing``: it will finish, the log says so)."""
+        try:
+            tx = self.get_tx(tx_id)
+            if tx.state is TxState.COMMITTING or tx.state is TxState.COMMITTED:
+                return self._wait(tx, wait)
+            tx.decide_commit(self.clock.seconds())
+        except RouterError as exc:
+            return defer.fail(exc)
+        return self._logged(tx).addCallback(lambda _: self._drive(tx)).addCallback(lambda _: self._wait(tx, wait))
+
+    def rollback(self, tx_id: str, reason: str = "rolled back by the client",
+                 wait: float = 10.0) -> Deferred[dict[str, Any]]:
+        try:
+            tx = self.get_tx(tx_id)
+            if not tx.decide_rollback(self.clock.seconds(), reason):
+                return self._wait(tx, wait)
+        except RouterError as exc:
+            return defer.fail(exc)
+        return self._logged(tx).addCallback(lambda _: self._drive(tx)).addCallback(lambda _: self._wait(tx, wait))
+
+    def adopt(self, record: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        """Take over a transaction from its record (another coordinator's): finish it by the recovery rules."""
+        try:
+            tx = Tx.from_record(record)
+        except RouterError as exc:
+            return defer.fail(exc)
+        known = self.txs.get(tx.tx_id)
+        if known is not None and known.state not in FINAL_STATES:
+            return defer.fail(TxError("tx_state", f"transaction {tx.tx_id} is already being finished here"))
+        self.txs[tx.tx_id] = tx
+        if tx.state in FINAL_STATES:
+            return self._logged(tx).addCallback(lambda _: tx.to_record())
+        self._resume(tx, f"taken over by {self.router_id}: no decision was recorded")
+        return self._wait(tx, 10.0)
+
+    def get_tx(self, tx_id: str) -> Tx:
+        if not isinstance(tx_id, str):
+            raise TxError("bad_args", "a transaction id is a string")
+        tx = self.txs.get(tx_id)
+        if tx is None:
+            raise TxError("unknown_tx", f"no transaction {tx_id} here")
+        return tx
+
+    def get(self, tx_id: str) -> dict[str, Any]:
+        return self.get_tx(tx_id).to_record()
+
+    def status(self, tx_id: str) -> dict[str, Any]:
+        """What a participant asks before it gives up on us: the state, and whether a decision is logged."""
+        tx = self.get_tx(tx_id)
+        return {"tx_id": tx_id, "state": tx.state.value}
+
+    def list(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if state is not None and state not in {s.value for s in TxState}:
+            raise TxError("bad_args", f"state must be one of {', '.join(s.value for s in TxState)}")
+        rows = [tx.summary() for tx in self.txs.values() if state is None or tx.state.value == state]
+        rows.sort(key=lambda r: r["created_at"], reverse=True)
+        return rows[:limit]
+
+    def stats(self) -> dict[str, Any]:
+        by_state: dict[str, int] = {}
+        for tx in self.txs.values():
+            by_state[tx.state.value] = by_state.get(tx.state.value, 0) + 1
+        return {"by_state": by_state, **self.counters, "log_flushes": self.log.flushes}
+
+    # -- carrying out decisions -------------------------------------------------------------------------------------
+
+    def _logged(self, tx: Tx) -> Deferred[None]:
+        return self.log.write(tx)
+
+    def _drive(self, tx: Tx) -> None:
+        if tx.state not in (TxState.COMMITTING, TxState.ROLLING_BACK):
+            return
+        if not tx.outstanding():
+            self._finish_if_done(tx)
+            return
+        op = OP_TX_COMMIT if tx.state is TxState.COMMITTING else OP_TX_ROLLBACK
+        for ipath in tx.outstanding():
+            self._send_decision(tx, ipath, op)
+
+    def _finish_if_done(self, tx: Tx) -> None:
+        """A transaction with no participant (rolled back before any step) ends at once."""
+        if tx.state in FINAL_STATES:
+            self._notify(tx)
+            return
+        if tx.participants():
+            return
+        tx.state = TxState.COMMITTED if tx.state is TxState.COMMITTING else TxState.ROLLED_BACK
+        tx.finished_at = tx.updated_at = self.clock.seconds()
+        self._logged(tx).addCallback(lambda _: self._notify(tx)).addErrback(self._log_failure, tx)
+
+    def _send_decision(self, tx: Tx, ipath: str, op: str) -> None:
+        key = (tx.tx_id, ipath)
+        if key in self._in_flight or not self.running:
+            return
+        call = self._retry_calls.pop(key, None)
+        if call is not None and call.active():
+            call.cancel()
+        d = self.participants.tx_call(IPath.parse(ipath), op, "", [tx.tx_id], tx.sender)
+        self._in_flight[key] = d
+
+        def acked(result: dict[str, Any]) -> None:
+            self._in_flight.pop(key, None)
+            self._attempts.pop(key, None)
+            outcome = {k: result[k] for k in ("tx_hash", "block_number", "output") if k in result}
+            self._acked(tx, ipath, outcome)
+
+        def failed(failure: Failure) -> None:
+            self._in_flight.pop(key, None)
+            error = failure.value
+            code = error.code if isinstance(error, RouterError) else "internal"
+            message = error.message if isinstance(error, RouterError) else failure.getErrorMessage()
+            if not self.running:
+                return
+            if code in _CONTRADICTIONS[op] or code in _PERMANENT:
+                self.counters["heuristic"] += 1
+                tx.note_heuristic(ipath, code, message)
+                log.error("tx {tx}: {ipath} answered {op} with {code}: {message} (heuristic outcome)",
+                          tx=tx.tx_id, ipath=ipath, op=op, code=code, message=message)
+                self._acked(tx, ipath, {"heuristic": code})
+                return
+            attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
+            delay = min(self.retry_max, self.retry_min * 2 ** (attempts - 1)) * (0.5 + self.rng.random() / 2)
+            self.counters["retries"] += 1
+            log.info("tx {tx}: {op} on {ipath} failed ({code}: {message}); retrying in {delay:.1f} s",
+                     tx=tx.tx_id, op=op, ipath=ipath, code=code, message=message, delay=delay)
+            self._retry_calls[key] = self.clock.callLater(delay, self._send_decision, tx, ipath, op)
+
+        d.addCallbacks(acked, failed)
+
+    def _acked(self, tx: Tx, ipath: str, outcome: dict[str, Any]) -> None:
+        if tx.state not in (TxState.COMMITTING, TxState.ROLLING_BACK):
+            return
+        finished = tx.ack(ipath, self.clock.seconds(), outcome)
+        d = self._logged(tx)
+        if finished:
+            self.counters["committed" if tx.state is TxState.COMMITTED else "rolled_back"] += 1
+            d.addCallback(lambda _: self._notify(tx))
+        d.addErrback(self._log_failure, tx)
+
+    def _notify(self, tx: Tx) -> None:
+        for d in self._finished.pop(tx.tx_id, []):
+            if not d.called:
+                d.callback(tx.to_record())
+
+    def _wait(self, tx: Tx, wait: float) -> Deferred[dict[str, Any]]:
+        if tx.state in FINAL_STATES:
+            return defer.succeed(tx.to_record())
+        d: Deferred[dict[str, Any]] = Deferred()
+        self._finished.setdefault(tx.tx_id, []).append(d)
+
+        def give_up() -> None:
+            if not d.called:
+                waiting = self._finished.get(tx.tx_id, [])
+                if d in waiting:
+                    waiting.remove(d)
+                d.callback(tx.to_record())
+
+        timer = self.clock.callLater(max(0.0, wait), give_up)
+        d.addBoth(_cancel_timer, timer)
+        return d
+
+    def _log_failure(self, failure: Failure, tx: Tx) -> None:
+        log.failure("tx {tx}: could not log the transaction; it stays {state} until it can", failure,
+                    tx=tx.tx_id, state=tx.state.value)
+
+    # -- deadlines --------------------------------------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        now = self.clock.seconds()
+        for tx in list(self.txs.values()):
+            if tx.state is TxState.STARTED and now > tx.deadline and not any(
+                    s.state is StepState.PENDING and now - s.at < 5.0 for s in tx.steps):
+                self.counters["timed_out"] += 1
+                log.info("tx {tx}: deadline passed while started; rolling back", tx=tx.tx_id)
+                tx.decide_rollback(now, "the transaction's deadline passed before it was committed")
+                self._logged(tx).addCallback(lambda _, tx=tx: self._drive(tx)).addErrback(self._log_failure, tx)
+
+
+def _cancel_timer(result: Any, timer: IDelayedCall) -> Any:
+    if timer.active():
+        timer.cancel()
+    return result
+
