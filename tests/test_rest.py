@@ -465,7 +465,9 @@ class ApiTests(SynchronousTestCase):
         paths = {e["path"] for e in data["endpoints"]}
         self.assertEqual(paths, {"/", "/status", "/peers", "/routes", "/resources", "/chains",
                                  "/chains/{zone}/{chain}/headers/{n}", "/{zone}/{chain}/{resource}/events",
-                                 "/{zone}/{chain}/{resource}/{op}"})
+                                 "/{zone}/{chain}/{resource}/{op}", "/tx", "/tx/start", "/tx/adopt", "/tx/{id}",
+                                 "/tx/{id}/exec", "/tx/{id}/commit", "/tx/{id}/rollback", "/htlc", "/htlc/start",
+                                 "/htlc/{id}", "/htlc/{id}/unlock", "/htlc/{id}/refund"})
 
     def test_status_peers_resources(self) -> None:
         self.assertEqual(self.ok(b"GET", "/status"), self.router.status_value)

@@ -53,6 +53,12 @@ class RouterFacade(Protocol):
         """A resource's events from ``from_block`` on: ``{"events": [...], "next_block": n}``, waiting up to ``wait``
         seconds for the first one."""
 
+    def transactions(self) -> Any:
+        """The 2PC coordinator (wecross.tx.coordinator.Coordinator); RouterError ``unsupported`` without one."""
+
+    def htlc(self) -> Any:
+        """The HTLC service (wecross.tx.htlc.HtlcService); RouterError ``unsupported`` without one."""
+
     def invoke(self, invocation: Invocation) -> Deferred[dict[str, Any]]:
         """Run the operation on the owning router (here or over the overlay).
 

@@ -33,6 +33,9 @@ from wecross.rest.api import make_site
 from wecross.router import Router
 from wecross.stub.interfaces import StubSettings
 from wecross.stub.service import StubService
+from wecross.tx.coordinator import Coordinator
+from wecross.tx.log import TxLog
+from wecross.tx.participant import ParticipantWatcher
 from wecross.wire.limits import Limits as WireLimits
 
 log = Logger()
@@ -60,9 +63,11 @@ class RouterNode(MultiService):
         epoch: int | None = None,
         record_verifier: RecordVerifier | None = None,
         record_parser: Callable[[bytes], SignedRecord] | None = None,
+        transactions: bool = True,
     ) -> None:
         """The keyword arguments exist for the simulator, which runs many routers in one process: key material made
-        in memory, epochs from its virtual clock, and one record verifier (with its caches) shared by all."""
+        in memory, epochs from its virtual clock, and one record verifier (with its caches) shared by all; and no
+        transaction layer (``transactions=False``: no log file and log thread per simulated router)."""
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -126,6 +131,17 @@ class RouterNode(MultiService):
                                            self.router.replicas_of, batch=settings.trust.batch,
                                            resource_kind=self.router.resource_kind,
                                            max_read_lag=settings.trust.max_read_lag)
+        self.coordinator: Coordinator | None = None
+        self.participant: ParticipantWatcher | None = None
+        if transactions:
+            tx = settings.tx
+            self.coordinator = Coordinator(settings.router_id, TxLog(settings.data_dir / "tx-log.sqlite", reactor,
+                                                                     synchronous=tx.log_sync),
+                                           self.router, reactor, default_timeout=tx.default_timeout,
+                                           max_timeout=tx.max_timeout, rng=rng)
+            self.router.coordinator = self.coordinator
+            self.participant = ParticipantWatcher(self.router, self.stubs.stubs, reactor,
+                                                  timeout=tx.participant_timeout, interval=tx.check_interval)
         self.site = make_site(self.router, max_body=settings.rest.max_body)
 
     def startService(self) -> None:
@@ -139,6 +155,10 @@ class RouterNode(MultiService):
     def _start_network(self) -> Deferred[None]:
         self.gossip.setServiceParent(self)  # signs and installs our record before any link can ask for it
         self.peers.setServiceParent(self)
+        if self.coordinator is not None and self.participant is not None:
+            # After the links: recovery re-sends decisions at once (and retries until routes are up).
+            self.coordinator.setServiceParent(self)
+            self.participant.setServiceParent(self)
 
         def got_p2p(port: IListeningPort | None) -> Deferred[None]:
             if port is not None:

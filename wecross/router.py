@@ -102,6 +102,8 @@ class Router:
         self.trust: TrustedResults | None = None
         #: The 2PC coordinator (wecross.tx.coordinator.Coordinator), set by the node.
         self.coordinator: Any = None
+        #: The HTLC service (wecross.tx.htlc.HtlcService), set by the node.
+        self.htlc_service: Any = None
 
     # -- lifecycle (driven by the node) -----------------------------------------------------------------------------
 
@@ -389,6 +391,16 @@ class Router:
                              request.request_id, deadline, trail, request.hop_limit - 1, request.destination, set())
 
     # -- the transaction layer ---------------------------------------------------------------------------------------
+
+    def transactions(self) -> Any:
+        if self.coordinator is None:
+            raise RouterError("unsupported", f"router {self.local_id} runs no transaction coordinator")
+        return self.coordinator
+
+    def htlc(self) -> Any:
+        if self.htlc_service is None:
+            raise RouterError("unsupported", f"router {self.local_id} runs no HTLC service")
+        return self.htlc_service
 
     def tx_call(self, path: IPath, op: str, method: str, args: list[Any], sender: str) -> Deferred[dict[str, Any]]:
         """A transaction operation (TX_OPERATIONS) on a resource, here or on the router serving it. Results are not

@@ -108,6 +108,21 @@ _INDEX: dict[str, Any] = {
             "query": ["zone", "chain"],
             "summary": "resources reachable from this router, optionally filtered",
         },
+        {"method": "POST", "path": "/tx/start", "body": {"resources": ["zone.chain.resource"], "timeout": 60},
+         "summary": "start a 2PC transaction coordinated by this router"},
+        {"method": "POST", "path": "/tx/{id}/exec", "body": {"path": "zone.chain.resource", "method": "...",
+                                                             "args": []},
+         "summary": "run one step inside the transaction (executed tentatively, what it touches locked)"},
+        {"method": "POST", "path": "/tx/{id}/commit", "summary": "log the commit decision and carry it out"},
+        {"method": "POST", "path": "/tx/{id}/rollback", "summary": "roll the transaction back everywhere"},
+        {"method": "GET", "path": "/tx/{id}", "summary": "the transaction's record: state, steps, outcomes"},
+        {"method": "GET", "path": "/tx", "query": ["state", "limit"], "summary": "transactions, newest first"},
+        {"method": "POST", "path": "/tx/adopt", "summary": "take over a transaction from its record"},
+        {"method": "POST", "path": "/htlc/start", "summary": "start a hash time-locked exchange"},
+        {"method": "POST", "path": "/htlc/{id}/unlock", "summary": "reveal the secret and unlock"},
+        {"method": "POST", "path": "/htlc/{id}/refund", "summary": "reclaim after the time lock"},
+        {"method": "GET", "path": "/htlc/{id}", "summary": "the exchange's state on both chains"},
+        {"method": "GET", "path": "/htlc", "query": ["state", "limit"], "summary": "exchanges, newest first"},
         {
             "method": "POST",
             "path": "/{zone}/{chain}/{resource}/{op}",
@@ -525,6 +540,9 @@ class RestApi(Resource):
                                   {"field": "wait"})
             return self.router.events(_url_ipath(zone, chain, resource), int(from_block), seconds)
 
+        if segments and segments[0] in ("tx", "htlc"):
+            return self._transactions(request, segments, shown_path)
+
         if len(segments) == 4:
             op = segments[3]
             if op not in OPERATIONS:
@@ -548,10 +566,78 @@ class RestApi(Resource):
         raise RouterError(
             "not_found",
             f"no endpoint at {shown_path}; GET / lists the endpoints",
-            {"endpoints": ["/", "/status", "/peers", "/routes", "/resources", "/chains",
+            {"endpoints": ["/", "/status", "/peers", "/routes", "/resources", "/chains", "/tx", "/htlc",
                            "/chains/{zone}/{chain}/headers/{n}", "/{zone}/{chain}/{resource}/events",
                            "/{zone}/{chain}/{resource}/{op}"]},
         )
+
+    def _transactions(self, request: Request, segments: list[str | None], shown_path: str) -> Any:
+        """``/tx`` (2PC) and ``/htlc``: see the index for the endpoints."""
+        method = request.method
+        if any(s is None for s in segments):
+            raise RouterError("bad_request", "path segments must be valid UTF-8")
+        parts = [s for s in segments if s is not None]
+        kind = parts[0]
+        sender = client_identity(request)
+        if len(parts) == 1:
+            if method not in _GET_METHODS:
+                raise _MethodNotAllowed(method, _GET_METHODS, shown_path)
+            query = _query(request, frozenset({"state", "limit"}))
+            limit = query.get("limit", "100")
+            if not limit.isdigit() or not 1 <= int(limit) <= 10000:
+                raise RouterError("bad_request", f"limit must be an integer from 1 to 10000, got {limit!r}")
+            service = self.router.transactions() if kind == "tx" else self.router.htlc()
+            return {"transactions" if kind == "tx" else "htlcs": service.list(query.get("state"), int(limit)),
+                    "stats": service.stats()}
+        if len(parts) == 2 and parts[1] in ("start", "adopt"):
+            if method not in _POST_METHODS:
+                raise _MethodNotAllowed(method, _POST_METHODS, shown_path)
+            body = self._json_body(request)
+            if kind == "tx" and parts[1] == "start":
+                resources, timeout = body.get("resources", []), body.get("timeout")
+                return self.router.transactions().start(resources, timeout, sender)
+            if kind == "tx":
+                return self.router.transactions().adopt(body)
+            if parts[1] == "start":
+                return self.router.htlc().start(body, sender)
+            raise RouterError("not_found", f"no endpoint at {shown_path}")
+        if len(parts) == 2:
+            if method not in _GET_METHODS:
+                raise _MethodNotAllowed(method, _GET_METHODS, shown_path)
+            _query(request, frozenset())
+            service = self.router.transactions() if kind == "tx" else self.router.htlc()
+            return service.get(parts[1])
+        actions = {"tx": ("exec", "commit", "rollback"), "htlc": ("unlock", "refund")}[kind]
+        if len(parts) == 3 and parts[2] in actions:
+            if method not in _POST_METHODS:
+                raise _MethodNotAllowed(method, _POST_METHODS, shown_path)
+            tx_id, action = parts[1], parts[2]
+            body = self._json_body(request, optional=action != "exec")
+            if kind == "htlc":
+                return self.router.htlc().act(tx_id, action, body, sender)
+            coordinator = self.router.transactions()
+            if action == "exec":
+                ipath, step_method, args = body.get("path"), body.get("method"), body.get("args", [])
+                if not isinstance(ipath, str) or not isinstance(step_method, str) or not isinstance(args, list):
+                    raise RouterError("bad_request", 'exec takes {"path": "zone.chain.resource", "method": "...", '
+                                                     '"args": [...]}')
+                return coordinator.execute(tx_id, ipath, step_method, args, sender)
+            if action == "commit":
+                return coordinator.commit(tx_id)
+            reason = body.get("reason", "rolled back by the client")
+            if not isinstance(reason, str):
+                raise RouterError("bad_request", "reason must be a string")
+            return coordinator.rollback(tx_id, reason[:500])
+        raise RouterError("not_found", f"no endpoint at {shown_path}; GET / lists the endpoints")
+
+    def _json_body(self, request: Request, optional: bool = False) -> dict[str, Any]:
+        content_type = request.getHeader(b"Content-Type")
+        if content_type is not None and content_type not in _PLAIN_JSON_TYPES:
+            check_content_type(content_type)
+        body = self._read_body(request)
+        if optional and (not body or body.isspace()):
+            return {}
+        return parse_json_object(body)
 
     def _get(self, name: str, query: dict[str, str]) -> Any:
         if name == "":

@@ -258,6 +258,7 @@ class SimNetwork:
             epoch=int(self.clock.seconds() * 1000) + count,
             record_verifier=self.verifier,
             record_parser=self.verifier.parse,
+            transactions=False,
         )
         node.router.id_prefix = random.Random(f"{self.seed}/{router_id}/{count}/ids").randbytes(8)
         node.headers.simulate(self.clock)

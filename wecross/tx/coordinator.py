@@ -64,6 +64,7 @@ class Coordinator(Service):
         retry_min: float = 0.5,
         retry_max: float = 30.0,
         max_steps: int = 256,
+        sweep_interval: float = 1.0,
         rng: random.Random | None = None,
     ) -> None:
         self.router_id = router_id
@@ -75,6 +76,7 @@ class Coordinator(Service):
         self.retry_min = retry_min
         self.retry_max = retry_max
         self.max_steps = max_steps
+        self.sweep_interval = sweep_interval
         self.rng = rng or random.Random()
         self.txs: dict[str, Tx] = {}
         self.counters: dict[str, int] = {"started": 0, "committed": 0, "rolled_back": 0, "recovered": 0,
@@ -97,7 +99,7 @@ class Coordinator(Service):
             self.counters["recovered"] += 1
             log.info("tx {tx}: recovering ({state}, {n} steps)", tx=tx.tx_id, state=tx.state.value, n=len(tx.steps))
             self._resume(tx, "the coordinator restarted before a decision was logged")
-        self._sweeper.start(1.0, now=False)
+        self._sweeper.start(self.sweep_interval, now=False)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
