@@ -130,6 +130,10 @@ class TxSettings:
     #: SQLite synchronous mode of the coordinator's log: FULL (fsync every group commit) unless you accept losing
     #: the last decisions on power loss.
     log_sync: str = "FULL"
+    #: How often the HTLC watcher reads both locks of each open exchange, and the default safety margin (seconds
+    #: between the two time locks, and the least time left to unlock).
+    htlc_interval: float = 1.0
+    htlc_margin: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,7 +425,9 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
     max_timeout = x.number("max_timeout", 3600.0, 1.0, 30 * 86400.0)
     tx = TxSettings(default_timeout=x.number("default_timeout", 60.0, 0.1, max_timeout), max_timeout=max_timeout,
                     participant_timeout=x.number("participant_timeout", 300.0, 1.0, 30 * 86400.0),
-                    check_interval=x.number("check_interval", 5.0, 0.1, 3600.0), log_sync=log_sync)
+                    check_interval=x.number("check_interval", 5.0, 0.1, 3600.0), log_sync=log_sync,
+                    htlc_interval=x.number("htlc_interval", 1.0, 0.05, 3600.0),
+                    htlc_margin=x.number("htlc_margin", 60.0, 0.1, 86400.0))
     x.finish()
 
     plug = top.sub("stub_plugins")

@@ -34,6 +34,7 @@ from wecross.router import Router
 from wecross.stub.interfaces import StubSettings
 from wecross.stub.service import StubService
 from wecross.tx.coordinator import Coordinator
+from wecross.tx.htlc import Htlc, HtlcService
 from wecross.tx.log import TxLog
 from wecross.tx.participant import ParticipantWatcher
 from wecross.wire.limits import Limits as WireLimits
@@ -133,6 +134,7 @@ class RouterNode(MultiService):
                                            max_read_lag=settings.trust.max_read_lag)
         self.coordinator: Coordinator | None = None
         self.participant: ParticipantWatcher | None = None
+        self.htlc: HtlcService | None = None
         if transactions:
             tx = settings.tx
             self.coordinator = Coordinator(settings.router_id, TxLog(settings.data_dir / "tx-log.sqlite", reactor,
@@ -142,6 +144,11 @@ class RouterNode(MultiService):
             self.router.coordinator = self.coordinator
             self.participant = ParticipantWatcher(self.router, self.stubs.stubs, reactor,
                                                   timeout=tx.participant_timeout, interval=tx.check_interval)
+            self.htlc = HtlcService(settings.router_id, self.router,
+                                    TxLog(settings.data_dir / "htlc-log.sqlite", reactor, synchronous=tx.log_sync,
+                                          parse=Htlc.from_record),
+                                    reactor, interval=tx.htlc_interval, default_margin=tx.htlc_margin)
+            self.router.htlc_service = self.htlc
         self.site = make_site(self.router, max_body=settings.rest.max_body)
 
     def startService(self) -> None:
@@ -159,6 +166,8 @@ class RouterNode(MultiService):
             # After the links: recovery re-sends decisions at once (and retries until routes are up).
             self.coordinator.setServiceParent(self)
             self.participant.setServiceParent(self)
+            if self.htlc is not None:
+                self.htlc.setServiceParent(self)
 
         def got_p2p(port: IListeningPort | None) -> Deferred[None]:
             if port is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,16 @@ CREATE INDEX IF NOT EXISTS tx_state ON tx (state);
 
 
 class TxLog:
-    def __init__(self, path: Path, reactor: Any, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, reactor: Any, *, synchronous: str = "FULL",
+                 parse: Callable[[dict[str, Any]], Any] = Tx.from_record) -> None:
+        """``parse`` turns a stored record back into its object (the HTLC service keeps its exchanges here too);
+        objects written need ``tx_id``, ``state`` (a str enum), ``updated_at`` and ``to_json()``."""
         if synchronous not in ("FULL", "NORMAL", "OFF"):
             raise ValueError("synchronous must be FULL, NORMAL or OFF")
         self.path = path
         self.reactor = reactor
         self.synchronous = synchronous
+        self.parse = parse
         self._db: sqlite3.Connection | None = None
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"txlog-{path.name}")
         self._queue: dict[str, tuple[str, float, str]] = {}
@@ -56,7 +61,7 @@ class TxLog:
         self.flushes = 0
         self.records_written = 0
 
-    def open(self) -> list[Tx]:
+    def open(self) -> list[Any]:
         """Open (creating) the log and return every transaction in it. Runs on the caller's thread, once, at start."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
@@ -64,21 +69,21 @@ class TxLog:
         db.execute(f"PRAGMA synchronous = {self.synchronous}")
         db.executescript(_SCHEMA)
         self._db = db
-        found: list[Tx] = []
+        found: list[Any] = []
         for tx_id, record in db.execute("SELECT tx_id, record FROM tx ORDER BY rowid"):
             try:
-                found.append(Tx.from_record(json.loads(record)))
+                found.append(self.parse(json.loads(record)))
             except (ValueError, RouterError) as exc:
                 log.error("transaction log {path}: record of {tx} is unreadable ({error}); skipped",
                           path=str(self.path), tx=tx_id, error=str(exc))
         self._pool.start()
         return found
 
-    def write(self, tx: Tx) -> Deferred[None]:
+    def write(self, tx: Any) -> Deferred[None]:
         """Queue ``tx``'s current record; the Deferred fires once it is on disk (with every record of this turn)."""
         if self._db is None:
             return defer.fail(RouterError("storage_error", "the transaction log is not open"))
-        self._queue[tx.tx_id] = (tx.state.value, tx.updated_at, tx.to_json())
+        self._queue[tx.tx_id] = (str(getattr(tx.state, "value", tx.state)), tx.updated_at, tx.to_json())
         d: Deferred[None] = Deferred()
         self._waiters.append(d)
         if not self._flushing and not self._scheduled:
