@@ -115,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--keep", action="store_true", help="leave the routers running until Ctrl-C")
     demo.set_defaults(func=_demo)
     from wecross.sim.cli import add_parser as add_sim_parser
+    from wecross.tx.cli import add_parsers as add_tx_parsers
 
     add_sim_parser(sub)
+    add_tx_parsers(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
