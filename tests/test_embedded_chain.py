@@ -76,7 +76,7 @@ class GenesisTests(ChainTestCase):
         assert asset is not None
         self.assertEqual(asset.info.kind, "asset")
         self.assertEqual(asset.info.methods, {"balanceOf": "read", "totalSupply": "read", "transfer": "write",
-                                              "mint": "write"})
+                                              "mint": "write", "htlcStatus": "read"})
 
     async def test_genesis_is_deterministic_from_config(self) -> None:
         one = await self.open_stub()
@@ -199,14 +199,14 @@ class BlockTests(ChainTestCase):
         for previous, header in itertools.pairwise(headers):
             self.assertEqual(header.prev_hash, previous.hash)
 
-    async def test_tx_hooks_unsupported(self) -> None:
+    async def test_htlc_hooks_only_on_assets(self) -> None:
         stub = await self.open_stub()
-        asset = stub.resource("asset")
-        assert asset is not None
-        for d in (asset.prepare("t", "transfer", ["bob", 1], "alice"), asset.commit("t"), asset.rollback("t"),
-                  asset.lock("h", "00", 1.0, [], "alice"), asset.unlock("h", "s", "alice"), asset.timeout("h", "a")):
-            error = await self.fails("unsupported", d)
-            self.assertIn("transaction layer", error.message)
+        hello = stub.resource("hello")
+        assert hello is not None
+        for make in (lambda: hello.lock("h", "00" * 32, 1.0, ["bob", 1], "alice"),
+                     lambda: hello.unlock("h", "s", "alice"), lambda: hello.timeout("h", "a")):
+            error = await self.fails("unsupported", make())
+            self.assertIn("only asset resources", error.message)
 
 
 class ResourceTests(ChainTestCase):

@@ -249,7 +249,7 @@ class KeyValue(EvmStubBase):
         yield self.assert_stub_error(asset.send_transaction("mint", ["bob", "many"], "bank"), "bad_args",
                                      "must be an integer")
         yield self.assert_stub_error(asset.set_data("alice", 5, "alice"), "unsupported", "setData")
-        yield self.assert_stub_error(hello.prepare("t1", "set", ["k", "v"], "alice"), "unsupported")
+        yield self.assert_stub_error(hello.prepare("t1", "get", ["k"], "alice"), "unsupported")
 
 
 class Asset(EvmStubBase):

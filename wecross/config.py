@@ -409,10 +409,15 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
         parts = chain.split(".")
         if len(parts) != 2 or not all(_NAME.match(part) for part in parts):
             raise ConfigError(file, key, "expected a chain path zone.chain")
+        number: Any = 0
+        if isinstance(digest, dict):  # { number = N, hash = "..." }: a checkpoint above the genesis
+            number, digest = digest.get("number"), digest.get("hash")
+            if type(number) is not int or number < 0:
+                raise ConfigError(file, key, "expected { number = block number >= 0, hash = \"hex\" }")
         text = digest.lower().removeprefix("0x") if isinstance(digest, str) else ""
         if not text or len(text) > 128 or any(c not in "0123456789abcdef" for c in text):
-            raise ConfigError(file, key, "expected the genesis block's hash in hex")
-        checkpoints[chain] = text
+            raise ConfigError(file, key, "expected the genesis block's hash in hex, or { number = N, hash = \"hex\" }")
+        checkpoints[chain] = f"{number}:{text}" if number else text
     trust = TrustSettings(quorum=t.integer("quorum", 1, 1, 64), checkpoints=checkpoints,
                           batch=t.integer("batch", 256, 1, 4096),
                           max_read_lag=t.integer("max_read_lag", 16, 0, 1_000_000))

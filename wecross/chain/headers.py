@@ -19,6 +19,8 @@ from typing import Any
 #: Recomputes a header's hash from its wire dict (chain-specific); None for chain types whose abstract header does
 #: not carry every hashed field (their headers are trusted by linkage and quorum alone).
 Rehash = Callable[[Mapping[str, Any]], str]
+#: Headers further than this above the trusted head are not held while they wait (a source cannot fill memory).
+_MAX_AHEAD = 8192
 
 
 class HeaderError(Exception):
@@ -63,10 +65,12 @@ def parse(wire: Mapping[str, Any]) -> tuple[int, str, str]:
 
 @dataclass
 class HeaderChain:
-    """The trusted headers of one chain, from its checkpoint (block 0) up, without gaps.
+    """The trusted headers of one chain, from its checkpoint up, without gaps.
 
-    ``checkpoint``: the genesis hash the config pins, or None to pin the first genesis seen (trust on first use,
-    reported as such). ``quorum``: how many distinct routers must give the same header before it is accepted.
+    ``checkpoint``: the hash of block ``checkpoint_number`` the config pins (the genesis, block 0, by default; a
+    later block for a long chain such as Ethereum's, where linking back to genesis is out of the question), or None
+    to pin the first genesis seen (trust on first use, reported as such). Blocks below the checkpoint cannot be
+    trusted. ``quorum``: how many distinct routers must give the same header before it is accepted.
     """
 
     chain: str
@@ -74,13 +78,16 @@ class HeaderChain:
     quorum: int = 1
     rehash: Rehash | None = None
     pinned_by: str = "config"
+    checkpoint_number: int = 0
     headers: dict[int, TrustedHeader] = field(default_factory=dict)
-    #: number -> hash -> routers that offered it, while a quorum is not reached.
-    _pending: dict[int, dict[str, set[str]]] = field(default_factory=dict)
+    #: number -> hash -> (prev hash, wire, routers that offered it), while not trusted yet.
+    _pending: dict[int, dict[str, tuple[str, Mapping[str, Any], set[str]]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.quorum < 1:
             raise ValueError("quorum must be at least 1")
+        if self.checkpoint_number < 0 or (self.checkpoint_number > 0 and self.checkpoint is None):
+            raise ValueError("a checkpoint above the genesis needs its hash")
         if self.checkpoint is not None:
             self.checkpoint = _hex(self.checkpoint, f"checkpoint of {self.chain}")
         else:
@@ -88,8 +95,8 @@ class HeaderChain:
 
     @property
     def height(self) -> int:
-        """The highest block with every header below it trusted (-1: not even the genesis yet)."""
-        return len(self.headers) - 1
+        """The highest block with every header from the checkpoint up to it trusted (checkpoint - 1: none yet)."""
+        return self.checkpoint_number + len(self.headers) - 1
 
     def hash_of(self, number: int) -> str | None:
         header = self.headers.get(number)
@@ -112,30 +119,39 @@ class HeaderChain:
                 if actual != digest:
                     raise HeaderError("header_hash", f"block {number} of {self.chain} does not hash to its "
                                                      f"stated hash")
+            if number < self.checkpoint_number:
+                continue  # below the checkpoint: nothing to link it to, never trusted
             trusted = self.headers.get(number)
             if trusted is not None and trusted.hash != digest:
                 raise HeaderError("header_mismatch", f"block {number} of {self.chain} from {source} is not the "
                                                      f"trusted one ({digest[:16]}… vs {trusted.hash[:16]}…)")
-            if number == 0 and self.checkpoint is not None and digest != self.checkpoint:
-                raise HeaderError("checkpoint", f"genesis of {self.chain} from {source} is {digest[:16]}…, "
-                                                f"not the pinned {self.checkpoint[:16]}…")
+            if number == self.checkpoint_number and self.checkpoint is not None and digest != self.checkpoint:
+                raise HeaderError("checkpoint", f"block {number} of {self.chain} from {source} is "
+                                                f"{digest[:16]}…, not the pinned {self.checkpoint[:16]}…")
             parsed[number] = (digest, prev, wire)
+        # Every offered header above the trusted head gets this source's vote at once, so that with a quorum a run
+        # of headers from k routers is accepted in one pass rather than one block per round of fetches.
+        for number, (digest, prev, wire) in parsed.items():
+            if self.height < number <= self.height + _MAX_AHEAD:
+                votes = self._pending.setdefault(number, {}).setdefault(digest, (prev, wire, set()))
+                votes[2].add(source)
         accepted = 0
         number = self.height + 1
-        while number in parsed:
-            digest, prev, wire = parsed[number]
-            if number > 0:
+        while number in self._pending:
+            winner = next(((digest, entry) for digest, entry in self._pending[number].items()
+                           if len(entry[2]) >= self.quorum), None)
+            if winner is None:
+                break
+            digest, (prev, wire, voters) = winner
+            if number > self.checkpoint_number:
                 below = self.headers[number - 1]
                 if prev != below.hash:
+                    del self._pending[number][digest]
                     raise HeaderError("link", f"block {number} of {self.chain} from {source} does not link to "
                                               f"trusted block {number - 1}")
-            votes = self._pending.setdefault(number, {}).setdefault(digest, set())
-            votes.add(source)
-            if len(votes) < self.quorum:
-                break
             if number == 0 and self.checkpoint is None:
                 self.checkpoint = digest  # trust on first use: pinned from now on
-            self.headers[number] = TrustedHeader(number, digest, prev, dict(wire), frozenset(votes))
+            self.headers[number] = TrustedHeader(number, digest, prev, dict(wire), frozenset(voters))
             self._pending.pop(number, None)
             accepted += 1
             number += 1
@@ -146,12 +162,13 @@ class HeaderChain:
         for header in sorted(stored, key=lambda h: h.number):
             if header.number != self.height + 1:
                 break
-            if header.number == 0 and self.checkpoint is not None and header.hash != self.checkpoint:
-                break  # the config now pins another genesis: the stored chain is not that one
+            if header.number == self.checkpoint_number and self.checkpoint is not None \
+                    and header.hash != self.checkpoint:
+                break  # the config now pins another checkpoint: the stored chain is not that one
             if header.number == 0 and self.checkpoint is None:
                 self.checkpoint = header.hash
             self.headers[header.number] = header
 
     def describe(self) -> dict[str, Any]:
         return {"chain": self.chain, "trusted_height": self.height, "checkpoint": self.checkpoint,
-                "pinned_by": self.pinned_by, "quorum": self.quorum}
+                "checkpoint_number": self.checkpoint_number, "pinned_by": self.pinned_by, "quorum": self.quorum}

@@ -127,9 +127,13 @@ class HeaderStore:
         if chain is None:
             configured = self.trust.checkpoints.get(chain_path)
             pinned = self._pins.get(chain_path)
+            number = 0
+            if configured is not None and ":" in configured:  # "number:hash": a checkpoint above the genesis
+                text, configured = configured.split(":", 1)
+                number = int(text)
             checkpoint = configured or (pinned[0] if pinned else None)
             chain = HeaderChain(chain_path, checkpoint=checkpoint, quorum=self.trust.quorum,
-                                rehash=self._rehash_for(chain_type))
+                                rehash=self._rehash_for(chain_type), checkpoint_number=number)
             if configured is None and pinned is not None:
                 chain.pinned_by = pinned[1]
             chain.load(self._stored.pop(chain_path, []))

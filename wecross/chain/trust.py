@@ -217,6 +217,11 @@ class TrustedResults:
         known = header_chain.hash_of(number)
         if known is not None:
             return defer.succeed(known)
+        if number < header_chain.checkpoint_number:
+            return defer.fail(RouterError(
+                "proof_invalid", f"block {number} of {header_chain.chain} is below the configured checkpoint "
+                                 f"(block {header_chain.checkpoint_number}): it cannot be trusted",
+                {"check": "below_checkpoint"}))
         sources = [owner] + [r for r in self.replicas_of(header_chain.chain) if r != owner]
         if len(sources) < header_chain.quorum:
             return defer.fail(RouterError(

@@ -20,12 +20,27 @@ fires, only after the writer thread reports the block durable. Until then reads 
 Failed transactions (bad arguments, unknown method, insufficient funds, not the issuer) are not recorded: the
 caller gets the StubError at once, the state is untouched and no block is made for them. The receipt status is
 therefore always ``ok`` for this chain; the field exists because other chains record reverted transactions.
+
+Rounds and 2PC. The writer works in rounds: a round takes the queued work (writes, HTLC operations, and the 2PC
+hooks prepare / commit / rollback) in arrival order, runs all of it on the reactor thread against one overlay, and
+hands the writer thread one SQLite transaction: the block (if the round made any chain transaction) together with
+the round's 2PC records (prepared participants' steps, tentative changes and locks; outcomes of commits and
+rollbacks), so one fsync makes the whole round durable, however many prepares and commits it holds (group
+commit). The round is installed, and its callers answered, only once it is durable: a prepare answers after its
+record is on disk, so a prepared participant survives a crash with its locks.
+
+Locks. The lock table (state key -> participant) lives on the reactor thread. A prepared step runs in a
+:class:`~wecross.embedded.txn.GuardedOverlay` over its participant's tentative changes and locks every key it reads
+or writes; writes, HTLC operations and reads outside any transaction fail with ``locked`` when they touch a locked
+key. A commit applies the participant's tentative changes as one chain transaction (op ``commit``) in the round's
+block: every key they depend on has been locked since its prepare, so replaying the steps over the state before
+the commit gives the very same changes and outputs.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,11 +65,12 @@ from wecross.embedded.block import (
     genesis_header,
     sha256,
 )
-from wecross.embedded.resources import KIND_KEY, NS_META, Contract, Outcome, genesis_state
+from wecross.embedded.resources import KIND_KEY, NS_META, OP_HTLC, Contract, Outcome, genesis_state
 from wecross.embedded.state import (
     Overlay,
     RecordingState,
     ResourceView,
+    StateKey,
     StateProofError,
     StateSnapshot,
     StateTree,
@@ -64,7 +80,19 @@ from wecross.embedded.state import (
     encode_key,
     state_root_of,
 )
-from wecross.embedded.store import BlockRecord, ChainStore, LoadedChain
+from wecross.embedded.store import BlockRecord, ChainStore, Finished, LoadedChain, TxRecords, TxWritten
+from wecross.embedded.txn import (
+    COMMITTED,
+    OP_COMMIT,
+    ROLLED_BACK,
+    GuardedOverlay,
+    Owner,
+    PreparedTx,
+    Step,
+    TxLayer,
+    check_tx_id,
+    locked_error,
+)
 from wecross.stub.interfaces import (
     OP_GET_DATA,
     OP_SEND_TRANSACTION,
@@ -81,10 +109,15 @@ CHAIN_TYPE = "embedded"
 DB_FILE_NAME = "chain.sqlite"
 
 
-@dataclass(slots=True)
-class _Pending:
-    """A write waiting for its block."""
+#: Kinds of queued work.
+_WRITE, _HTLC, _PREPARE, _COMMIT, _ROLLBACK = "write", "htlc", "prepare", "commit", "rollback"
 
+
+@dataclass(slots=True)
+class _Work:
+    """Something waiting for a round: a write, an HTLC operation or a 2PC hook."""
+
+    kind: str
     resource: str
     op: str
     method: str
@@ -92,10 +125,15 @@ class _Pending:
     sender: str
     timestamp_ms: int
     deferred: Deferred[Result]
+    tx_id: str = ""
+
+    @property
+    def owner(self) -> Owner:
+        return (self.tx_id, self.resource)
 
 
 @dataclass(frozen=True, slots=True)
-class _Job:
+class _BlockJob:
     """A block handed to the writer thread: everything decided, only encoding, hashing and writing left."""
 
     number: int
@@ -107,11 +145,86 @@ class _Job:
 
 
 @dataclass(frozen=True, slots=True)
-class _Written:
+class _Job:
+    """One round for the writer thread: its block (if any) and its 2PC records, written in one SQLite transaction."""
+
+    block: _BlockJob | None
+    upserts: list[tuple[str, str, int, bytes, bool]]
+    #: (tx_id, resource, state, index of the commit transaction in the block or None, finished_ms)
+    finished: list[tuple[str, str, str, int | None, int]]
+    rollbacks: list[tuple[str, str, int]]
+    #: Participants whose commit found them not prepared: their outcome is looked up after the write.
+    lookups: list[Owner]
+
+
+@dataclass(frozen=True, slots=True)
+class _BlockWritten:
     header: Header
     receipts: list[Receipt]
     proofs: list[dict[str, Any]]
     snapshot: StateSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    block: _BlockWritten | None
+    tx: TxWritten
+    #: Per lookup: the commit's Result again, the outcome of a participant that did not commit, or None (unknown).
+    lookups: list[Result | Finished | None]
+
+
+class _Round:
+    """One round being built on the reactor thread; nothing in it is visible to anyone until it is durable.
+
+    ``locks`` and ``txs`` shadow the ledger's lock table and prepared participants for the rest of the round (None:
+    released / ended in this round), so a later item of the round sees what an earlier one did.
+    """
+
+    __slots__ = ("_installed_locks", "answers", "block_work", "changes", "ending", "finished", "later", "locks",
+                 "lookups", "new", "number", "outcomes", "overlay", "prepares", "rollbacks", "timestamp_ms",
+                 "transactions", "txs")
+
+    def __init__(self, number: int, timestamp_ms: int, world: WorldState, locks: dict[StateKey, Owner]) -> None:
+        self.number = number
+        #: The block's timestamp, fixed before its transactions run: HTLC operations compare time locks with it.
+        self.timestamp_ms = timestamp_ms
+        self.overlay = Overlay(world)
+        self.block_work: list[_Work] = []
+        self.transactions: list[Transaction] = []
+        self.outcomes: list[Outcome] = []
+        self.locks: dict[StateKey, Owner | None] = {}
+        self.txs: dict[Owner, PreparedTx | None] = {}
+        #: Participants first prepared in this round (the writer refuses them if they already ended: a late prepare).
+        self.new: set[Owner] = set()
+        #: Participants committed or rolled back in this round.
+        self.ending: dict[Owner, str] = {}
+        self.finished: list[tuple[str, str, str, int | None, int]] = []
+        self.prepares: list[tuple[_Work, Owner, Result]] = []
+        self.answers: list[tuple[_Work, Result]] = []
+        self.lookups: list[_Work] = []
+        self.rollbacks: list[_Work] = []
+        #: Commits and rollbacks of a participant prepared further in this round: they go to the next round.
+        self.later: list[_Work] = []
+        self.changes: dict[StateKey, Any] = {}
+        self._installed_locks = locks
+
+    def owner_of(self, key: StateKey) -> Owner | None:
+        if key in self.locks:
+            return self.locks[key]
+        return self._installed_locks.get(key)
+
+    def include(self, work: _Work, transaction: Transaction, outcome: Outcome) -> None:
+        self.block_work.append(work)
+        self.transactions.append(transaction)
+        self.outcomes.append(outcome)
+
+    def works(self) -> list[_Work]:
+        """Every item waiting for this round's write."""
+        return [*self.block_work, *(w for w, _, _ in self.prepares), *(w for w, _ in self.answers), *self.lookups,
+                *self.rollbacks]
+
+    def empty(self) -> bool:
+        return not (self.transactions or self.txs or self.finished or self.rollbacks or self.lookups)
 
 
 def _proof_bundle(header_wire: dict[str, Any], tx_tree: MerkleTree, tx_leaf: bytes, receipt_tree: MerkleTree,
@@ -163,7 +276,10 @@ class Ledger:
         self._head_wire: dict[str, Any] = self.genesis.to_abstract().to_wire()
         self._headers: collections.OrderedDict[int, Header] = collections.OrderedDict()
         self._tx_total = 0
-        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queue: collections.deque[_Work] = collections.deque()
+        #: The lock table (state key -> the participant holding it) and the prepared participants.
+        self._locks: dict[StateKey, Owner] = {}
+        self._prepared: dict[Owner, PreparedTx] = {}
         self._writing = False
         self._idle_waiters: list[Deferred[None]] = []
         self._status = "new"
@@ -205,13 +321,17 @@ class Ledger:
         self._world = WorldState(loaded.state)
         self._set_head(loaded.head, loaded.snapshot)
         self._tx_total = loaded.tx_total
+        for tx in loaded.prepared:
+            self._prepared[tx.owner] = tx
+            for key in tx.locks:
+                self._locks[key] = tx.owner
         self._remember(loaded.genesis)
         for header in loaded.recent:
             self._remember(header)
         self._status = "running"
-        log.info("chain {chain} {how} at block {height} ({head}) from {path}", chain=self.chain_id,
-                 how="created" if loaded.created else "loaded", height=self._head.number,
-                 head=self._head.hash.hex()[:16], path=str(self.path))
+        log.info("chain {chain} {how} at block {height} ({head}) from {path}; {prepared} prepared transaction(s)",
+                 chain=self.chain_id, how="created" if loaded.created else "loaded", height=self._head.number,
+                 head=self._head.hash.hex()[:16], path=str(self.path), prepared=len(self._prepared))
         self._fire_start_waiters()
 
     def _open_failed(self, failure: Failure) -> Failure:
@@ -315,7 +435,20 @@ class Ledger:
         """Answer call/getData from memory; raises StubError. This is the hot path: no I/O, no Deferred."""
         self._check_running()
         contract = self._contract(resource)
-        return contract.answer(ResourceView(self._world, resource), op, method, args, sender)
+        if not self._locks:
+            return contract.answer(ResourceView(self._world, resource), op, method, args, sender)
+        recorder = RecordingState(self._world)
+        output = contract.answer(ResourceView(recorder, resource), op, method, args, sender)
+        self._check_unlocked(recorder.touched)
+        return output
+
+    def _check_unlocked(self, keys: Iterable[StateKey]) -> None:
+        """A read outside any transaction may not see a key a prepared transaction holds: StubError("locked")."""
+        locks = self._locks
+        for key in keys:
+            owner = locks.get(key)
+            if owner is not None:
+                raise locked_error(key, owner)
 
     def read_proven(self, resource: str, op: str, method: str, args: Any, sender: str) -> Result:
         """Answer call/getData at the head block with a state proof of every key the read touched; StubError.
@@ -329,6 +462,8 @@ class Ledger:
         contract = self._contract(resource)
         recorder = RecordingState(self._world)
         output = contract.answer(ResourceView(recorder, resource), op, method, args, sender)
+        if self._locks:
+            self._check_unlocked(recorder.touched)
         touched = [(resource, NS_META, KIND_KEY), *recorder.touched]
         snapshot = self._snapshot
         try:
@@ -426,14 +561,26 @@ class Ledger:
         )
 
     # -- writing -----------------------------------------------------------------------------------------------
+    def _admit(self, sender: Any = "") -> None:
+        """Refuse new work when the chain is not running or the queue is full; StubError."""
+        if self._status == "stopping":
+            raise StubError("shutting_down", f"chain {self.chain_id} is shutting down")
+        self._check_running()
+        if not isinstance(sender, str):
+            raise StubError("bad_args", "the sender must be a string")
+        if len(self._queue) >= self.max_pending:
+            raise StubError("overloaded", f"chain {self.chain_id} has {len(self._queue)} transactions "
+                                          "waiting for a block; try again later")
+
+    def _enqueue(self, work: _Work) -> Deferred[Result]:
+        self._queue.append(work)
+        self._next_round()
+        return work.deferred
+
     def submit(self, resource: str, op: str, method: str, args: Any, sender: str) -> Deferred[Result]:
         """Queue a sendTransaction/setData; fires with its Result once its block is durable."""
         try:
-            if self._status == "stopping":
-                raise StubError("shutting_down", f"chain {self.chain_id} is shutting down")
-            self._check_running()
-            if not isinstance(sender, str):
-                raise StubError("bad_args", "the sender must be a string")
+            self._admit(sender)
             contract = self._contract(resource)
             if op == OP_SEND_TRANSACTION:
                 normal = contract.check(op, method, args)
@@ -444,75 +591,241 @@ class Ledger:
                 method = OP_SET_DATA
             else:
                 raise StubError("bad_request", f"{op} is not a write operation")
-            if len(self._queue) >= self.max_pending:
-                raise StubError("overloaded", f"chain {self.chain_id} has {len(self._queue)} transactions "
-                                              "waiting for a block; try again later")
         except StubError as exc:
             return defer.fail(exc)
-        pending = _Pending(resource, op, method, normal, sender, self._now_ms(), Deferred())
-        self._queue.append(pending)
-        self._next_block()
-        return pending.deferred
+        return self._enqueue(_Work(_WRITE, resource, op, method, normal, sender, self._now_ms(), Deferred()))
+
+    def htlc(self, resource: str, method: str, args: Any, sender: str) -> Deferred[Result]:
+        """Queue an HTLC operation (``lock``, ``unlock``, ``timeout``; see AssetContract.htlc): a chain transaction
+        of op ``htlc`` in the next block, whose timestamp is the time the time lock is compared with."""
+        try:
+            self._admit(sender)
+            normal = self._contract(resource).check_htlc(method, args)
+        except StubError as exc:
+            return defer.fail(exc)
+        return self._enqueue(_Work(_HTLC, resource, OP_HTLC, method, normal, sender, self._now_ms(), Deferred()))
+
+    def prepare(self, tx_id: str, resource: str, method: str, args: Any, sender: str) -> Deferred[Result]:
+        """Run one step of ``tx_id`` tentatively on ``resource`` and lock what it touches; fires with the step's
+        output once the step, the participant's changes and its locks are on disk."""
+        try:
+            self._admit(sender)
+            check_tx_id(tx_id)
+            normal = self._contract(resource).check(OP_SEND_TRANSACTION, method, args)
+        except StubError as exc:
+            return defer.fail(exc)
+        return self._enqueue(_Work(_PREPARE, resource, OP_SEND_TRANSACTION, method, normal, sender, self._now_ms(),
+                                   Deferred(), tx_id))
+
+    def commit(self, tx_id: str, resource: str) -> Deferred[Result]:
+        """Make ``tx_id``'s steps on ``resource`` permanent as one chain transaction and release its locks; the
+        same Result again for a participant already committed; StubError("unknown_tx") for one never prepared."""
+        return self._end(_COMMIT, tx_id, resource)
+
+    def rollback(self, tx_id: str, resource: str) -> Deferred[Result]:
+        """Drop ``tx_id``'s tentative changes on ``resource`` and release its locks (durably recorded, so a
+        prepare arriving later is refused); idempotent; StubError("already_committed") after a commit."""
+        return self._end(_ROLLBACK, tx_id, resource)
+
+    def _end(self, kind: str, tx_id: str, resource: str) -> Deferred[Result]:
+        try:
+            self._admit()
+            check_tx_id(tx_id)
+            self._contract(resource)
+        except StubError as exc:
+            return defer.fail(exc)
+        return self._enqueue(_Work(kind, resource, kind, kind, [], "", self._now_ms(), Deferred(), tx_id))
+
+    def prepared_transactions(self) -> list[dict[str, Any]]:
+        """Every prepared participant (durable, not yet committed or rolled back), oldest first: ``{"tx_id",
+        "resource", "steps": [{"method", "args", "sender", "output"}], "locks": ["balance:alice", ...],
+        "since": unix seconds}``."""
+        return [tx.to_wire() for tx in sorted(self._prepared.values(), key=lambda tx: tx.since_ms)]
+
+    def lock_owner(self, key: StateKey) -> str | None:
+        """The transaction holding a state key, or None."""
+        owner = self._locks.get(key)
+        return None if owner is None else owner[0]
 
     def _now_ms(self) -> int:
         return max(0, int(self._reactor.seconds() * 1000))
 
-    def _next_block(self) -> None:
-        """Start writing a block from the queue unless one is in flight."""
+    def _next_round(self) -> None:
+        """Start a round from the queue unless one is being written."""
         while not self._writing and self._queue:
             batch = [self._queue.popleft() for _ in range(min(self.max_block_txs, len(self._queue)))]
-            number = self._head.number + 1
-            block_overlay = Overlay(self._world)
-            included: list[_Pending] = []
-            transactions: list[Transaction] = []
-            outcomes: list[Outcome] = []
-            for pending in batch:
-                outcome = self._execute(pending, block_overlay)
-                if outcome is None:
-                    continue
-                transactions.append(Transaction(
-                    self.chain_id, self._tx_total + len(included), pending.timestamp_ms, pending.sender,
-                    pending.resource, pending.op, pending.method, pending.args,
-                ))
-                outcomes.append(outcome)
-                included.append(pending)
-            if not included:
-                continue
-            changes = block_overlay.changes()
-            job = _Job(number, self._head.hash, max(self._head.timestamp_ms, self._now_ms()), transactions,
-                       outcomes, encode_changes(changes))
+            rnd = _Round(self._head.number + 1, max(self._head.timestamp_ms, self._now_ms()), self._world,
+                         self._locks)
+            # Callers failed while the round runs may queue more work at once: it must wait for the next round.
             self._writing = True
-            written = self._in_writer(self._write_block, job)
-            written.addCallbacks(self._block_written, self._block_failed, callbackArgs=(included, changes),
-                                 errbackArgs=(included, number))
-            written.addErrback(self._bug, number)
+            for work in batch:
+                self._run(rnd, work)
+            if rnd.empty():
+                self._writing = False
+                continue  # everything failed at once (and nothing waits for a later round: that needs a prepare)
+            try:
+                job = self._job(rnd)
+            except Exception:
+                written = defer.fail()
+            else:
+                written = self._in_writer(self._write_round, job)
+            written.addCallbacks(self._round_written, self._round_failed, callbackArgs=(rnd,), errbackArgs=(rnd,))
+            written.addErrback(self._bug, rnd.number)
         if not self._writing and not self._queue:
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:
                 waiter.callback(None)
 
-    def _execute(self, pending: _Pending, block_overlay: Overlay) -> Outcome | None:
-        """Run one transaction in its own overlay; on failure fail its caller and leave the block untouched."""
-        tx_overlay = Overlay(block_overlay)
-        contract = self.contracts[pending.resource]
-        view = ResourceView(tx_overlay, pending.resource)
+    def _run(self, rnd: _Round, work: _Work) -> None:
         try:
-            if pending.op == OP_SET_DATA:
-                outcome = contract.set_data(view, pending.args[0], pending.args[1], pending.sender)
+            if work.kind == _PREPARE:
+                self._run_prepare(rnd, work)
+            elif work.kind == _COMMIT:
+                self._run_commit(rnd, work)
+            elif work.kind == _ROLLBACK:
+                self._run_rollback(rnd, work)
             else:
-                outcome = contract.write(view, pending.method, pending.args, pending.sender)
-        except StubError as exc:
-            pending.deferred.errback(exc)
-            return None
-        except Exception:
-            log.failure("transaction on {chain}.{resource} crashed", chain=self.chain_id, resource=pending.resource)
-            pending.deferred.errback(StubError("internal", f"internal error in {pending.resource}.{pending.method}"))
-            return None
-        tx_overlay.merge_into_parent()
-        return outcome
+                self._run_write(rnd, work)
+        except Exception:  # a bug here must not stop the chain: the item fails, the round goes on
+            log.failure("chain {chain}: {kind} on {resource} crashed", chain=self.chain_id, kind=work.kind,
+                        resource=work.resource)
+            if not work.deferred.called:
+                work.deferred.errback(StubError("internal", f"internal error in {work.kind} on {work.resource}"))
 
-    def _write_block(self, job: _Job) -> _Written:
-        """Writer thread: encode, hash, build the trees, write and fsync. The state tree is reverted on failure."""
+    def _apply(self, work: _Work, state: Overlay, now_ms: int) -> Outcome | None:
+        """Run a write, an HTLC operation or a prepared step in ``state``; on failure fail its caller, None."""
+        contract = self.contracts[work.resource]
+        view = ResourceView(state, work.resource)
+        try:
+            if work.kind == _HTLC:
+                return contract.htlc(view, work.method, work.args, work.sender, now_ms)
+            if work.op == OP_SET_DATA:
+                return contract.set_data(view, work.args[0], work.args[1], work.sender)
+            return contract.write(view, work.method, work.args, work.sender)
+        except StubError as exc:
+            work.deferred.errback(exc)
+        except Exception:
+            log.failure("transaction on {chain}.{resource} crashed", chain=self.chain_id, resource=work.resource)
+            work.deferred.errback(StubError("internal", f"internal error in {work.resource}.{work.method}"))
+        return None
+
+    def _run_write(self, rnd: _Round, work: _Work) -> None:
+        """A write or HTLC operation outside any transaction: in the block unless it fails or meets a lock."""
+        state = GuardedOverlay(rnd.overlay, rnd.owner_of, None)
+        outcome = self._apply(work, state, rnd.timestamp_ms)
+        if outcome is None:
+            return
+        state.merge_into_parent()
+        rnd.include(work, Transaction(self.chain_id, self._tx_total + len(rnd.transactions), work.timestamp_ms,
+                                      work.sender, work.resource, work.op, work.method, work.args), outcome)
+
+    def _run_prepare(self, rnd: _Round, work: _Work) -> None:
+        owner = work.owner
+        ended = rnd.ending.get(owner)
+        if ended is not None:
+            work.deferred.errback(self._ended_error(owner, ended))
+            return
+        tx = rnd.txs.get(owner)
+        fresh = tx is None
+        if tx is None:
+            installed = self._prepared.get(owner)
+            tx = installed.copy() if installed is not None else PreparedTx(work.tx_id, work.resource,
+                                                                           work.timestamp_ms)
+        state = GuardedOverlay(TxLayer(tx.changes, rnd.overlay), rnd.owner_of, owner)
+        outcome = self._apply(work, state, rnd.timestamp_ms)
+        if outcome is None:
+            return  # the participant's earlier steps stay prepared; the coordinator decides
+        tx.steps.append(Step(work.method, work.args, work.sender, outcome.output, outcome.events))
+        tx.changes.update(state.changes())
+        for key in state.touched:
+            tx.locks[key] = None
+            rnd.locks[key] = owner
+        if fresh:
+            rnd.txs[owner] = tx
+            if owner not in self._prepared:
+                rnd.new.add(owner)
+        rnd.prepares.append((work, owner, Result(output=outcome.output)))
+
+    def _run_commit(self, rnd: _Round, work: _Work) -> None:
+        owner = work.owner
+        if owner in rnd.txs and owner not in rnd.ending:
+            rnd.later.append(work)  # prepared further in this round, not even answered yet: commit after it
+            return
+        tx = None if owner in rnd.ending else self._prepared.get(owner)
+        if tx is None:
+            rnd.lookups.append(work)  # already ended (or unknown): the outcome on disk answers
+            return
+        for key, value in tx.changes.items():
+            rnd.overlay.put(key, value)
+        for key in tx.locks:
+            rnd.locks[key] = None
+        rnd.txs[owner] = None
+        rnd.ending[owner] = COMMITTED
+        rnd.finished.append((tx.tx_id, tx.resource, COMMITTED, len(rnd.transactions), rnd.timestamp_ms))
+        transaction = Transaction(
+            self.chain_id, self._tx_total + len(rnd.transactions), work.timestamp_ms, "", tx.resource, OP_COMMIT,
+            OP_COMMIT, [tx.tx_id, [[step.method, step.args, step.sender] for step in tx.steps]])
+        outcome = Outcome({"committed": tx.tx_id, "outputs": [step.output for step in tx.steps]},
+                          tuple(event for step in tx.steps for event in step.events))
+        rnd.include(work, transaction, outcome)
+
+    def _run_rollback(self, rnd: _Round, work: _Work) -> None:
+        owner = work.owner
+        if owner in rnd.txs and owner not in rnd.ending:
+            rnd.later.append(work)
+            return
+        tx = None if owner in rnd.ending else self._prepared.get(owner)
+        if tx is None:
+            rnd.rollbacks.append(work)  # the writer finds the outcome, or records this rollback (known: False)
+            rnd.ending.setdefault(owner, ROLLED_BACK)
+            return
+        for key in tx.locks:
+            rnd.locks[key] = None
+        rnd.txs[owner] = None
+        rnd.ending[owner] = ROLLED_BACK
+        rnd.finished.append((tx.tx_id, tx.resource, ROLLED_BACK, None, rnd.timestamp_ms))
+        rnd.answers.append((work, Result(output={"rolled_back": tx.tx_id, "known": True})))
+
+    @staticmethod
+    def _ended_error(owner: Owner, state: str) -> StubError:
+        if state == COMMITTED:
+            return StubError("already_committed", f"transaction {owner[0]} is already committed on {owner[1]}")
+        return StubError("rolled_back", f"transaction {owner[0]} was rolled back on {owner[1]}")
+
+    def _job(self, rnd: _Round) -> _Job:
+        block = None
+        if rnd.transactions:
+            rnd.changes = rnd.overlay.changes()
+            block = _BlockJob(rnd.number, self._head.hash, rnd.timestamp_ms, rnd.transactions, rnd.outcomes,
+                              encode_changes(rnd.changes))
+        upserts = [(tx.tx_id, tx.resource, tx.since_ms, tx.record(), owner in rnd.new)
+                   for owner, tx in rnd.txs.items() if tx is not None]
+        return _Job(block, upserts, rnd.finished, [(w.tx_id, w.resource, rnd.timestamp_ms) for w in rnd.rollbacks],
+                    [w.owner for w in rnd.lookups])
+
+    def _write_round(self, job: _Job) -> _Written:
+        """Writer thread: encode, hash, build the trees, write the block and the 2PC records in one SQLite
+        transaction and fsync; then answer the lookups. The state tree is reverted on failure."""
+        built, record, tx_hashes = None, None, []
+        if job.block is not None:
+            built, record = self._build_block(job.block)
+            tx_hashes = record.tx_hashes
+        records = TxRecords(job.upserts, [(tx_id, resource, state, None if index is None else tx_hashes[index], ms)
+                                          for tx_id, resource, state, index, ms in job.finished], job.rollbacks)
+        try:
+            tx_written = self._store.append(record, records) if records else self._store.append(record)
+        except BaseException:
+            if record is not None:
+                self._store.state_tree.revert()
+            raise
+        block = None
+        if built is not None:
+            self._store.state_tree.commit()
+            block = _BlockWritten(*built, self._store.state_tree.snapshot())
+        return _Written(block, tx_written, [self._stored_outcome(*owner) for owner in job.lookups])
+
+    def _build_block(self, job: _BlockJob) -> tuple[tuple[Header, list[Receipt], list[dict[str, Any]]], BlockRecord]:
+        """Writer thread: receipts, trees, header and proofs of a block; moves the state tree to its state."""
         tx_leaves = [tx.encode() for tx in job.transactions]
         tx_hashes = [sha256(leaf) for leaf in tx_leaves]
         receipts = [
@@ -526,42 +839,76 @@ class Ledger:
         state_root = self._store.state_tree.apply(job.changes)
         header = Header(self.chain_id, job.number, job.prev_hash, job.timestamp_ms, tx_tree.root,
                         receipt_tree.root, state_root, len(tx_leaves))
-        try:
-            self._store.append(BlockRecord(header, tx_hashes, tx_leaves, receipt_leaves, job.changes))
-        except BaseException:
-            self._store.state_tree.revert()
-            raise
-        self._store.state_tree.commit()
         header_wire = header.to_abstract().to_wire()
         proofs = [_proof_bundle(header_wire, tx_tree, tx_leaves[i], receipt_tree, receipt_leaves[i], i)
                   for i in range(len(tx_leaves))]
-        return _Written(header, receipts, proofs, self._store.state_tree.snapshot())
+        return (header, receipts, proofs), BlockRecord(header, tx_hashes, tx_leaves, receipt_leaves, job.changes)
 
-    def _block_written(self, written: _Written, included: list[_Pending], changes: Mapping[Any, Any]) -> None:
-        self._world.apply(changes)
-        self._set_head(written.header, written.snapshot)
-        self._tx_total += len(included)
-        self._remember(written.header)
+    def _stored_outcome(self, tx_id: str, resource: str) -> Result | Finished | None:
+        """Writer thread: a committed participant's commit Result again, another outcome, or None."""
+        found = self._store.finished(tx_id, resource)
+        if found is not None and found.state == COMMITTED and found.tx_hash is not None:
+            return self._stored_receipt(found.tx_hash) or found
+        return found
+
+    def _round_written(self, written: _Written, rnd: _Round) -> None:
+        if written.block is not None:
+            self._world.apply(rnd.changes)
+            self._set_head(written.block.header, written.block.snapshot)
+            self._tx_total += len(rnd.transactions)
+            self._remember(written.block.header)
+        refused = written.tx.refused
+        for owner, tx in rnd.txs.items():
+            if tx is None:
+                self._prepared.pop(owner, None)
+            elif owner not in refused:
+                self._prepared[owner] = tx
+        for key, holder in rnd.locks.items():
+            if holder is None or holder in refused:
+                self._locks.pop(key, None)
+            else:
+                self._locks[key] = holder
         self._writing = False
-        for pending, receipt, proof in zip(included, written.receipts, written.proofs, strict=True):
-            pending.deferred.callback(Result(
-                output=receipt.output,
-                tx_hash=receipt.tx_hash.hex(),
-                block_number=written.header.number,
-                receipt=receipt.to_wire(),
-                proof=proof,
-            ))
-        self._next_block()
+        if written.block is not None:
+            header = written.block.header
+            for work, receipt, proof in zip(rnd.block_work, written.block.receipts, written.block.proofs, strict=True):
+                work.deferred.callback(Result(output=receipt.output, tx_hash=receipt.tx_hash.hex(),
+                                              block_number=header.number, receipt=receipt.to_wire(), proof=proof))
+        for work, owner, result in rnd.prepares:
+            if owner in refused:
+                work.deferred.errback(self._ended_error(owner, refused[owner].state))
+            else:
+                work.deferred.callback(result)
+        for work, result in rnd.answers:
+            work.deferred.callback(result)
+        for work, found in zip(rnd.lookups, written.lookups, strict=True):
+            if isinstance(found, Result):
+                work.deferred.callback(found)
+            elif found is None:
+                work.deferred.errback(StubError("unknown_tx", f"transaction {work.tx_id} is not prepared on "
+                                                              f"{work.resource} of chain {self.chain_id}"))
+            else:
+                work.deferred.errback(self._ended_error(work.owner, found.state))
+        for work, outcome in zip(rnd.rollbacks, written.tx.rollbacks, strict=True):
+            if outcome is not None and outcome.state == COMMITTED:
+                work.deferred.errback(self._ended_error(work.owner, COMMITTED))
+            else:
+                known = outcome is not None and outcome.known
+                work.deferred.callback(Result(output={"rolled_back": work.tx_id, "known": known}))
+        self._queue.extendleft(reversed(rnd.later))
+        self._next_round()
 
     def _bug(self, failure: Failure, number: int) -> None:
-        log.failure("chain {chain}: error after writing block {number}", failure, chain=self.chain_id, number=number)
+        log.failure("chain {chain}: error after writing round {number}", failure, chain=self.chain_id, number=number)
 
-    def _block_failed(self, failure: Failure, included: list[_Pending], number: int) -> None:
+    def _round_failed(self, failure: Failure, rnd: _Round) -> None:
         log.failure("chain {chain}: block {number} could not be written to {path}", failure, chain=self.chain_id,
-                    number=number, path=str(self.path))
+                    number=rnd.number, path=str(self.path))
         self._writing = False
-        error = StubError("storage_error", f"chain {self.chain_id}: block {number} could not be written to "
+        what = f"block {rnd.number}" if rnd.transactions else "the transaction records"
+        error = StubError("storage_error", f"chain {self.chain_id}: {what} could not be written to "
                                            f"{self.path}: {failure.getErrorMessage()}")
-        for pending in included:
-            pending.deferred.errback(error)
-        self._next_block()
+        for work in rnd.works():
+            work.deferred.errback(error)
+        self._queue.extendleft(reversed(rnd.later))
+        self._next_round()

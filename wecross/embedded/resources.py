@@ -10,6 +10,8 @@ its block, against the state it will actually change.
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -31,6 +33,8 @@ MAX_VALUE_BYTES = 64 * 1024
 NS_DATA = "d"
 NS_BALANCE = "b"
 NS_META = "m"
+#: Hashed time-lock contracts of an asset: htlc id -> its record (see :meth:`AssetContract.htlc`).
+NS_HTLC = "h"
 #: Every resource records its kind under (NS_META, KIND_KEY) at genesis: a verifier replaying a proven read learns
 #: from the proven state which code to replay.
 KIND_KEY = "kind"
@@ -91,6 +95,52 @@ VALUE = Param("value", "any value; null deletes", _check_value)
 ACCOUNT = Param("account", "account name", _check_account)
 TO = Param("to", "account name", _check_account)
 AMOUNT = Param("amount", "non-negative integer", _check_amount)
+HTLC_ID = Param("htlc_id", "string", _check_key)
+
+#: The HTLC operations (IResource.lock/unlock/timeout), as recorded in a block: op ``htlc`` with one of these methods.
+OP_HTLC = "htlc"
+HTLC_LOCK = "lock"
+HTLC_UNLOCK = "unlock"
+HTLC_TIMEOUT = "timeout"
+HTLC_LOCKED = "locked"
+HTLC_UNLOCKED = "unlocked"
+HTLC_REFUNDED = "refunded"
+#: Longest secret accepted (bytes): a preimage is normally 32 bytes; anything huge is an abuse of the chain.
+MAX_SECRET_BYTES = 1024
+#: Latest timelock accepted (unix seconds, year 9999): keeps ``timelock * 1000`` an exact integer-sized float.
+MAX_TIMELOCK = 253402300799
+
+
+def _check_hash_lock(value: Any) -> str:
+    if not isinstance(value, str) or len(value) != 64:
+        raise ValueError("must be 64 hex digits (a SHA-256 digest)")
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        raise ValueError("must be 64 hex digits (a SHA-256 digest)") from None
+    return value.lower()
+
+
+def _check_timelock(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a number (unix seconds)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number (unix seconds)")
+    if not 0 < value <= MAX_TIMELOCK:
+        raise ValueError(f"must be between 0 and {MAX_TIMELOCK} (unix seconds)")
+    return value
+
+
+def _check_secret(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("must be a hex string")
+    try:
+        secret = bytes.fromhex(value)
+    except ValueError:
+        raise ValueError("must be a hex string") from None
+    if not secret or len(secret) > MAX_SECRET_BYTES:
+        raise ValueError(f"must be 1 to {MAX_SECRET_BYTES} bytes")
+    return secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +248,16 @@ class Contract:
     def set_data(self, view: ResourceView, key: str, value: Any, sender: str) -> Outcome:
         raise StubError("unsupported", f"resource {self.name} ({self.kind}) does not support setData")
 
+    # -- HTLC --------------------------------------------------------------------------------------------------
+    def check_htlc(self, method: str, args: Any) -> list[Any]:
+        """Validate an HTLC operation on arrival; the normalised arguments (as the block records them)."""
+        raise StubError("unsupported", f"resource {self.name} ({self.kind}) has no hashed time-lock contracts; "
+                                       "only asset resources do")
+
+    def htlc(self, view: ResourceView, method: str, args: list[Any], sender: str, now_ms: int) -> Outcome:
+        """Run an HTLC operation in a block whose timestamp is ``now_ms``."""
+        raise StubError("unsupported", f"resource {self.name} ({self.kind}) has no hashed time-lock contracts")
+
 
 class KVContract(Contract):
     """A HelloWeCross-style key/value store: anyone may read and write any key."""
@@ -255,6 +315,7 @@ class AssetContract(Contract):
         Method("totalSupply", READ, ()),
         Method("transfer", WRITE, (TO, AMOUNT)),
         Method("mint", WRITE, (TO, AMOUNT)),
+        Method("htlcStatus", READ, (HTLC_ID,)),
     )
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
@@ -280,7 +341,8 @@ class AssetContract(Contract):
         self.issuer: str | None = issuer
 
     def default_description(self) -> str:
-        return "asset ledger: balanceOf(account), totalSupply(), transfer(to, amount), mint(to, amount)"
+        return ("asset ledger: balanceOf(account), totalSupply(), transfer(to, amount), mint(to, amount), "
+                "htlcStatus(htlc_id); 2PC and HTLC")
 
     def genesis(self) -> dict[tuple[str, str], Any]:
         state = super().genesis()
@@ -338,6 +400,81 @@ class AssetContract(Contract):
 
     def get_data(self, view: ResourceView, key: str) -> int:
         return self._balance(view, key)
+
+    # -- HTLC: escrow locked by a SHA-256 hash and a time ------------------------------------------------------
+    # The escrowed amount leaves the sender's balance and lives in the HTLC record until it is paid to the receiver
+    # (unlock) or back to the sender (timeout): while an HTLC is locked, totalSupply = balances + escrowed amounts.
+    def _read_htlcStatus(self, view: ResourceView, htlc_id: str) -> dict[str, Any] | None:
+        record = view.get(NS_HTLC, htlc_id)
+        return dict(record) if isinstance(record, dict) else None
+
+    def check_htlc(self, method: str, args: Any) -> list[Any]:
+        shapes = {HTLC_LOCK: ("htlc_id", "hash_lock", "timelock", "receiver", "amount"),
+                  HTLC_UNLOCK: ("htlc_id", "secret"), HTLC_TIMEOUT: ("htlc_id",)}
+        names = shapes.get(method)
+        if names is None:
+            raise StubError("unknown_method", f"{self.name}: no HTLC operation {method!r}")
+        if not isinstance(args, (list, tuple)) or len(args) != len(names):
+            raise StubError("bad_args", f"{self.name}: HTLC {method} takes {', '.join(names)}")
+        checks: dict[str, Callable[[Any], Any]] = {
+            "htlc_id": _check_key, "hash_lock": _check_hash_lock, "timelock": _check_timelock,
+            "receiver": _check_account, "amount": _check_amount, "secret": lambda v: _check_secret(v).hex(),
+        }
+        normal: list[Any] = []
+        for name, value in zip(names, args, strict=True):
+            try:
+                normal.append(checks[name](value))
+            except ValueError as exc:
+                raise StubError("bad_args", f"{self.name}: HTLC {method}: {name} {exc}") from None
+        if method == HTLC_LOCK and normal[4] == 0:
+            raise StubError("bad_args", f"{self.name}: HTLC lock: amount must be positive")
+        return normal
+
+    def htlc(self, view: ResourceView, method: str, args: list[Any], sender: str, now_ms: int) -> Outcome:
+        if method == HTLC_LOCK:
+            return self._htlc_lock(view, sender, now_ms, *args)
+        record = view.get(NS_HTLC, args[0])
+        if not isinstance(record, dict):
+            raise StubError("htlc_state", f"{self.name}: there is no HTLC {args[0]!r}")
+        if record.get("state") != HTLC_LOCKED:
+            raise StubError("htlc_state", f"{self.name}: HTLC {args[0]!r} is {record.get('state')}, not locked")
+        record = dict(record)
+        expired = now_ms >= record["timelock"] * 1000
+        if method == HTLC_UNLOCK:
+            secret = bytes.fromhex(args[1])
+            if hashlib.sha256(secret).hexdigest() != record["hash_lock"]:
+                raise StubError("bad_secret", f"{self.name}: the secret does not hash to HTLC {args[0]!r}'s hash lock")
+            if expired:
+                raise StubError("too_late", f"{self.name}: HTLC {args[0]!r} expired at {record['timelock']} (unix "
+                                            f"seconds); the block's time is {now_ms / 1000}")
+            record["state"], record["secret"] = HTLC_UNLOCKED, args[1]
+            paid_to, event = record["receiver"], "HtlcUnlocked"
+        else:
+            if not expired:
+                raise StubError("too_early", f"{self.name}: HTLC {args[0]!r} can be refunded from {record['timelock']}"
+                                             f" (unix seconds); the block's time is {now_ms / 1000}")
+            record["state"] = HTLC_REFUNDED
+            paid_to, event = record["sender"], "HtlcRefunded"
+        self._set_balance(view, paid_to, self._balance(view, paid_to) + record["amount"])
+        view.put(NS_HTLC, args[0], record)
+        data = {"htlc_id": args[0], "to": paid_to, "amount": record["amount"]}
+        if method == HTLC_UNLOCK:
+            data["secret"] = args[1]  # published on the chain: the counterpart's unlock on the other chain needs it
+        return Outcome(dict(record), (Event(event, data),))
+
+    def _htlc_lock(self, view: ResourceView, sender: str, now_ms: int, htlc_id: str, hash_lock: str,
+                   timelock: int | float, receiver: str, amount: int) -> Outcome:
+        if view.get(NS_HTLC, htlc_id) is not None:
+            raise StubError("htlc_state", f"{self.name}: HTLC {htlc_id!r} already exists")
+        held = self._balance(view, sender)
+        if held < amount:
+            raise StubError("insufficient_funds", f"{self.name}: {sender} holds {held}, cannot lock {amount}")
+        self._set_balance(view, sender, held - amount)
+        record = {"state": HTLC_LOCKED, "sender": sender, "receiver": receiver, "amount": amount,
+                  "hash_lock": hash_lock, "timelock": timelock}
+        view.put(NS_HTLC, htlc_id, record)
+        event = Event("HtlcLocked", {"htlc_id": htlc_id, "from": sender, "to": receiver, "amount": amount})
+        return Outcome(dict(record), (event,))
 
 
 KINDS: dict[str, type[Contract]] = {KVContract.kind: KVContract, AssetContract.kind: AssetContract}

@@ -2,6 +2,10 @@
 
 This layer only translates: interface calls become ledger calls, synchronous answers become Deferreds, and options
 from the router's config are checked here, with messages that name the stub and the option.
+
+Both built-in kinds take part in 2PC (prepare / commit / rollback: each resource is a participant of its own,
+``(tx_id, resource)``); asset resources also offer HTLCs (lock / unlock / timeout). See the ledger's docstring
+and docs/embedded-chain.md, "Transactions".
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from wecross.embedded.ledger import CHAIN_TYPE, Ledger
-from wecross.embedded.resources import Contract, make_contract
+from wecross.embedded.resources import HTLC_LOCK, HTLC_TIMEOUT, HTLC_UNLOCK, Contract, make_contract
 from wecross.stub.interfaces import (
     OP_CALL,
     OP_GET_DATA,
@@ -25,7 +29,6 @@ from wecross.stub.interfaces import (
     ChainState,
     IResource,
     IStub,
-    NoTransactionHooks,
     ResourceInfo,
     Result,
     StubError,
@@ -53,10 +56,8 @@ def _parse_options(where: str, options: Mapping[str, Any]) -> dict[str, int]:
 
 
 @implementer(IResource)
-class EmbeddedResource(NoTransactionHooks):
+class EmbeddedResource:
     """One built-in resource of an embedded chain."""
-
-    transaction_hooks_reason = "the embedded chain joins 2PC and HTLC with the transaction layer (not yet)"
 
     def __init__(self, ledger: Ledger, contract: Contract) -> None:
         self._ledger = ledger
@@ -80,6 +81,34 @@ class EmbeddedResource(NoTransactionHooks):
 
     def set_data(self, key: str, value: Any, sender: str) -> Deferred[Result]:
         return self._ledger.submit(self._name, OP_SET_DATA, "", [key, value], sender)
+
+    # -- 2PC: this resource is the participant (tx_id, resource) -----------------------------------------------
+    def prepare(self, tx_id: str, method: str, args: list[Any], sender: str) -> Deferred[Result]:
+        """Run one write step tentatively under ``tx_id``; Result(output) once it and its locks are durable."""
+        return self._ledger.prepare(tx_id, self._name, method, args, sender)
+
+    def commit(self, tx_id: str) -> Deferred[Result]:
+        """The commit's chain transaction Result (tx_hash, block_number, receipt, proof); the same one again later."""
+        return self._ledger.commit(tx_id, self._name)
+
+    def rollback(self, tx_id: str) -> Deferred[Result]:
+        """Result(output={"rolled_back": tx_id, "known": bool}); StubError("already_committed") after a commit."""
+        return self._ledger.rollback(tx_id, self._name)
+
+    # -- HTLC (asset resources; others fail with "unsupported") ---------------------------------------------------
+    def lock(self, htlc_id: str, hash_lock: str, timelock: float, args: list[Any], sender: str) -> Deferred[Result]:
+        """Move ``amount`` from ``sender`` into escrow; ``args`` is ``[receiver, amount]``."""
+        if not isinstance(args, (list, tuple)) or len(args) != 2:
+            return defer.fail(StubError("bad_args", f"{self._name}: HTLC lock takes args [receiver, amount]"))
+        return self._ledger.htlc(self._name, HTLC_LOCK, [htlc_id, hash_lock, timelock, *args], sender)
+
+    def unlock(self, htlc_id: str, secret: str, sender: str) -> Deferred[Result]:
+        """Pay the receiver, given the secret (hex) whose SHA-256 is the hash lock, before the time lock."""
+        return self._ledger.htlc(self._name, HTLC_UNLOCK, [htlc_id, secret], sender)
+
+    def timeout(self, htlc_id: str, sender: str) -> Deferred[Result]:
+        """Refund the HTLC's sender once the block time has reached the time lock."""
+        return self._ledger.htlc(self._name, HTLC_TIMEOUT, [htlc_id], sender)
 
     def __repr__(self) -> str:
         return f"<EmbeddedResource {self._ledger.chain_id}.{self._name} ({self.info.kind})>"
@@ -164,6 +193,12 @@ class EmbeddedStub:
     def receipt(self, tx_hash: str) -> Deferred[Result | None]:
         """The Result (receipt and proofs) of an included transaction, or None if this chain has no such one."""
         return self.ledger.receipt(tx_hash)
+
+    def prepared_transactions(self) -> list[dict[str, Any]]:
+        """Participants prepared on this chain and not yet committed or rolled back (they survive restarts), oldest
+        first: ``{"tx_id", "resource", "steps": [{"method", "args", "sender", "output"}], "locks": [...],
+        "since": unix seconds}``; locks are named ``key:<kv key>``, ``balance:<account>``, ``meta:supply``."""
+        return self.ledger.prepared_transactions()
 
     def __repr__(self) -> str:
         return f"<EmbeddedStub {self.zone}.{self.name}>"

@@ -29,6 +29,7 @@ from wecross.chain.merkle import verify_inclusion
 from wecross.embedded.block import Header, Receipt, Transaction, canonical, decode, encode, sha256
 from wecross.embedded.resources import KIND_KEY, KINDS, NS_META, Contract
 from wecross.embedded.state import ResourceView, StateKey, StateProofError, check_state_entry, decode_key
+from wecross.embedded.txn import OP_COMMIT
 from wecross.stub.interfaces import OP_CALL, OP_GET_DATA, StubError
 
 #: What a read Result that passes :func:`check_read_proof` has been checked for (for ``verified.checks``).
@@ -159,6 +160,38 @@ def _explain(result: Mapping[str, Any], expected_header_hash: str | None,
         for field, value in expected_tx.items():
             if field not in actual or encode(canonical(actual[field])) != encode(canonical(value)):
                 return ("tx_mismatch", f"the proven transaction's {field} is not the expected one")
+    return None
+
+
+def check_commit_proof(
+    result: Mapping[str, Any],
+    *,
+    tx_id: str,
+    resource: str | None = None,
+    expected_header_hash: str | None = None,
+) -> tuple[str, str] | None:
+    """(the check that failed, why) for the Result of a 2PC commit (wire dict) that does not prove that ``tx_id``
+    was committed (on ``resource``, if given), or None. Never raises.
+
+    A commit is one chain transaction of op ``commit`` whose first argument is the transaction id; on top of
+    :func:`check_write_proof`'s checks this refuses a valid proof of some other commit (``tx_mismatch``) and an
+    output that does not name the transaction (``output_mismatch``).
+    """
+    expected: dict[str, Any] = {"op": OP_COMMIT, "method": OP_COMMIT}
+    if resource is not None:
+        expected["resource"] = resource
+    failed = check_write_proof(result, expected_header_hash=expected_header_hash, expected_tx=expected)
+    if failed is not None:
+        return failed
+    try:
+        transaction = Transaction.decode(bytes.fromhex(result["proof"]["tx"]["leaf"]))
+        output = result.get("output")
+    except Exception as exc:
+        return ("malformed", f"malformed proof: {exc}")
+    if not transaction.args or transaction.args[0] != tx_id:
+        return ("tx_mismatch", f"the proven commit is not of transaction {tx_id}")
+    if not isinstance(output, Mapping) or output.get("committed") != tx_id:
+        return ("output_mismatch", f"the output does not name transaction {tx_id} as committed")
     return None
 
 

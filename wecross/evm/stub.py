@@ -23,6 +23,12 @@ as decimal strings (integer arguments may be given as decimal or ``0x`` strings 
 Who may write. Built-in ``asset`` resources enforce the embedded chain's rules on behalf of the router's users:
 a transfer only from the caller's own account, a mint only by the configured ``issuer``. A generic ``contract``
 resource has no such checks: any user who can reach it writes with the router's key.
+
+Transactions. The built-in kinds take part in the transaction layer (IResource's prepare/commit/rollback, and
+lock/unlock/timeout on an asset): each hook is one mined transaction of the built-in contract, which holds the
+tentative steps, the per-key (per-account) locks and the HTLCs, so a prepare is durable once mined and a restarted
+stub finds its prepared transactions on the chain. :func:`contract_call` says which contract function carries out
+which operation; docs/stubs.md describes the semantics and error codes.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import base64
 import functools
 import http.client
 import json
+import math
 import os
 import re
 import select
@@ -39,7 +46,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
@@ -55,7 +62,7 @@ from eth_utils.abi import event_signature_to_log_topic, function_signature_to_4b
 from eth_utils.address import is_checksum_address, is_hex_address, to_checksum_address
 from eth_utils.crypto import keccak
 from twisted.internet import defer
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
@@ -69,11 +76,16 @@ from zope.interface import implementer
 from wecross.chain import evm_checks, mpt
 from wecross.ipath import IPath, IPathError
 from wecross.stub.interfaces import (
+    OP_HTLC_LOCK,
+    OP_HTLC_TIMEOUT,
+    OP_HTLC_UNLOCK,
+    OP_TX_COMMIT,
+    OP_TX_PREPARE,
+    OP_TX_ROLLBACK,
     BlockHeader,
     ChainState,
     IResource,
     IStub,
-    NoTransactionHooks,
     ResourceInfo,
     Result,
     StubError,
@@ -98,6 +110,33 @@ ARTIFACT_DIR = Path(__file__).resolve().parent / "contracts" / "build"
 #: Resource kind -> built-in contract.
 BUILTIN_CONTRACTS = {"kv": "HelloWeCross", "asset": "AssetLedger"}
 KINDS = ("kv", "asset", "contract")
+#: What a client may call or send on the built-in kinds (and what their ResourceInfo lists). The contracts' other
+#: functions belong to the transaction layer: the stub reaches them through the IResource hooks, after checking who
+#: may do what, and refuses them through call/sendTransaction. ``htlcStatus`` is the one extra read (see
+#: :data:`EXTRA_READS`).
+PUBLIC_METHODS = {"kv": frozenset({"get", "set"}),
+                  "asset": frozenset({"balanceOf", "totalSupply", "owner", "transfer", "mint"})}
+#: Reads a client may call beyond PUBLIC_METHODS. Not listed in ResourceInfo.methods: the listing is what it was
+#: before the transaction layer (routers and tests compare it).
+EXTRA_READS = {"kv": frozenset[str](), "asset": frozenset({"htlcStatus"})}
+#: The step methods a transaction (2PC) may prepare on each built-in kind.
+TX_STEP_METHODS = {"kv": ("set",), "asset": ("transfer",)}
+#: TxBook's transaction states (TxBook.sol) and AssetLedger's HTLC states.
+TX_NONE, TX_PREPARED, TX_COMMITTED, TX_ROLLED_BACK = 0, 1, 2, 3
+HTLC_STATES = {1: "locked", 2: "unlocked", 3: "refunded"}
+#: Revert reasons "<code>: <message>" with one of these codes become StubError(code, message): the built-in
+#: contracts' transaction layer reverts that way (and any contract may).
+CONTRACT_ERROR_CODES = frozenset({"locked", "tx_state", "unknown_tx", "htlc_state", "bad_secret", "too_early",
+                                  "too_late", "insufficient_funds", "forbidden", "bad_args"})
+#: How a prepared transaction's locks are named in the listing, per kind (as the embedded chain names them).
+_LOCK_NAMES = {"kv": "key", "asset": "balance"}
+#: Failures after which the outcome of a transaction-layer write is unknown: the stub reads the transaction's state
+#: back from the contract so that its listing of prepared transactions stays the chain's.
+_UNCERTAIN = frozenset({"timeout", "unavailable", "shutting_down", "bad_response", "rpc_error"})
+#: Seconds between two readings of the transactions in doubt (see EvmStub.resync).
+DOUBT_INTERVAL = 5.0
+#: Longest HTLC secret taken (bytes): a calldata size no honest client needs more than.
+MAX_SECRET_BYTES = 1024
 #: Addresses of contracts this stub deployed, per chain (genesis hash), kept in the stub's data_dir.
 DEPLOYMENTS_FILE = "deployments.json"
 #: Most blocks asked for in one eth_getLogs (nodes refuse or time out on large ranges).
@@ -566,9 +605,10 @@ _RESOURCE_KEYS = {
     "contract": {"name", "kind", "address", "description", "abi"},
 }
 _DESCRIPTIONS = {
-    "kv": "key/value store (HelloWeCross): get(key), set(key, value)",
+    "kv": "key/value store (HelloWeCross): get(key), set(key, value); takes part in transactions (2PC: set)",
     "asset": "asset ledger (AssetLedger): balanceOf(account), totalSupply(), transfer(from, to, amount) from the "
-             "caller's own account, mint(account, amount) by the issuer",
+             "caller's own account, mint(account, amount) by the issuer; takes part in transactions (2PC: transfer) "
+             "and HTLCs (htlcStatus(id))",
 }
 
 
@@ -637,6 +677,15 @@ def _revert_reason(exc: ContractLogicError) -> str:
     return message[len(prefix):] if message.startswith(prefix) else message
 
 
+def _reverted(where: str, name: str, reason: str, suffix: str = "") -> StubError:
+    """A revert as the caller sees it: a reason ``<code>: <message>`` with a code of :data:`CONTRACT_ERROR_CODES`
+    keeps its code (``locked``, ``bad_secret``...), any other is ``reverted`` naming the method."""
+    code, separator, rest = reason.partition(": ")
+    if separator and code in CONTRACT_ERROR_CODES:
+        return StubError(code, f"{where}: {rest}{suffix}")
+    return StubError("reverted", f"{where}.{name} reverted: {reason}{suffix}")
+
+
 def _in_context(where: str, function: AbiFunction, fn: Callable[..., _T], *args: Any) -> _T:
     """Run ``fn``; a revert's message gains the resource and method it happened in."""
     try:
@@ -644,7 +693,7 @@ def _in_context(where: str, function: AbiFunction, fn: Callable[..., _T], *args:
     except StubError as exc:
         if exc.code != "reverted":
             raise
-        raise StubError("reverted", f"{where}.{function.name} reverted: {exc.message}") from None
+        raise _reverted(where, function.name, exc.message) from None
 
 
 # -- JSON-RPC, raw ----------------------------------------------------------------------------------------------
@@ -1191,12 +1240,96 @@ def embedded_style(kind: str, method: str, args: list[Any], sender: str) -> list
     return args
 
 
+def _bare_hex(value: Any, what: str, size: int | None = None, limit: int | None = None) -> str:
+    """Hex with or without 0x as lowercase hex without it; StubError('bad_args') saying what was expected."""
+    text = value[2:] if isinstance(value, str) and value[:2] in ("0x", "0X") else value
+    if not isinstance(text, str) or len(text) % 2 or not re.fullmatch(r"[0-9a-fA-F]*", text):
+        raise StubError("bad_args", f"{what} must be hex (an even number of digits, 0x optional), not {value!r}")
+    if size is not None and len(text) != 2 * size:
+        raise StubError("bad_args", f"{what} must be {size} bytes ({2 * size} hex digits), got {len(text) // 2}")
+    if limit is not None and len(text) > 2 * limit:
+        raise StubError("bad_args", f"{what} must be at most {limit} bytes, got {len(text) // 2}")
+    return text.lower()
+
+
+def _step_name(method: Any) -> str:
+    """A method as named or as a signature (``set(string,string)``): the name."""
+    return method.split("(", 1)[0].strip() if isinstance(method, str) else ""
+
+
+def contract_call(kind: str, op: str, method: str, args: list[Any], sender: str) -> tuple[str, list[Any]]:
+    """The built-in contract function, and its arguments, that carry out a transaction-layer operation.
+
+    ``op``, ``method``, ``args`` and ``sender`` are the router operation's (see TX_OPERATIONS in
+    wecross.stub.interfaces): the stub's hooks build their transactions with this function, and an entry router
+    checking a proven transaction (:func:`wecross.chain.evm_checks.check_write` with the returned name and
+    arguments) gets the very same calldata:
+
+    - ``txPrepare`` ``set`` ``[tx_id, [key, value]]`` (kv) -> ``prepareSet(tx_id, key, value)``;
+    - ``txPrepare`` ``transfer`` ``[tx_id, [to, amount]]`` or ``[tx_id, [from, to, amount]]`` (asset) ->
+      ``prepareTransfer(tx_id, from, to, amount)``, ``from`` being the sender in the two-argument form;
+    - ``txCommit`` / ``txRollback`` ``[tx_id]`` -> ``commit(tx_id)`` / ``rollback(tx_id)``;
+    - ``htlcLock`` ``[htlc_id, hash_lock, timelock, [receiver, amount]]`` (asset) ->
+      ``htlcLock(htlc_id, sender, receiver, amount, 0x<hash_lock>, ceil(timelock))``;
+    - ``htlcUnlock`` ``[htlc_id, secret]`` -> ``htlcUnlock(htlc_id, 0x<secret>)``;
+    - ``htlcTimeout`` ``[htlc_id]`` -> ``htlcRefund(htlc_id)``.
+
+    StubError ``unsupported`` (a kind or step method without transaction support) or ``bad_args``.
+    """
+    if kind not in BUILTIN_CONTRACTS:
+        raise StubError("unsupported", f"a {kind} resource takes no part in the transaction layer (2PC/HTLC): only "
+                                       f"the built-in kinds {', '.join(BUILTIN_CONTRACTS)} do")
+    if not isinstance(args, (list, tuple)) or not args or not isinstance(args[0], str) or not args[0]:
+        raise StubError("bad_args", f"{op} needs the transaction or HTLC id (a non-empty string) as its first argument")
+    ident = args[0]
+    if op == OP_TX_PREPARE:
+        if len(args) != 2 or not isinstance(args[1], (list, tuple)):
+            raise StubError("bad_args", "txPrepare takes [tx_id, [step args]]")
+        name = _step_name(method)
+        if name not in TX_STEP_METHODS[kind]:
+            raise StubError("unsupported", f"a {kind} resource takes part in transactions with "
+                                           f"{', '.join(TX_STEP_METHODS[kind])} steps only, not {method!r}")
+        step = embedded_style(kind, name, list(args[1]), sender)
+        wanted = 2 if kind == "kv" else 3
+        if len(step) != wanted:
+            shape = "[key, value]" if kind == "kv" else "[to, amount] or [from, to, amount]"
+            raise StubError("bad_args", f"a {name} step takes {shape}, got {len(args[1])} argument(s)")
+        return ("prepareSet" if kind == "kv" else "prepareTransfer"), [ident, *step]
+    if op in (OP_TX_COMMIT, OP_TX_ROLLBACK, OP_HTLC_TIMEOUT):
+        if len(args) != 1:
+            raise StubError("bad_args", f"{op} takes [id]")
+        if op == OP_TX_COMMIT:
+            return "commit", [ident]
+        if op == OP_TX_ROLLBACK:
+            return "rollback", [ident]
+    if op not in (OP_HTLC_LOCK, OP_HTLC_UNLOCK, OP_HTLC_TIMEOUT):
+        raise StubError("bad_request", f"{op!r} is not a transaction-layer operation")
+    if kind != "asset":
+        raise StubError("unsupported", f"a {kind} resource holds no HTLCs: only an asset does")
+    if op == OP_HTLC_TIMEOUT:
+        return "htlcRefund", [ident]
+    if op == OP_HTLC_UNLOCK:
+        if len(args) != 2:
+            raise StubError("bad_args", "htlcUnlock takes [htlc_id, secret hex]")
+        return "htlcUnlock", [ident, "0x" + _bare_hex(args[1], "the secret", limit=MAX_SECRET_BYTES)]
+    if len(args) != 4 or not isinstance(args[3], (list, tuple)) or len(args[3]) != 2:
+        raise StubError("bad_args", "htlcLock takes [htlc_id, hash_lock hex, timelock unix seconds, "
+                                    "[receiver, amount]]")
+    timelock = args[2]
+    if isinstance(timelock, bool) or not isinstance(timelock, (int, float)) or not math.isfinite(timelock) \
+            or not 0 < timelock < 2**63:
+        raise StubError("bad_args", f"the timelock must be a positive number of unix seconds, not {timelock!r}")
+    receiver, amount = args[3]
+    hash_lock = "0x" + _bare_hex(args[1], "the hash lock", size=32)
+    # ceil: with whole-second block times, "time < timelock" and "time >= timelock" stay exact for a fraction.
+    return "htlcLock", [ident, sender, receiver, amount, hash_lock, math.ceil(timelock)]
+
+
 # -- the stub and its resources --------------------------------------------------------------------------------
 @implementer(IResource)
-class EvmResource(NoTransactionHooks):
-    """One contract on the chain; its methods are the contract's ABI functions."""
-
-    transaction_hooks_reason = "the evm stub takes no part in the transaction layer (2PC/HTLC) yet"
+class EvmResource:
+    """One contract on the chain; its methods are the contract's ABI functions (for the built-in kinds, those of
+    :data:`PUBLIC_METHODS`: the rest are the transaction layer's, reached through the IResource hooks)."""
 
     def __init__(self, stub: EvmStub, spec: ResourceSpec) -> None:
         self._stub = stub
@@ -1204,9 +1337,26 @@ class EvmResource(NoTransactionHooks):
         self.abi = spec.abi
         #: Set at start for resources the stub deploys.
         self.address: str | None = spec.address
-        self.info = ResourceInfo(name=spec.name, kind=spec.kind, methods=dict(spec.abi.methods),
-                                 description=spec.description)
+        public = PUBLIC_METHODS.get(spec.kind)
+        methods = {name: mode for name, mode in spec.abi.methods.items()
+                   if public is None or _step_name(name) in public}
+        self.info = ResourceInfo(name=spec.name, kind=spec.kind, methods=methods, description=spec.description)
         self.where = f"{stub.zone}.{stub.name}.{spec.name}"
+        #: Whether the contract has the transaction layer's functions (known at start): a built-in resource given by
+        #: the address of a contract deployed before them has not.
+        self.tx_capable = False
+
+    def _public(self, method: Any, mode: str) -> None:
+        """Refuse the transaction layer's functions through call and sendTransaction, as if they were not there:
+        they would skip the checks the hooks make (who may transfer what, which transaction is whose)."""
+        public = PUBLIC_METHODS.get(self.spec.kind)
+        if public is None:
+            return
+        allowed = public | EXTRA_READS[self.spec.kind] if mode == READ else public
+        if _step_name(method) not in allowed:
+            listing = ", ".join(f"{f.pretty()} ({f.mode})" for name in sorted(allowed)
+                                for f in self.abi.functions.get(name, []))
+            raise StubError("unknown_method", f"{self.where} has no method {method!r}; methods: {listing}")
 
     def _ready(self, sender: Any) -> str:
         self._stub.check_running()
@@ -1221,10 +1371,13 @@ class EvmResource(NoTransactionHooks):
         see :data:`wecross.chain.evm_checks.LAYOUT`) with a state proof, read at one fixed block."""
         try:
             address = self._ready(sender)
+            self._public(method, READ)
             function = self.abi.lookup(self.where, method, args, READ)
             data, values = self.abi.encode(self.where, function, list(args))
         except StubError as exc:
             return defer.fail(exc)
+        if self.spec.kind == "asset" and function.name == "htlcStatus":
+            return self._stub.in_pool(self._htlc_status, address, function, data, values[0])
         plan = evm_checks.read_plan(self.spec.kind, function.name, values) if self.spec.kind != "contract" else None
         if plan is not None:
             return self._stub.in_pool(_in_context, self.where, function, self._proven_call, address, function, data,
@@ -1286,6 +1439,7 @@ class EvmResource(NoTransactionHooks):
         args = embedded_style(self.spec.kind, method, list(args), sender)
         try:
             address = self._ready(sender)
+            self._public(method, WRITE)
             function = self.abi.lookup(self.where, method, args, WRITE)
             data, values = self.abi.encode(self.where, function, list(args))
             self._authorise(function, values, sender)
@@ -1323,6 +1477,223 @@ class EvmResource(NoTransactionHooks):
     def __repr__(self) -> str:
         return f"<EvmResource {self.where} ({self.spec.kind}) at {self.address}>"
 
+    # -- the transaction layer (2PC and HTLC) --------------------------------------------------------------------
+    # Every hook is one mined transaction of the built-in contract (see :func:`contract_call` for which), answered
+    # with the Result, receipt and proof of a sendTransaction; the contract holds the locks, the tentative steps and
+    # the HTLCs, so the chain is the durable record. Operations on one transaction (or HTLC) of one resource run one
+    # after the other: a commit retried while the first is being mined reads the state the first left.
+    def _tx_ready(self, op: str, method: str, args: list[Any], sender: Any) -> tuple[str, AbiFunction, bytes,
+                                                                                     list[Any]]:
+        """The address, function, calldata and checked arguments of a transaction-layer operation; StubError."""
+        address = self._ready(sender)
+        name, call_args = contract_call(self.spec.kind, op, method, args, sender)
+        if not self.tx_capable:
+            raise StubError("unsupported", f"{self.where}: the contract at {address} predates the transaction layer "
+                                           f"(it has no {name} function); deploy the current "
+                                           f"{BUILTIN_CONTRACTS[self.spec.kind]}")
+        function = self.abi.lookup(self.where, name, call_args, WRITE)
+        data, values = self.abi.encode(self.where, function, call_args)
+        return address, function, data, values
+
+    def _guarded(self, tx_id: str, work: Deferred[Result]) -> Deferred[Result]:
+        """``work``, and after a failure that leaves its outcome unknown, the transaction's state read back into the
+        stub's listing before the failure is passed on."""
+        def failed(failure: Failure) -> Any:
+            error = failure.value
+            if not isinstance(error, StubError) or error.code not in _UNCERTAIN:
+                return failure
+            return self._stub.resync(self, tx_id, doubtful=True).addCallback(lambda _: failure)
+
+        return work.addErrback(failed)
+
+    def prepare(self, tx_id: str, method: str, args: list[Any], sender: str) -> Deferred[Result]:
+        """One step of transaction ``tx_id`` (kv ``set``, asset ``transfer``), checked against the state as the
+        transaction has changed it so far and recorded, with its locks, by the contract: durable once mined, which
+        is before this answers. A key (account) another transaction holds: StubError('locked'), nothing changed."""
+        try:
+            address, function, data, values = self._tx_ready(OP_TX_PREPARE, method, [tx_id, list(args)], sender)
+            if self.spec.kind == "asset" and values[1] != sender:
+                raise StubError("forbidden", f"{self.where}: {sender} may transfer only from its own account, "
+                                             f"not from {values[1]!r}")
+        except StubError as exc:
+            return defer.fail(exc)
+        step = [to_wire(value) for value in values[1:]]
+
+        def prepared(result: Result) -> Result:
+            self._stub.note_step(self, tx_id, step, _block_time(result))
+            return result
+
+        def run() -> Deferred[Result]:
+            return self._guarded(tx_id, self._stub.transact(self, address, function, data).addCallback(prepared))
+
+        return self._stub.serially(("tx", self.spec.name, tx_id), run)
+
+    def commit(self, tx_id: str) -> Deferred[Result]:
+        """Apply every step of ``tx_id`` in one mined transaction and release its locks. Again on a committed
+        transaction: that same transaction's Result (found by its TxCommitted log). StubError('unknown_tx') for a
+        transaction never prepared here or rolled back."""
+        return self._end(tx_id, OP_TX_COMMIT)
+
+    def rollback(self, tx_id: str) -> Deferred[Result]:
+        """Drop ``tx_id``'s steps and release its locks in one mined transaction. Again on a rolled-back
+        transaction: that transaction's Result; on one never prepared here, a Result without a transaction
+        (``known`` false). StubError('already_committed') for a committed one."""
+        return self._end(tx_id, OP_TX_ROLLBACK)
+
+    def _end(self, tx_id: str, op: str) -> Deferred[Result]:
+        try:
+            address, function, data, _ = self._tx_ready(op, "", [tx_id], "")
+        except StubError as exc:
+            return defer.fail(exc)
+        committing = op == OP_TX_COMMIT
+        event = "TxCommitted" if committing else "TxRolledBack"
+
+        def output(steps: int) -> dict[str, Any]:
+            # The steps' outputs, as the embedded chain's commit gives them: set and transfer return nothing.
+            return {"committed": tx_id, "outputs": [None] * steps} if committing else \
+                {"rolled_back": tx_id, "known": True}
+
+        def ended(result: Result, steps: int) -> Result:
+            self._stub.note_ended(self, tx_id, finished=True)
+            return _with_output(result, output(steps))
+
+        def decide(info: TxInfo) -> Any:
+            if info.state == TX_PREPARED:
+                return self._stub.transact(self, address, function, data).addCallback(ended, len(info.steps))
+            if info.state == (TX_COMMITTED if committing else TX_ROLLED_BACK):
+                self._stub.note_ended(self, tx_id, finished=True)
+                found = self._stub.in_pool(self._stub.recorded, self, event, tx_id, info.done_block)
+                return found.addCallback(lambda result: _with_output(result, output(self._applied(result))))
+            self._stub.note_ended(self, tx_id, finished=info.state != TX_NONE)
+            if committing:
+                what = "was rolled back" if info.state == TX_ROLLED_BACK else "was never prepared here"
+                raise StubError("unknown_tx", f"{self.where}: transaction {tx_id} {what}; there is nothing to commit")
+            if info.state == TX_COMMITTED:
+                raise StubError("already_committed", f"{self.where}: transaction {tx_id} is committed; it cannot be "
+                                                     "rolled back")
+            return Result(output={"rolled_back": tx_id, "known": False})
+
+        def run() -> Deferred[Result]:
+            return self._guarded(tx_id, self._stub.in_pool(self.tx_info, address, tx_id).addCallback(decide))
+
+        return self._stub.serially(("tx", self.spec.name, tx_id), run)
+
+    def _applied(self, result: Result) -> int:
+        """How many steps a commit's Result applied: one Set (kv) or Transfer (asset) log each."""
+        name = "Set" if self.spec.kind == "kv" else "Transfer"
+        logs = result.receipt.get("logs", []) if result.receipt is not None else []
+        return sum(1 for entry in logs if isinstance(entry, Mapping) and entry.get("name") == name)
+
+    def tx_info(self, address: str, tx_id: str, block: int | str = "latest") -> TxInfo:
+        """What the contract records of ``tx_id`` (blocking: runs on the pool)."""
+        function = self.abi.functions["txInfo"][0]
+        data, _ = self.abi.encode(self.where, function, [tx_id])
+        raw = _in_context(self.where, function, self._stub.node.call, address, data, block)
+        return TxInfo.decoded(self._decoded(address, function, raw))
+
+    def lock(self, htlc_id: str, hash_lock: str, timelock: float, args: list[Any], sender: str) -> Deferred[Result]:
+        """Move ``amount`` from the sender's account into escrow under HTLC ``htlc_id`` (args [receiver, amount]);
+        the time lock is the chain's block time, in whole seconds (a fraction rounds up)."""
+        try:
+            address, function, data, values = self._tx_ready(
+                OP_HTLC_LOCK, "", [htlc_id, hash_lock, timelock, list(args)], sender)
+        except StubError as exc:
+            return defer.fail(exc)
+        _, owner, receiver, amount, lock_hash, lock_time = values
+        record = {"state": "locked", "sender": owner, "receiver": receiver, "amount": to_wire(amount),
+                  "hash_lock": bytes(lock_hash).hex(), "timelock": lock_time}
+        return self._htlc(htlc_id, address, function, data, record)
+
+    def unlock(self, htlc_id: str, secret: str, sender: str) -> Deferred[Result]:
+        """Pay HTLC ``htlc_id``'s amount to its receiver: anyone who shows the secret may, before the time lock."""
+        try:
+            address, function, data, _ = self._tx_ready(OP_HTLC_UNLOCK, "", [htlc_id, secret], sender)
+        except StubError as exc:
+            return defer.fail(exc)
+        return self._htlc(htlc_id, address, function, data, None)
+
+    def timeout(self, htlc_id: str, sender: str) -> Deferred[Result]:
+        """Return HTLC ``htlc_id``'s amount to its sender, from the time lock on (anyone may ask)."""
+        try:
+            address, function, data, _ = self._tx_ready(OP_HTLC_TIMEOUT, "", [htlc_id], sender)
+        except StubError as exc:
+            return defer.fail(exc)
+        return self._htlc(htlc_id, address, function, data, None)
+
+    def _htlc(self, htlc_id: str, address: str, function: AbiFunction, data: bytes,
+              record: dict[str, Any] | None) -> Deferred[Result]:
+        """The HTLC write; its output is the HTLC's record after it (as htlcStatus gives it): known beforehand for
+        a lock, read at the write's block after an unlock or refund (final states: no later write changes them)."""
+        status = self.abi.functions["htlcStatus"][0]
+        query, _ = self.abi.encode(self.where, status, [htlc_id])
+
+        def written(result: Result) -> Any:
+            if record is not None:
+                return _with_output(result, record)
+            read = self._stub.in_pool(self._htlc_record, address, status, query, result.block_number or "latest")
+            return read.addCallback(lambda found: _with_output(result, found))
+
+        def run() -> Deferred[Result]:
+            return self._stub.transact(self, address, function, data).addCallback(written)
+
+        return self._stub.serially(("htlc", self.spec.name, htlc_id), run)
+
+    def _htlc_status(self, address: str, function: AbiFunction, data: bytes, htlc_id: str) -> Result:
+        """``htlcStatus(id)`` as the transaction layer reads it: {state, sender, receiver, amount, hash_lock,
+        timelock, secret (once unlocked)}, or None for an id never locked here."""
+        if not self.tx_capable:
+            raise StubError("unsupported", f"{self.where}: the contract at {address} predates the transaction layer "
+                                           "(it holds no HTLCs)")
+        return Result(output=self._htlc_record(address, function, data))
+
+    def _htlc_record(self, address: str, function: AbiFunction, data: bytes,
+                     block: int | str = "latest") -> dict[str, Any] | None:
+        raw = _in_context(self.where, function, self._stub.node.call, address, data, block)
+        try:
+            state, timelock, hash_lock, amount, sender, receiver, secret = self._decoded(address, function, raw)
+        except (TypeError, ValueError):
+            raise StubError("bad_response", f"{self.where}.htlcStatus returned what its ABI does not describe") \
+                from None
+        if state not in HTLC_STATES:
+            return None
+        status = {"state": HTLC_STATES[state], "sender": sender, "receiver": receiver, "amount": amount,
+                  "hash_lock": _hex(hash_lock), "timelock": timelock}
+        if HTLC_STATES[state] == "unlocked":
+            status["secret"] = _hex(secret)
+        return status
+
+
+@dataclass(frozen=True, slots=True)
+class TxInfo:
+    """A transaction as a built-in contract records it (``txInfo``): state (TX_*), the block time of its first
+    prepare, the block of its commit or rollback, and its steps' arguments while prepared."""
+
+    state: int
+    since: float
+    done_block: int
+    steps: list[list[Any]]
+
+    @classmethod
+    def decoded(cls, output: Any) -> TxInfo:
+        try:
+            state, since, done_block, steps = output
+            return cls(int(state), float(since), int(done_block), [list(step) for step in steps])
+        except (TypeError, ValueError):
+            raise StubError("bad_response", "txInfo returned what its ABI does not describe") from None
+
+
+def _with_output(result: Result, output: Any) -> Result:
+    """A transaction-layer Result with its output (the contract functions return nothing) in it and its receipt."""
+    receipt = None if result.receipt is None else {**result.receipt, "output": output}
+    return replace(result, output=output, receipt=receipt)
+
+
+def _block_time(result: Result) -> float:
+    """The time of the block a Result's transaction is in (its proof's header), else now."""
+    header = result.proof.get("header") if result.proof is not None else None
+    stamp = header.get("timestamp") if isinstance(header, Mapping) else None
+    return float(stamp) if isinstance(stamp, (int, float)) else time.time()
+
 
 @implementer(IStub)
 class EvmStub:
@@ -1354,6 +1725,13 @@ class EvmStub:
         self._shutdown_trigger: Any = None
         self._jobs: set[Deferred[Any]] = set()
         self._sleeps: set[Deferred[None]] = set()
+        #: One lock per transaction (HTLC) and resource with work in progress: see EvmResource's hooks.
+        self._serial: dict[tuple[str, ...], DeferredLock] = {}
+        #: (resource, tx id) -> listing entry of a transaction prepared there (see prepared_transactions).
+        self._prepared: dict[tuple[str, str], dict[str, Any]] = {}
+        #: (resource, tx id) -> until when a transaction whose prepare may still be mined is asked for (see resync).
+        self._doubtful: dict[tuple[str, str], float] = {}
+        self._doubts_asked = -math.inf
 
     # -- life cycle ----------------------------------------------------------------------------------------------
     @property
@@ -1377,9 +1755,10 @@ class EvmStub:
         if IReactorCore.providedBy(self._reactor):
             self._shutdown_trigger = self._reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
 
-        def started(_: object) -> None:
+        def started(prepared: dict[tuple[str, str], dict[str, Any]]) -> None:
             if self._status != "starting":  # stopped meanwhile; stop() releases the pool
                 return
+            self._prepared = prepared
             self._status = "running"
             log.info("{stub}: chain id {chain_id}, genesis {genesis}, signer {signer}", stub=self.where,
                      chain_id=self.node.chain_id, genesis=self.node.genesis_hash[:16], signer=self.signer)
@@ -1392,14 +1771,46 @@ class EvmStub:
 
         return self._run(self._open).addCallbacks(started, failed)
 
-    def _open(self) -> None:
+    def _open(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """The start's blocking part; returns the transactions the contracts hold prepared (for the listing)."""
         self.node.open()
         self._deploy_missing()
         for resource in self._resources.values():
             assert resource.address is not None
-            if not self.node.code(resource.address):
+            code = self.node.code(resource.address)
+            if not code:
                 raise ValueError(f"{self.where}: resource {resource.spec.name!r}: no contract at "
                                  f"{resource.address} on chain id {self.node.chain_id}")
+            if resource.spec.kind in BUILTIN_CONTRACTS:
+                # solc's dispatcher compares the selector pushed by a PUSH4 (0x63): a contract deployed before the
+                # transaction layer lacks commit(string), and its resource then refuses the hooks ('unsupported').
+                resource.tx_capable = b"\x63" + resource.abi.functions["commit"][0].selector in code
+        return self._load_prepared()
+
+    def _load_prepared(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every prepared transaction of every built-in resource, read at one block: what a restarted stub lists."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        capable = [r for r in self._resources.values() if r.tx_capable]
+        if not capable:
+            return found
+        block = self.node.head()
+        for resource in capable:
+            assert resource.address is not None
+            function = resource.abi.functions["preparedTxs"][0]
+            raw = _in_context(resource.where, function, self.node.call, resource.address, function.selector, block)
+            ids = resource._decoded(resource.address, function, raw)
+            if not ids:
+                continue
+            info = resource.abi.functions["txInfo"][0]
+            answers = self.node.batch([
+                ("eth_call", [self.node._call_request(resource.address, resource.abi.encode(resource.where, info,
+                                                                                            [tx_id])[0]), hex(block)])
+                for tx_id in ids])
+            for tx_id, answer in zip(ids, answers, strict=True):
+                recorded = TxInfo.decoded(resource._decoded(resource.address, info, _data(self.node.ok(answer))))
+                if recorded.state == TX_PREPARED:
+                    found[(resource.spec.name, tx_id)] = self._listing_entry(resource, tx_id, recorded)
+        return found
 
     def _deploy_missing(self) -> None:
         """Deploy each resource without an address, or reuse what this stub deployed on this chain before.
@@ -1584,13 +1995,8 @@ class EvmStub:
         tx_hash = _hex(receipt["transactionHash"])
         number = int(receipt["blockNumber"])
         if int(receipt["status"]) != 1:
-            try:
-                self.node.replay(receipt, data)
-                reason = "reverted on chain (the replay on the parent block did not; state changed in between)"
-            except StubError as exc:
-                reason = exc.message
-            raise StubError("reverted", f"{resource.where}.{function.name}: transaction {tx_hash} reverted in block "
-                                        f"{number}: {reason}")
+            raise _reverted(resource.where, function.name, self._mined_revert_reason(receipt, data, number),
+                            f" (transaction {tx_hash} reverted in block {number})")
         output = None
         if function.outputs:
             try:
@@ -1599,6 +2005,20 @@ class EvmStub:
                 output = None
         return Result(output=output, tx_hash=tx_hash, block_number=number,
                       receipt=self._receipt_wire(receipt, output), proof=self._proof(receipt, fetched))
+
+    def _mined_revert_reason(self, receipt: Any, data: bytes, number: int) -> str:
+        """Why a mined transaction reverted, by replaying it: on its parent block's state (exact when it is its
+        block's first transaction that touches the state it reads), else on its own block's, where what an earlier
+        transaction of the block did is seen (a lock another transaction took just before)."""
+        try:
+            self.node.replay(receipt, data)
+        except StubError as exc:
+            return exc.message
+        try:
+            self.node.call(receipt["to"], data, number)
+        except StubError as exc:
+            return exc.message
+        return "reverted on chain (a replay did not; state changed in between)"
 
     def _proof(self, receipt: Any, fetched: tuple[Any, list[Any]] | None = None) -> dict[str, Any]:
         """Merkle-Patricia proofs that the transaction and its receipt are in their block, and the block's header
@@ -1648,6 +2068,130 @@ class EvmStub:
                 decoded["resource"] = resource.spec.name
                 return decoded
         return ContractAbi({}, {}, {}).decode_log(entry)
+
+    # -- the transaction layer ----------------------------------------------------------------------------------
+    def prepared_transactions(self) -> list[dict[str, Any]]:
+        """The transactions prepared on this chain's built-in resources, oldest first, one entry per transaction and
+        resource: {tx_id, resource, steps: [{method, args, sender, output}], locks: [``key:<key>`` or
+        ``balance:<account>``], since}. ``since`` is the
+        block time of the transaction's first prepare there (the chain's clock, unix seconds).
+
+        The contracts are the record: the stub reads their prepared transactions at start (a restarted stub lists
+        what it prepared before), then follows its own prepares, commits and rollbacks; an operation whose outcome
+        it could not learn (a receipt that timed out) has the transaction's state read back from its contract.
+        """
+        self._ask_doubtful()
+        entries = sorted(self._prepared.values(), key=lambda entry: (entry["since"], entry["tx_id"]))
+        return [{**entry, "steps": [{**step, "args": list(step["args"])} for step in entry["steps"]],
+                 "locks": list(entry["locks"])} for entry in entries]
+
+    @staticmethod
+    def _listing_entry(resource: EvmResource, tx_id: str, info: TxInfo) -> dict[str, Any]:
+        entry: dict[str, Any] = {"tx_id": tx_id, "resource": resource.spec.name, "steps": [], "locks": [],
+                                 "since": info.since}
+        for step in info.steps:
+            EvmStub._add_step(resource, entry, step)
+        return entry
+
+    @staticmethod
+    def _add_step(resource: EvmResource, entry: dict[str, Any], step: list[Any]) -> None:
+        """A step as the embedded chain lists one: {method, args, sender, output}. The contract records no sender
+        for a kv step (None); an asset transfer's is its ``from``. Locks: ``key:<key>``, ``balance:<account>``."""
+        kind = resource.spec.kind
+        entry["steps"].append({"method": TX_STEP_METHODS[kind][0], "args": list(step),
+                               "sender": step[0] if kind == "asset" else None, "output": None})
+        for name in step[:1] if kind == "kv" else step[:2]:
+            lock = f"{_LOCK_NAMES[kind]}:{name}"
+            if lock not in entry["locks"]:
+                entry["locks"].append(lock)
+
+    def note_step(self, resource: EvmResource, tx_id: str, step: list[Any], since: float) -> None:
+        """A prepare of ``tx_id`` was mined (``since``: its block's time, used if it is the transaction's first)."""
+        key = (resource.spec.name, tx_id)
+        entry = self._prepared.get(key)
+        if entry is None:
+            entry = self._prepared[key] = {"tx_id": tx_id, "resource": resource.spec.name, "steps": [], "locks": [],
+                                           "since": since}
+        self._add_step(resource, entry, step)
+
+    def note_ended(self, resource: EvmResource, tx_id: str, *, finished: bool = False) -> None:
+        """``tx_id`` is not prepared on ``resource`` (``finished``: it is committed or rolled back, so no longer in
+        doubt either)."""
+        self._prepared.pop((resource.spec.name, tx_id), None)
+        if finished:
+            self._doubtful.pop((resource.spec.name, tx_id), None)
+
+    def resync(self, resource: EvmResource, tx_id: str, *, doubtful: bool = False) -> Deferred[None]:
+        """Read ``tx_id``'s state on ``resource`` back from its contract into the listing (called in the
+        transaction's turn: see :meth:`serially`). Never fails: if the node cannot say either, the listing stays as
+        it was.
+
+        ``doubtful``: after an operation whose outcome is unknown, its transaction may still be mined (a prepare
+        whose receipt timed out, a commit). The transaction then stays in doubt, read again by
+        :meth:`prepared_transactions`, until it has ended or ``receipt_timeout`` has passed twice."""
+        address = resource.address
+        assert address is not None
+        key = (resource.spec.name, tx_id)
+        if doubtful:
+            self._doubtful.setdefault(key, self._reactor.seconds() + 2 * self.options.receipt_timeout)
+
+        def learnt(info: TxInfo) -> None:
+            if info.state == TX_PREPARED:
+                self._prepared[key] = self._listing_entry(resource, tx_id, info)
+            else:
+                self.note_ended(resource, tx_id)
+            if info.state in (TX_COMMITTED, TX_ROLLED_BACK) or self._doubtful.get(key, 0) <= self._reactor.seconds():
+                self._doubtful.pop(key, None)
+
+        def failed(failure: Failure) -> None:
+            log.warn("{resource}: could not read transaction {tx} back: {error}", resource=resource.where, tx=tx_id,
+                     error=failure.getErrorMessage())
+
+        return self._run(resource.tx_info, address, tx_id).addCallbacks(learnt, failed)
+
+    def _ask_doubtful(self) -> None:
+        """Read the transactions in doubt back (at most every DOUBT_INTERVAL seconds), each in its turn."""
+        now = self._reactor.seconds()
+        if not self._doubtful or now < self._doubts_asked + DOUBT_INTERVAL or self._status != "running":
+            return
+        self._doubts_asked = now
+        for name, tx_id in list(self._doubtful):
+            resource = self._resources.get(name)
+            if resource is None:
+                continue
+            self.serially(("tx", name, tx_id), functools.partial(self.resync, resource, tx_id))
+
+    def serially(self, key: tuple[str, ...], work: Callable[[], Deferred[_T]]) -> Deferred[_T]:
+        """``work()`` once the work queued before under ``key`` has answered (see EvmResource's hooks)."""
+        lock = self._serial.get(key)
+        if lock is None:
+            lock = self._serial[key] = DeferredLock()
+
+        def forget(result: Any) -> Any:
+            if not lock.locked and not lock.waiting and self._serial.get(key) is lock:
+                del self._serial[key]
+            return result
+
+        done: Deferred[_T] = lock.run(work)
+        return done.addBoth(forget)
+
+    def recorded(self, resource: EvmResource, event: str, tx_id: str, block: int) -> Result:
+        """The Result of the transaction that ended ``tx_id`` in ``block``, found again by its ``event`` log (whose
+        first topic after the signature is keccak(tx_id)): what a repeated commit or rollback answers."""
+        assert resource.address is not None
+        topic = next(e.topic for e in resource.abi.events.values() if e.name == event)
+        logs = self.node.rpc("eth_getLogs", {"address": resource.address, "fromBlock": hex(block),
+                                             "toBlock": hex(block),
+                                             "topics": [_hex0x(topic), _hex0x(keccak(tx_id.encode("utf-8")))]})
+        if not isinstance(logs, list) or not logs or not isinstance(logs[0], Mapping):
+            raise StubError("bad_response", f"{resource.where}: transaction {tx_id} ended in block {block}, but the "
+                                            f"node has no {event} log of it there (reorg?)")
+        receipt = self.node.receipt(str(logs[0].get("transactionHash")))
+        if receipt is None:
+            raise StubError("bad_response", f"{resource.where}: the node has no receipt of the transaction that ended "
+                                            f"{tx_id} in block {block}")
+        return Result(output=None, tx_hash=_hex(receipt["transactionHash"]), block_number=int(receipt["blockNumber"]),
+                      receipt=self._receipt_wire(receipt, None), proof=self._proof(receipt))
 
     # -- IStub reads ---------------------------------------------------------------------------------------------
     def chain_state(self) -> Deferred[ChainState]:

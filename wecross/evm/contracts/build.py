@@ -20,6 +20,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 BUILD_DIR = HERE / "build"
 CONTRACTS = ("HelloWeCross", "AssetLedger")
+#: Sources the contracts import (compiled with them, no artifact of their own).
+LIBRARIES = ("TxBook",)
 EVM_VERSION = "paris"
 OPTIMIZER_RUNS = 200
 
@@ -35,7 +37,8 @@ def compile_all(solcjs: Path) -> dict[str, dict[str, Any]]:
     """One compiler run for all contracts; {name: {"abi", "bytecode", "compiler"}} or SystemExit with the errors."""
     request = {
         "language": "Solidity",
-        "sources": {f"{name}.sol": {"content": (HERE / f"{name}.sol").read_text()} for name in CONTRACTS},
+        "sources": {f"{name}.sol": {"content": (HERE / f"{name}.sol").read_text()}
+                    for name in (*CONTRACTS, *LIBRARIES)},
         "settings": {
             "optimizer": {"enabled": True, "runs": OPTIMIZER_RUNS},
             "evmVersion": EVM_VERSION,
