@@ -134,6 +134,10 @@ class TxSettings:
     #: between the two time locks, and the least time left to unlock).
     htlc_interval: float = 1.0
     htlc_margin: float = 60.0
+    #: Fault testing only (0 in production): seconds between logging a commit decision and sending it, and between
+    #: sending it to one participant and the next.
+    test_hold_after_decision: float = 0.0
+    test_hold_between_participants: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,7 +436,9 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
                     participant_timeout=x.number("participant_timeout", 300.0, 1.0, 30 * 86400.0),
                     check_interval=x.number("check_interval", 5.0, 0.1, 3600.0), log_sync=log_sync,
                     htlc_interval=x.number("htlc_interval", 1.0, 0.05, 3600.0),
-                    htlc_margin=x.number("htlc_margin", 60.0, 0.1, 86400.0))
+                    htlc_margin=x.number("htlc_margin", 60.0, 0.1, 86400.0),
+                    test_hold_after_decision=x.number("test_hold_after_decision", 0.0, 0.0, 60.0),
+                    test_hold_between_participants=x.number("test_hold_between_participants", 0.0, 0.0, 60.0))
     x.finish()
 
     plug = top.sub("stub_plugins")

@@ -140,7 +140,9 @@ class RouterNode(MultiService):
             self.coordinator = Coordinator(settings.router_id, TxLog(settings.data_dir / "tx-log.sqlite", reactor,
                                                                      synchronous=tx.log_sync),
                                            self.router, reactor, default_timeout=tx.default_timeout,
-                                           max_timeout=tx.max_timeout, rng=rng)
+                                           max_timeout=tx.max_timeout, rng=rng,
+                                           hold_after_decision=tx.test_hold_after_decision,
+                                           hold_between_participants=tx.test_hold_between_participants)
             self.router.coordinator = self.coordinator
             self.participant = ParticipantWatcher(self.router, self.stubs.stubs, reactor,
                                                   timeout=tx.participant_timeout, interval=tx.check_interval)

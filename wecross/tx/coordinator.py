@@ -23,10 +23,9 @@ import uuid
 from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -40,8 +39,10 @@ log = Logger()
 
 #: Codes after which a decision is not retried: the participant answered, and contradicted it.
 _CONTRADICTIONS = {OP_TX_COMMIT: {"unknown_tx"}, OP_TX_ROLLBACK: {"already_committed"}}
-#: Codes that mean "the resource cannot take part at all": retrying changes nothing.
-_PERMANENT = {"unsupported", "unknown_resource", "unknown_chain", "bad_args", "bad_ipath", "forbidden"}
+#: Codes that mean "the resource cannot take part at all": retrying changes nothing. Not ``unknown_chain`` or
+#: ``unknown_resource``: right after a restart the directory is still empty, and a router serving the chain may be
+#: on its way back; those are retried like an unreachable one.
+_PERMANENT = {"unsupported", "bad_args", "bad_ipath"}
 
 
 class Participants(Protocol):
@@ -66,7 +67,12 @@ class Coordinator(Service):
         max_steps: int = 256,
         sweep_interval: float = 1.0,
         rng: random.Random | None = None,
+        hold_after_decision: float = 0.0,
+        hold_between_participants: float = 0.0,
     ) -> None:
+        """``hold_after_decision`` and ``hold_between_participants`` (seconds, 0 in production) widen the windows
+        between logging a decision and telling the first participant, and between participants, so that fault
+        tests can kill the process inside them."""
         self.router_id = router_id
         self.log = txlog
         self.participants = participants
@@ -77,6 +83,8 @@ class Coordinator(Service):
         self.retry_max = retry_max
         self.max_steps = max_steps
         self.sweep_interval = sweep_interval
+        self.hold_after_decision = hold_after_decision
+        self.hold_between_participants = hold_between_participants
         self.rng = rng or random.Random()
         self.txs: dict[str, Tx] = {}
         self.counters: dict[str, int] = {"started": 0, "committed": 0, "rolled_back": 0, "recovered": 0,
@@ -85,7 +93,7 @@ class Coordinator(Service):
         self._retry_calls: dict[tuple[str, str], IDelayedCall] = {}
         self._attempts: dict[tuple[str, str], int] = {}
         self._finished: dict[str, list[Deferred[dict[str, Any]]]] = {}
-        self._sweeper = LoopingCall(self._sweep)
+        self._sweeper = task.LoopingCall(self._sweep)
         self._sweeper.clock = clock
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
@@ -192,7 +200,10 @@ class Coordinator(Service):
             tx.decide_commit(self.clock.seconds())
         except RouterError as exc:
             return defer.fail(exc)
-        return self._logged(tx).addCallback(lambda _: self._drive(tx)).addCallback(lambda _: self._wait(tx, wait))
+        d = self._logged(tx)
+        if self.hold_after_decision > 0:
+            d.addCallback(lambda _: task.deferLater(self.clock, self.hold_after_decision, lambda: None))
+        return d.addCallback(lambda _: self._drive(tx)).addCallback(lambda _: self._wait(tx, wait))
 
     def rollback(self, tx_id: str, reason: str = "rolled back by the client",
                  wait: float = 10.0) -> Deferred[dict[str, Any]]:
@@ -260,8 +271,11 @@ class Coordinator(Service):
             self._finish_if_done(tx)
             return
         op = OP_TX_COMMIT if tx.state is TxState.COMMITTING else OP_TX_ROLLBACK
-        for ipath in tx.outstanding():
-            self._send_decision(tx, ipath, op)
+        for i, ipath in enumerate(tx.outstanding()):
+            if i and self.hold_between_participants > 0:
+                self.clock.callLater(i * self.hold_between_participants, self._send_decision, tx, ipath, op)
+            else:
+                self._send_decision(tx, ipath, op)
 
     def _finish_if_done(self, tx: Tx) -> None:
         """A transaction with no participant (rolled back before any step) ends at once."""
