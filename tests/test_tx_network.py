@@ -136,6 +136,28 @@ class TwoPhaseCommit(TxNetwork):
         self.assertEqual(sum(balances.values()), 4000)
 
     @defer.inlineCallbacks
+    def test_partition_during_commit_heals_into_commit(self) -> Any:
+        tx_id = yield self.prepared_swap()
+        peers = self.net.nodes["router-a"].peers
+        dialer = next(d for d in peers.dialers if d.settings.id == "router-c")
+        service, dialer.service = dialer.service, None
+        service.disownServiceParent()  # router-c is alive but cut off from the coordinator
+        peers.links["router-c"].close("partition", bye=False, abort=True)
+        yield support.until(lambda: "router-c" not in peers.links)
+        record = yield self.router().transactions().commit(tx_id, wait=1.0)
+        self.assertEqual(record["state"], "committing")
+        self.assertEqual(record["acked"], [ONE])
+        # On the far side of the partition the transaction still holds its locks: nothing half-done is visible.
+        failure = yield self.assertFailure(self.router("router-c").invoke(
+            Invocation(IPath.parse(TWO), "call", "balanceOf", ["bob"])), RouterError)
+        self.assertEqual(failure.code, "locked")
+        peers._start_dialer(dialer)  # the partition heals
+        yield support.until(lambda: self.router().transactions().get(tx_id)["state"] == "committed", timeout=30)
+        balances = yield self.balances()
+        self.assertEqual((balances[(ONE, "bob")], balances[(TWO, "alice")]), (1010, 1010))
+        self.assertEqual(sum(balances.values()), 4000)
+
+    @defer.inlineCallbacks
     def test_rest_and_errors(self) -> Any:
         import json
         from io import BytesIO
