@@ -25,6 +25,7 @@ from wecross.stub.interfaces import (
     OP_TX_PREPARE,
     OP_TX_ROLLBACK,
     Result,
+    StubError,
 )
 
 TX_A = "r1:" + "a" * 32
@@ -192,12 +193,17 @@ class TwoPhaseCommit(TxBase):
                                                "address": stub.resource("hello").address}],
                                    data_dir=self.work / "fixed")
         hello = fixed.resource("hello")
-        first = hello.prepare(TX_A, "set", ["k", "a"], "alice")
-        second = hello.prepare(TX_B, "set", ["k", "b"], "bob")
-        yield first
-        error = yield self.assert_stub_error(second, "locked", f"locked by transaction {TX_A}", "reverted in block")
-        self.assertIn("transaction", error.message)
-        self.assertEqual([e["tx_id"] for e in fixed.prepared_transactions()], [TX_A])
+        # The stub's thread pool may submit either first: whichever is mined first wins, the other reverts.
+        outcomes = yield defer.DeferredList([hello.prepare(TX_A, "set", ["k", "a"], "alice"),
+                                             hello.prepare(TX_B, "set", ["k", "b"], "bob")], consumeErrors=True)
+        self.assertEqual(sorted(ok for ok, _ in outcomes), [False, True])
+        winner, loser = (TX_A, 1) if outcomes[0][0] else (TX_B, 0)
+        error = outcomes[loser][1].value
+        self.assertIsInstance(error, StubError)
+        self.assertEqual(error.code, "locked")
+        self.assertIn(f"locked by transaction {winner}", error.message)
+        self.assertIn("reverted in block", error.message)
+        self.assertEqual([e["tx_id"] for e in fixed.prepared_transactions()], [winner])
 
     @defer.inlineCallbacks
     def test_a_restarted_stub_lists_and_finishes_what_it_prepared(self) -> Any:

@@ -449,3 +449,44 @@ def _with_evm_stub(original: Any, stub: Any) -> Any:
         return replace(made, stubs=(*made.stubs, stub)) if rid == "router-c" else made
 
     return settings
+
+
+class ForgedCommitAcknowledgement(Base):
+    """A relay that answers a 2PC commit for the participant (replaying another transaction's genuine commit) is
+    not believed: the coordinator keeps the transaction committing and retries until a real answer comes."""
+
+    @defer.inlineCallbacks
+    def test_replayed_commit_is_refused_and_retried(self) -> Any:
+        coordinator = self.entry.transactions()
+        ipath = f"{CHAIN}.hello"
+        relay = self.net.nodes["router-b"].router
+        forward = relay._forward
+        self.addCleanup(setattr, relay, "_forward", forward)
+        seen: list[dict[str, Any]] = []
+
+        def capture(path: Any, op: str, *rest: Any) -> Any:
+            d = forward(path, op, *rest)
+            if op == "txCommit":
+                d.addCallback(lambda result: (seen.append(copy.deepcopy(result)), result)[1])
+            return d
+
+        relay._forward = capture
+        first = yield coordinator.start([])
+        yield coordinator.execute(first["tx_id"], ipath, "set", ["a", 1])
+        yield coordinator.commit(first["tx_id"])
+        self.assertEqual(len(seen), 1)
+
+        def replay(path: Any, op: str, *rest: Any) -> Any:
+            d = forward(path, op, *rest)
+            if op == "txCommit":  # the genuine commit of the first transaction, again
+                d.addCallback(lambda _: copy.deepcopy(seen[0]))
+            return d
+
+        relay._forward = replay
+        second = yield coordinator.start([])
+        yield coordinator.execute(second["tx_id"], ipath, "set", ["b", 2])
+        record = yield coordinator.commit(second["tx_id"], wait=1.0)
+        self.assertEqual(record["state"], "committing")
+        self.assertGreaterEqual(self.entry.trust.counters["refused"], 1)
+        relay._forward = forward  # the relay turns honest (or the route moves): the real answer gets through
+        yield support.until(lambda: coordinator.get(second["tx_id"])["state"] == "committed", timeout=30)

@@ -32,7 +32,15 @@ from wecross.ipath import IPath, IPathError
 from wecross.routing.graph import build_graph
 from wecross.routing.replay import ReplayGuard
 from wecross.routing.table import Route, RoutingTable
-from wecross.stub.interfaces import OPERATIONS, TX_OPERATIONS, WRITE_OPERATIONS, ChainState, Result, StubError
+from wecross.stub.interfaces import (
+    OP_TX_COMMIT,
+    OPERATIONS,
+    TX_OPERATIONS,
+    WRITE_OPERATIONS,
+    ChainState,
+    Result,
+    StubError,
+)
 from wecross.wire.messages import GossipDigest, GossipRecords, GossipSummary, Request, Response
 
 #: Router-level operation (not a resource's): block headers of a chain, for other routers' header stores.
@@ -414,6 +422,8 @@ class Router:
         request_id = self.id_prefix + next(self._id_counter).to_bytes(8, "big")
         d = self._forward(path, op, method, args, sender, request_id, deadline, [self.local_id],
                           self.settings.limits.hop_limit, None, set())
+        if self.trust is not None and op == OP_TX_COMMIT:
+            d.addCallback(self.trust.verify_commit, path, list(args), sender)
         return self._count(d, "forwarded")
 
     def tx_status(self, coordinator: str, tx_id: str, path: IPath) -> Deferred[dict[str, Any]]:

@@ -24,14 +24,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from wecross.chain.headers import HeaderChain, HeaderError, Rehash
 from wecross.chain.store import HeaderStore
 from wecross.errors import RouterError
 from wecross.facade import Invocation
-from wecross.stub.interfaces import OP_GET_DATA, WRITE_OPERATIONS
+from wecross.ipath import IPath
+from wecross.stub.interfaces import OP_GET_DATA, OP_TX_COMMIT, WRITE_OPERATIONS
 
 #: Asks ``source`` for headers ``start`` .. ``start + count - 1`` of a chain: (chain, source, start, count).
 Fetch = Callable[[str, str, int, int], Deferred[Sequence[Mapping[str, Any]]]]
@@ -70,7 +71,8 @@ class TrustedResults:
         self.max_read_lag = max_read_lag
         #: iPath -> the resource's kind as its owner announces it (picks the built-in ABI for EVM checks).
         self.resource_kind = resource_kind
-        self._locks: dict[str, DeferredLock] = {}
+        #: chain -> those waiting for the header fetch under way (one fetch per chain at a time).
+        self._fetching: dict[str, list[Deferred[None]]] = {}
         self.counters: dict[str, int] = {"verified": 0, "refused": 0, "unverifiable": 0, "headers_fetched": 0}
 
     # -- results ------------------------------------------------------------------------------------------------------
@@ -98,6 +100,53 @@ class TrustedResults:
         self._extend_from_proof(chain, chain_type, number, owner, result)
         hashed = self.trusted_hash(chain, chain_type, number, owner)
         return hashed.addCallback(self._check, result, invocation, chain, owner)
+
+    def verify_commit(self, result: dict[str, Any], path: IPath, args: list[Any],
+                      sender: str) -> Deferred[dict[str, Any]] | dict[str, Any]:
+        """A 2PC commit's answer from another router, checked before the coordinator believes it: the commit is a
+        chain transaction of that transaction id, in a block linked to the trusted header chain. (A forged
+        acknowledgement would make the coordinator call a transaction committed that a participant later rolls
+        back.)"""
+        owner = result.get("router")
+        chain = path.chain_path
+        chain_type = self.chain_type_of(chain, owner) if isinstance(owner, str) else None
+        if chain_type not in ("embedded", "evm"):
+            result["verified"] = {"proof": False, "reason": f"no verifier for chain type {chain_type!r} yet"}
+            self.counters["unverifiable"] += 1
+            return result
+        number = result.get("block_number")
+        if type(number) is not int or number < 0 or not isinstance(owner, str):
+            self._refuse("malformed", "the commit names no block or no owner", owner)
+        assert isinstance(owner, str) and isinstance(number, int)
+        self._extend_from_proof(chain, chain_type, number, owner, result)
+
+        def check(expected: str) -> dict[str, Any]:
+            if chain_type == "evm":
+                from wecross.chain.evm_checks import EvmCheckError, check_write
+                from wecross.evm.stub import contract_call
+
+                kind = self.resource_kind(str(path)) or ""
+                try:
+                    name, call_args = contract_call(kind, OP_TX_COMMIT, "", list(args), sender)
+                    checks = check_write(result, expected, resource_kind=kind, method=name, args=call_args,
+                                         sender=sender)
+                except EvmCheckError as exc:
+                    self._refuse(exc.check, exc.message, owner)
+                except RouterError as exc:  # StubError: not a resource that commits
+                    self._refuse("tx_mismatch", exc.message, owner)
+            else:
+                from wecross.embedded.verify import check_commit_proof
+
+                failed = check_commit_proof(result, tx_id=str(args[0]), resource=path.resource,
+                                            expected_header_hash=expected)
+                if failed is not None:
+                    self._refuse(failed[0], failed[1], owner)
+                checks = ["header_linked", "tx_inclusion", "receipt_inclusion", "commit_of_this_tx"]
+            result["verified"] = {"proof": True, "checks": checks, "block": number, "header_hash": expected}
+            self.counters["verified"] += 1
+            return result
+
+        return self.trusted_hash(chain, chain_type, number, owner).addCallback(check)
 
     def _check(self, expected: str, result: dict[str, Any], invocation: Invocation, chain: str,
                owner: str) -> dict[str, Any]:
@@ -210,8 +259,22 @@ class TrustedResults:
         known = header_chain.hash_of(number)
         if known is not None:
             return defer.succeed(known)
-        lock = self._locks.setdefault(chain, DeferredLock())
-        return lock.run(self._extend, header_chain, number, owner)
+        waiting = self._fetching.get(chain)
+        if waiting is not None:
+            # Wait for the fetch under way, then look again. (Not a DeferredLock: releasing one hands over to the
+            # next waiter inside the previous one's callback, and a few hundred concurrent reads then overflowed
+            # the stack.)
+            later: Deferred[None] = Deferred()
+            waiting.append(later)
+            return later.addCallback(lambda _: self.trusted_hash(chain, chain_type, number, owner))
+        self._fetching[chain] = []
+
+        def wake(result: Any) -> Any:
+            for d in self._fetching.pop(chain, []):
+                d.callback(None)
+            return result
+
+        return self._extend(header_chain, number, owner).addBoth(wake)
 
     def _extend(self, header_chain: HeaderChain, number: int, owner: str) -> Deferred[str]:
         known = header_chain.hash_of(number)

@@ -254,6 +254,12 @@ class PeerLink(TwistedProtocol):
         if self.closing_reason is not None or self.transport is None:
             return
         self.closing_reason = reason
+        # TLS waits for a registered producer to unregister before it sends its close alert: without this, a
+        # closing link would stay open until the peer gave up.
+        unregister = getattr(self.transport, "unregisterProducer", None)
+        if unregister is not None:
+            with contextlib.suppress(Exception):
+                unregister()
         if bye:
             # A transport already half gone must not stop the close.
             with contextlib.suppress(Exception):
