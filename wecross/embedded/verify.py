@@ -206,11 +206,28 @@ def _header_problem(result: Mapping[str, Any], header_wire: Mapping[str, Any],
         if header_wire.get("timestamp") != header.timestamp_ms / 1000.0:
             return header, ("header_hash", "the header's timestamp disagrees with its hashed timestamp_ms")
         _HEADERS.put(header_wire["hash"], (_frozen_copy(header_wire), header))
-    if expected_header_hash is not None and header.hash.hex() != expected_header_hash.lower():
+    # header_wire["hash"] is the header's own hash here: checked above, or when the memo entry was made.
+    if expected_header_hash is not None and header_wire["hash"] != expected_header_hash.lower():
         return header, ("header_mismatch", "the header is not the one the header store holds for this block")
     if result.get("block_number") != header.number:
         return header, ("block_number", "block_number does not match the header")
     return header, None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal with the same types all the way down (so 1, 1.0 and True differ, as their encodings do): when this
+    holds the canonical encodings are equal too, and the encoding (the costly part of a read check) is skipped."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    return bool(a == b)
+
+
+def _equal_values(a: Any, b: Any) -> bool:
+    return _same(a, b) or encode(canonical(a)) == encode(canonical(b))
 
 
 def check_read_proof(
@@ -324,7 +341,7 @@ def _explain_read(result: Mapping[str, Any], expected_header_hash: str | None,
     if expected["chain"] is not None and expected["chain"] != header.chain_id:
         return ("read_mismatch", f"the proof is of chain {header.chain_id!r}, not {expected['chain']!r}")
     for field in ("resource", "op", "method", "args"):
-        if field not in read or encode(canonical(read[field])) != encode(canonical(expected[field])):
+        if field not in read or not _equal_values(read[field], expected[field]):
             return ("read_mismatch", f"the proven read's {field} is not the requested one")
     values: dict[StateKey, Any] = {}
     root = header.state_root
@@ -356,7 +373,7 @@ def _explain_read(result: Mapping[str, Any], expected_header_hash: str | None,
     except StubError as exc:
         return ("output_mismatch", f"over the proven state the read fails: {exc.message}")
     try:
-        same = "output" in result and encode(canonical(output)) == encode(canonical(result["output"]))
+        same = "output" in result and _equal_values(output, result["output"])
     except ValueError:  # an output no chain value encodes to
         same = False
     if not same:
