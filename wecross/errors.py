@@ -38,7 +38,7 @@ HTTP_STATUS: dict[str, int] = {
     "storage_error": 500,
     "chain_store": 500,
     "genesis_mismatch": 500,
-    "unsupported": 501,
+    "unsupported": 422,  # the resource or router does not offer this: the request itself was fine, but cannot be done
     "peer_lost": 502,
     "hop_limit": 502,
     "bad_response": 502,

@@ -22,6 +22,7 @@ hold them to that.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import secrets
 import time
@@ -72,6 +73,7 @@ _GET_ENDPOINTS: dict[str, frozenset[str]] = {
     "routes": frozenset(),
     "resources": frozenset({"zone", "chain"}),
     "chains": frozenset(),
+    "openapi.json": frozenset(),
 }
 _GET_METHODS = (b"GET", b"HEAD")
 _POST_METHODS = (b"POST",)
@@ -95,6 +97,7 @@ _INDEX: dict[str, Any] = {
     "endpoints": [
         {"method": "GET", "path": "/", "summary": "this index"},
         {"method": "GET", "path": "/status", "summary": "router id, zones, version, uptime, counters"},
+        {"method": "GET", "path": "/openapi.json", "summary": "this API as an OpenAPI 3 document"},
         {"method": "GET", "path": "/peers", "summary": "known peers and link metrics"},
         {"method": "GET", "path": "/routes", "summary": "routing table: next hop, path, cost per chain and router"},
         {"method": "GET", "path": "/chains", "summary": "chains served here, trusted header chains, verifications"},
@@ -131,6 +134,17 @@ _INDEX: dict[str, Any] = {
         },
     ],
 }
+
+
+class RawJson:
+    """A JSON answer sent as it is, outside the envelope (the OpenAPI document: tools expect it bare)."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+
 
 
 def new_counters() -> dict[str, int]:
@@ -374,7 +388,7 @@ class _Exchange:
         if self.gone:
             return
         try:
-            payload = success_body(data)
+            payload = data.payload if isinstance(data, RawJson) else success_body(data)
         except Exception:
             self._failed(Failure())  # type: ignore[no-untyped-call]
             return
@@ -639,9 +653,22 @@ class RestApi(Resource):
             return {}
         return parse_json_object(body)
 
+    def _openapi_document(self) -> RawJson:
+        import json
+
+        from wecross.rest.openapi import document
+
+        example = None
+        with contextlib.suppress(Exception):  # the examples are a courtesy; a facade without resources has none
+            local = [row["ipath"] for row in self.router.resources() if row.get("local")]
+            example = local[0] if local else None
+        return RawJson(json.dumps(document(example), separators=(",", ":")).encode())
+
     def _get(self, name: str, query: dict[str, str]) -> Any:
         if name == "":
             return _INDEX
+        if name == "openapi.json":
+            return self._openapi_document()
         if name == "status":
             return self.router.status()
         if name == "peers":

@@ -1,0 +1,168 @@
+"""The REST API as an OpenAPI 3.0 document, served at ``GET /openapi.json``.
+
+Written here by hand, next to the code it describes, and kept true by a test that points schemathesis at a live
+router (tests/test_openapi.py): every documented operation is called with generated requests, valid and invalid,
+and every answer must be one the document allows and never a server error.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import wecross
+
+_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}
+_JSON: dict[str, Any] = {}  # any JSON value
+
+
+def _ok(data: dict[str, Any] | None = None, description: str = "success") -> dict[str, Any]:
+    schema = {"type": "object", "required": ["ok", "data"], "properties": {
+        "ok": {"type": "boolean", "enum": [True]}, "data": data if data is not None else _JSON}}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERROR = {"description": "an error: a stable code, a message, and details", "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}}
+
+
+def _responses(data: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"200": _ok(data), "default": _ERROR}
+
+
+def _path_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+_RESOURCE_PARAMS = [_path_param("zone", _NAME, "the zone"), _path_param("chain", _NAME, "the chain"),
+                    _path_param("resource", _NAME, "the resource")]
+_TX_ID = _path_param("id", {"type": "string", "minLength": 1, "maxLength": 200}, "transaction or exchange id")
+
+_METHOD_BODY = {"type": "object", "required": ["method"], "additionalProperties": False, "properties": {
+    "method": {"type": "string", "minLength": 1}, "args": {"type": "array"}}}
+_OPERATION_BODIES = {
+    "call": _METHOD_BODY,
+    "sendTransaction": _METHOD_BODY,
+    "getData": {"type": "object", "required": ["key"], "additionalProperties": False,
+                "properties": {"key": {"type": "string"}}},
+    "setData": {"type": "object", "required": ["key", "value"], "additionalProperties": False,
+                "properties": {"key": {"type": "string"}, "value": _JSON}},
+}
+
+
+def _get(summary: str, parameters: list[dict[str, Any]] | None = None,
+         data: dict[str, Any] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": _responses(data)}
+    if parameters:
+        op["parameters"] = parameters
+    return {"get": op}
+
+
+def _post(summary: str, body: dict[str, Any] | None, parameters: list[dict[str, Any]] | None = None,
+          body_required: bool = True) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": _responses()}
+    if body is not None:
+        op["requestBody"] = _body(body, body_required)
+    if parameters:
+        op["parameters"] = parameters
+    return {"post": op}
+
+
+def document(example: str | None = None) -> dict[str, Any]:
+    """A fresh copy of the OpenAPI document; ``example`` (an iPath this router serves) fills the examples of the
+    zone, chain and resource parameters, so that tools trying the API reach a real resource."""
+    paths: dict[str, Any] = {
+        "/": _get("this router's index of endpoints"),
+        "/status": _get("router id, zones, version, uptime, chains, counters", data={"type": "object"}),
+        "/peers": _get("known peers and link metrics", data={"type": "array"}),
+        "/routes": _get("routing table: next hop, path and cost per chain and router", data={"type": "object"}),
+        "/resources": _get("resources reachable from this router, optionally filtered",
+                           [_query("zone", _NAME, "only this zone"), _query("chain", _NAME, "only this chain")],
+                           data={"type": "array"}),
+        "/chains": _get("chains served here, trusted header chains, verification counters",
+                        data={"type": "object"}),
+        "/chains/{zone}/{chain}/headers/{n}": _get(
+            "block header n: served here, or trusted (linked to the pinned checkpoint) by this router",
+            [_path_param("zone", _NAME, "the zone"), _path_param("chain", _NAME, "the chain"),
+             _path_param("n", {"type": "integer", "minimum": 0, "maximum": 10 ** 17}, "block number")],
+            data={"type": "object"}),
+        "/{zone}/{chain}/{resource}/events": _get(
+            "a resource's events from a block on (each with its proof when it crossed routers); waits up to "
+            "`wait` seconds for the first (long poll)",
+            [*_RESOURCE_PARAMS, _query("from_block", {"type": "integer", "minimum": 0, "maximum": 10 ** 17},
+                                       "first block to scan"),
+             _query("wait", {"type": "number", "minimum": 0, "maximum": 60}, "seconds to wait for events")],
+            data={"type": "object"}),
+        "/tx": _get("2PC transactions coordinated here, newest first", [
+            _query("state", {"type": "string", "enum": ["started", "committing", "committed", "rolling_back",
+                                                        "rolled_back"]}, "only this state"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "at most this many")],
+            data={"type": "object"}),
+        "/tx/start": _post("start a 2PC transaction coordinated by this router", {
+            "type": "object", "properties": {
+                "resources": {"type": "array", "items": {"type": "string"},
+                              "description": "iPaths that may take part (empty: any)"},
+                "timeout": {"type": "number", "minimum": 0, "exclusiveMinimum": True,
+                            "description": "seconds before an uncommitted transaction is rolled back"}}}),
+        "/tx/adopt": _post("take over a transaction from its record and finish it", {"type": "object"}),
+        "/tx/{id}": _get("a transaction's record: state, steps, outcomes", [_TX_ID], data={"type": "object"}),
+        "/tx/{id}/exec": _post("run one step inside the transaction", {
+            "type": "object", "required": ["path", "method"], "properties": {
+                "path": {"type": "string", "description": "zone.chain.resource"},
+                "method": {"type": "string"}, "args": {"type": "array"}}}, [_TX_ID]),
+        "/tx/{id}/commit": _post("log the commit decision and carry it out", {"type": "object"}, [_TX_ID],
+                                 body_required=False),
+        "/tx/{id}/rollback": _post("roll the transaction back everywhere", {
+            "type": "object", "properties": {"reason": {"type": "string"}}}, [_TX_ID], body_required=False),
+        "/htlc": _get("hash time-locked exchanges this router takes part in, newest first", [
+            _query("state", {"type": "string", "enum": ["locking", "locked", "claimed", "refunded", "done",
+                                                        "failed"]}, "only this state"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "at most this many")],
+            data={"type": "object"}),
+        "/htlc/start": _post("lock our side of an exchange (initiator, or participant after verifying the "
+                             "initiator's lock)", {"type": "object", "required": ["own", "other"], "properties": {
+                                 "role": {"type": "string", "enum": ["initiator", "participant"]},
+                                 "own": {"type": "object"}, "other": {"type": "object"},
+                                 "timelock": {"type": "number"}, "margin": {"type": "number"},
+                                 "htlc_id": {"type": "string"}, "hash_lock": {"type": "string"}}}),
+        "/htlc/{id}": _get("an exchange's state on both chains", [_TX_ID], data={"type": "object"}),
+        "/htlc/{id}/unlock": _post("reveal the secret and claim the other lock now", {"type": "object"}, [_TX_ID],
+                                   body_required=False),
+        "/htlc/{id}/refund": _post("reclaim our lock after its time lock", {"type": "object"}, [_TX_ID],
+                                   body_required=False),
+        "/openapi.json": _get("this document"),
+    }
+    for op, body in _OPERATION_BODIES.items():
+        paths[f"/{{zone}}/{{chain}}/{{resource}}/{op}"] = _post(
+            f"{op} on a resource, here or on the router that serves its chain; results that crossed routers "
+            "carry `verified`", body, _RESOURCE_PARAMS)
+    result = copy.deepcopy({
+        "openapi": "3.0.3",
+        "info": {"title": "WeCross-Py router REST API", "version": wecross.__version__,
+                 "description": "Every answer is an envelope: {ok: true, data} or {ok: false, error: {code, "
+                                "message, details?}} with the HTTP status of the code. The client's identity is "
+                                "its TLS certificate's common name when the router asks for one."},
+        "paths": paths,
+        "components": {"schemas": {"ErrorEnvelope": {
+            "type": "object", "required": ["ok", "error"], "properties": {
+                "ok": {"type": "boolean", "enum": [False]},
+                "error": {"type": "object", "required": ["code", "message"], "properties": {
+                    "code": {"type": "string"}, "message": {"type": "string"},
+                    "details": {"type": "object"}}}}}}},
+    })
+    if example is not None:
+        parts = dict(zip(("zone", "chain", "resource"), example.split("."), strict=True))
+        for item in result["paths"].values():
+            for operation in item.values():
+                for param in operation.get("parameters", []):
+                    if param["in"] == "path" and param["name"] in parts:
+                        param["example"] = parts[param["name"]]
+    return result
