@@ -31,6 +31,7 @@ setup(
         "eth-abi>=5.0",
         "eth-utils>=5.0",
         "requests>=2.31",
+        "prometheus-client>=0.20",
         "trie>=3.0",  # Merkle-Patricia proofs of EVM transactions and receipts
         "rlp>=4.0",
     ],

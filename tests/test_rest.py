@@ -467,7 +467,8 @@ class ApiTests(SynchronousTestCase):
                                  "/chains/{zone}/{chain}/headers/{n}", "/{zone}/{chain}/{resource}/events",
                                  "/{zone}/{chain}/{resource}/{op}", "/tx", "/tx/start", "/tx/adopt", "/tx/{id}",
                                  "/tx/{id}/exec", "/tx/{id}/commit", "/tx/{id}/rollback", "/htlc", "/htlc/start",
-                                 "/htlc/{id}", "/htlc/{id}/unlock", "/htlc/{id}/refund"})
+                                 "/htlc/{id}", "/htlc/{id}/unlock", "/htlc/{id}/refund", "/openapi.json",
+                                 "/metrics"})
 
     def test_status_peers_resources(self) -> None:
         self.assertEqual(self.ok(b"GET", "/status"), self.router.status_value)

@@ -151,7 +151,12 @@ class RouterNode(MultiService):
                                           parse=Htlc.from_record),
                                     reactor, interval=tx.htlc_interval, default_margin=tx.htlc_margin)
             self.router.htlc_service = self.htlc
-        self.site = make_site(self.router, max_body=settings.rest.max_body)
+        metrics = None
+        if transactions:  # a real router (the simulator's thousands skip the registry)
+            from wecross.metrics import RouterMetrics
+
+            metrics = RouterMetrics(self.router)
+        self.site = make_site(self.router, max_body=settings.rest.max_body, metrics=metrics)
 
     def startService(self) -> None:
         super().startService()  # starts the stub service; the rest waits for it

@@ -74,7 +74,11 @@ _GET_ENDPOINTS: dict[str, frozenset[str]] = {
     "resources": frozenset({"zone", "chain"}),
     "chains": frozenset(),
     "openapi.json": frozenset(),
+    "metrics": frozenset(),
 }
+#: Label values of the latency histogram (anything else is "other": URLs must not create label values).
+_OBSERVED_OPS = frozenset({*OPERATIONS, "status", "peers", "routes", "resources", "chains", "tx", "htlc", "index",
+                           "metrics", "openapi.json", "events", "exec", "commit", "rollback", "start"})
 _GET_METHODS = (b"GET", b"HEAD")
 _POST_METHODS = (b"POST",)
 _OPS_BY_SEGMENT: dict[bytes, str] = {op.encode("ascii"): op for op in OPERATIONS}
@@ -98,6 +102,7 @@ _INDEX: dict[str, Any] = {
         {"method": "GET", "path": "/", "summary": "this index"},
         {"method": "GET", "path": "/status", "summary": "router id, zones, version, uptime, counters"},
         {"method": "GET", "path": "/openapi.json", "summary": "this API as an OpenAPI 3 document"},
+        {"method": "GET", "path": "/metrics", "summary": "Prometheus metrics (text exposition format)"},
         {"method": "GET", "path": "/peers", "summary": "known peers and link metrics"},
         {"method": "GET", "path": "/routes", "summary": "routing table: next hop, path, cost per chain and router"},
         {"method": "GET", "path": "/chains", "summary": "chains served here, trusted header chains, verifications"},
@@ -137,12 +142,14 @@ _INDEX: dict[str, Any] = {
 
 
 class RawJson:
-    """A JSON answer sent as it is, outside the envelope (the OpenAPI document: tools expect it bare)."""
+    """An answer sent as it is, outside the envelope (the OpenAPI document and the metrics: tools expect them
+    bare); ``content_type`` None means JSON."""
 
-    __slots__ = ("payload",)
+    __slots__ = ("content_type", "payload")
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, content_type: bytes | None = None) -> None:
         self.payload = payload
+        self.content_type = content_type
 
 
 
@@ -337,12 +344,13 @@ class _Exchange:
     client's departure is reported by the request itself instead of through a notifyFinish Deferred.
     """
 
-    __slots__ = ("answered", "api", "gone", "pending", "request")
+    __slots__ = ("answered", "api", "gone", "pending", "request", "started")
 
     def __init__(self, api: RestApi, request: Any) -> None:
         # Any: twisted.web's Request is largely unannotated, and tests drive this with DummyRequest.
         self.api = api
         self.request = request
+        self.started = time.monotonic() if api.metrics is not None else 0.0
         self.gone = False
         self.answered = False
         self.pending: Deferred[Any] | None = None
@@ -392,10 +400,30 @@ class _Exchange:
         except Exception:
             self._failed(Failure())  # type: ignore[no-untyped-call]
             return
+        if self.api.metrics is not None:
+            self._observe("ok", data)
+        if isinstance(data, RawJson) and data.content_type is not None:
+            self._send(200, payload, {b"Content-Type": data.content_type})
+            return
         self._send(200, payload, None)
+
+    def _observe(self, outcome: str, data: object) -> None:
+        """Latency (and hops of a forwarded result) for /metrics; the op is the URL's last segment."""
+        try:
+            segments = self.request.postpath or [b""]
+            op = segments[-1].decode("latin-1") if len(segments) == 4 and self.request.method == b"POST" \
+                else (segments[0].decode("latin-1") or "index")
+            if op not in _OBSERVED_OPS:
+                op = "other"
+            self.api.metrics.observe(op, outcome, time.monotonic() - self.started, data)
+        except Exception:  # metrics must never break an answer
+            _log.failure("metrics: could not observe a request")
 
     def _failed(self, failure: Failure) -> None:
         self.pending = None
+        if self.api.metrics is not None:
+            error = failure.value
+            self._observe(error.code if isinstance(error, RouterError) else "internal", None)
         error = failure.value
         if self.gone:
             if not isinstance(error, RouterError | StubError | CancelledError):
@@ -425,9 +453,12 @@ class _Exchange:
         if self.answered or self.gone or getattr(request, "_disconnected", False):
             return
         self.answered = True
-        if isinstance(request, RestRequest):
+        if isinstance(request, RestRequest) and not (headers and b"Content-Type" in headers):
             request.exchange = None
             request.write_json(status, payload, headers)
+        elif isinstance(request, RestRequest):
+            request.exchange = None
+            _write_json_stock(request, status, payload, headers)
         else:
             _write_json_stock(request, status, payload, headers)
         _count_status(self.api.counters, status)
@@ -474,9 +505,12 @@ class RestApi(Resource):
         max_body: int = DEFAULT_MAX_BODY,
         counters: dict[str, int] | None = None,
         log_requests: bool = False,
+        metrics: Any = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.router = router
+        #: wecross.metrics.RouterMetrics, or None (no /metrics, nothing observed).
+        self.metrics = metrics
         self.max_body = max_body
         self.counters = counters if counters is not None else new_counters()
         self.log_requests = log_requests
@@ -669,6 +703,12 @@ class RestApi(Resource):
             return _INDEX
         if name == "openapi.json":
             return self._openapi_document()
+        if name == "metrics":
+            if self.metrics is None:
+                raise RouterError("not_found", "this router serves no metrics")
+            from wecross.metrics import CONTENT_TYPE
+
+            return RawJson(self.metrics.render(), CONTENT_TYPE)
         if name == "status":
             return self.router.status()
         if name == "peers":
@@ -966,6 +1006,7 @@ def make_site(
     max_body: int = DEFAULT_MAX_BODY,
     log_requests: bool = False,
     reactor: IReactorTime | None = None,
+    metrics: Any = None,
 ) -> RestSite:
     """The REST API for one router, ready to be given to a TCP or TLS listener.
 
@@ -975,7 +1016,7 @@ def make_site(
     """
     if max_body < 0:
         raise ValueError(f"max_body must be >= 0, got {max_body}")
-    api = RestApi(router, max_body=max_body, counters=new_counters(), log_requests=log_requests)
+    api = RestApi(router, max_body=max_body, counters=new_counters(), log_requests=log_requests, metrics=metrics)
     return RestSite(api, max_body=max_body, log_requests=log_requests, reactor=reactor)
 
 

@@ -139,6 +139,9 @@ def document(example: str | None = None) -> dict[str, Any]:
         "/htlc/{id}/refund": _post("reclaim our lock after its time lock", {"type": "object"}, [_TX_ID],
                                    body_required=False),
         "/openapi.json": _get("this document"),
+        "/metrics": {"get": {"summary": "Prometheus metrics of this router (text exposition format)", "responses": {
+            "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "default": _ERROR}}},
     }
     for op, body in _OPERATION_BODIES.items():
         paths[f"/{{zone}}/{{chain}}/{{resource}}/{op}"] = _post(
