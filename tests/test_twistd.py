@@ -109,6 +109,28 @@ class TwistdTests(TestCase):
         self.assertNotIn(b"Traceback", proto.output)
 
     @defer.inlineCallbacks
+    def test_structured_json_logs(self) -> Any:
+        work = Path(self.mktemp()).resolve()
+        work.mkdir()
+        port = support.free_port()
+        config = write_config(work, "router-a", port)
+        proto = Collect()
+        reactor.spawnProcess(proto, TWISTD, [TWISTD, "-n", "--pidfile=", "--logger", "wecross.logs.json_stdout",
+                                             "wecross", "--config", str(config)], env=dict(os.environ),
+                             path=str(config.parent))
+        for _ in range(200):
+            if b"ready" in proto.output or proto.ended.called:
+                break
+            yield _sleep(0.05)
+        os.kill(proto.transport.pid, signal.SIGTERM)
+        yield proto.ended
+        events = [json.loads(chunk) for chunk in proto.output.split(b"\x1e") if chunk.strip().startswith(b"{")]
+        ready = [e for e in events if "ready" in e.get("log_format", "")]
+        self.assertTrue(ready, proto.output[-2000:])
+        self.assertEqual(ready[0]["id"], "router-a")
+        self.assertEqual(ready[0]["log_namespace"], "wecross.node")
+
+    @defer.inlineCallbacks
     def test_config_error_is_one_clear_line(self) -> Any:
         work = Path(self.mktemp()).resolve()
         work.mkdir()
