@@ -103,6 +103,7 @@ _INDEX: dict[str, Any] = {
         {"method": "GET", "path": "/status", "summary": "router id, zones, version, uptime, counters"},
         {"method": "GET", "path": "/openapi.json", "summary": "this API as an OpenAPI 3 document"},
         {"method": "GET", "path": "/metrics", "summary": "Prometheus metrics (text exposition format)"},
+        {"method": "GET", "path": "/ui/", "summary": "the web page of the network, served by this router"},
         {"method": "GET", "path": "/peers", "summary": "known peers and link metrics"},
         {"method": "GET", "path": "/routes", "summary": "routing table: next hop, path, cost per chain and router"},
         {"method": "GET", "path": "/chains", "summary": "chains served here, trusted header chains, verifications"},
@@ -145,11 +146,14 @@ class RawJson:
     """An answer sent as it is, outside the envelope (the OpenAPI document and the metrics: tools expect them
     bare); ``content_type`` None means JSON."""
 
-    __slots__ = ("content_type", "payload")
+    __slots__ = ("content_type", "headers", "payload", "status")
 
-    def __init__(self, payload: bytes, content_type: bytes | None = None) -> None:
+    def __init__(self, payload: bytes, content_type: bytes | None = None, *, status: int = 200,
+                 headers: dict[bytes, bytes] | None = None) -> None:
         self.payload = payload
         self.content_type = content_type
+        self.status = status
+        self.headers = headers or {}
 
 
 
@@ -402,8 +406,10 @@ class _Exchange:
             return
         if self.api.metrics is not None:
             self._observe("ok", data)
-        if isinstance(data, RawJson) and data.content_type is not None:
-            self._send(200, payload, {b"Content-Type": data.content_type})
+        if isinstance(data, RawJson) and (data.content_type is not None or data.headers or data.status != 200):
+            headers = dict(data.headers)
+            headers[b"Content-Type"] = data.content_type or JSON_CONTENT_TYPE
+            self._send(data.status, payload, headers)
             return
         self._send(200, payload, None)
 
@@ -591,6 +597,9 @@ class RestApi(Resource):
         if segments and segments[0] in ("tx", "htlc"):
             return self._transactions(request, segments, shown_path)
 
+        if segments and segments[0] == "ui":
+            return self._ui(request, segments, shown_path)
+
         if len(segments) == 4:
             op = segments[3]
             if op not in OPERATIONS:
@@ -677,6 +686,25 @@ class RestApi(Resource):
                 raise RouterError("bad_request", "reason must be a string")
             return coordinator.rollback(tx_id, reason[:500])
         raise RouterError("not_found", f"no endpoint at {shown_path}; GET / lists the endpoints")
+
+    def _ui(self, request: Request, segments: list[str | None], shown_path: str) -> Any:
+        """The web page (wecross/ui): static files, same origin as the API they read."""
+        if request.method not in _GET_METHODS:
+            raise _MethodNotAllowed(request.method, _GET_METHODS, shown_path)
+        if len(segments) == 1:  # "/ui": the page's relative URLs need the trailing slash
+            return RawJson(b"", None, status=301, headers={b"Location": b"/ui/"})
+        if len(segments) != 2 or segments[1] is None:
+            raise RouterError("not_found", f"no file at {shown_path}")
+        from wecross.ui.assets import asset
+
+        found = asset(segments[1])
+        if found is None:
+            raise RouterError("not_found", f"no file at {shown_path}")
+        content, content_type = found
+        return RawJson(content, content_type, headers={
+            b"Cache-Control": b"no-cache",
+            b"Content-Security-Policy": b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        })
 
     def _json_body(self, request: Request, optional: bool = False) -> dict[str, Any]:
         content_type = request.getHeader(b"Content-Type")

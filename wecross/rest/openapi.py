@@ -139,6 +139,10 @@ def document(example: str | None = None) -> dict[str, Any]:
         "/htlc/{id}/refund": _post("reclaim our lock after its time lock", {"type": "object"}, [_TX_ID],
                                    body_required=False),
         "/openapi.json": _get("this document"),
+        "/ui/": {"get": {"summary": "the web page of the network (HTML; its script and style are served next to "
+                                    "it)", "responses": {
+            "200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}},
+            "default": _ERROR}}},
         "/metrics": {"get": {"summary": "Prometheus metrics of this router (text exposition format)", "responses": {
             "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
             "default": _ERROR}}},
