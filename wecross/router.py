@@ -512,6 +512,8 @@ class Router:
                 d = self._forward(path, OP_EVENTS, "poll", [from_block], "router", request_id,
                                   self.clock.seconds() + self.settings.limits.request_deadline, [self.local_id],
                                   self.settings.limits.hop_limit, None, set())
+                if self.trust is not None:
+                    d.addCallback(self.trust.verify_events, path)
             d.addCallbacks(polled, lambda failure: None if result.called else result.errback(failure))
 
         def polled(answer: dict[str, Any]) -> None:

@@ -8,6 +8,10 @@ state root, the storage proofs against the account's storage root, and that the 
 contract's Solidity storage layout, :data:`LAYOUT`) is the output returned. The stub uses the same layout to know
 which slots to ask its node for, so the two sides cannot disagree on where a value lives.
 
+An event: the header against its RLP, the receipt of its transaction under the header's receipts root, the
+transaction under the transactions root (so ``tx_hash`` is the proven one), and the log at the proven position in that
+receipt, which must be the event's contract, topics and data (its decoding re-done with the built-in ABI).
+
 Kept apart from :mod:`wecross.chain.trust` because it needs the EVM codecs (rlp, keccak, the built-in ABIs), which
 a router without EVM chains never has to import.
 """
@@ -38,24 +42,40 @@ class EvmCheckError(Exception):
 
 # -- storage layout of the built-in contracts ------------------------------------------------------------------
 #: Where each provable read of a built-in contract finds its value: kind -> method -> (slot of the state variable,
-#: value type, whether the variable is a mapping keyed by the method's one string argument). solc lays state
-#: variables out from slot 0 in declaration order; ``immutable`` ones (AssetLedger.owner) live in the code, not in
-#: storage, so they take no slot and cannot be proven this way.
+#: value type, key). ``key`` is None for a plain variable, ``"string"`` for a mapping keyed by the method's one
+#: string argument (its UTF-8 bytes), ``"keccak"`` for a mapping keyed by keccak256 of that string (a bytes32 key).
+#: solc lays state variables out from slot 0 in declaration order; ``immutable`` ones (AssetLedger.owner) live in the
+#: code, not in storage, so they take no slot and cannot be proven this way.
 #:
 #: - HelloWeCross: ``mapping(string => string) values`` at slot 0.
-#: - AssetLedger: ``uint256 totalSupply`` at slot 0, ``mapping(string => uint256) balances`` at slot 1.
-LAYOUT: dict[str, dict[str, tuple[int, str, bool]]] = {
-    "kv": {"get": (0, "string", True)},
-    "asset": {"totalSupply": (0, "uint", False), "balanceOf": (1, "uint", True)},
+#: - AssetLedger: ``uint256 totalSupply`` at slot 0, ``mapping(string => uint256) balances`` at slot 1, TxBook's
+#:   ``Book`` at slots 2 to 4, ``steps``, ``credited``, ``debited`` at 5 to 7, ``mapping(bytes32 => Htlc) htlcs``
+#:   at slot 8 (checked against solc's storageLayout output). An ``Htlc`` takes six consecutive slots from
+#:   keccak(keccak(id) . 8): see :data:`HTLC_SLOTS`.
+LAYOUT: dict[str, dict[str, tuple[int, str, str | None]]] = {
+    "kv": {"get": (0, "string", "string")},
+    "asset": {"totalSupply": (0, "uint", None), "balanceOf": (1, "uint", "string"),
+              "htlcStatus": (8, "htlc", "keccak")},
 }
 #: The canonical signatures of those methods: a client may name a method either way.
-_SIGNATURES = {"get(string)": "get", "totalSupply()": "totalSupply", "balanceOf(string)": "balanceOf"}
+_SIGNATURES = {"get(string)": "get", "totalSupply()": "totalSupply", "balanceOf(string)": "balanceOf",
+               "htlcStatus(string)": "htlcStatus"}
 #: The method getData reads, per kind (what the stub's get_data calls).
 GET_DATA_METHOD = {"kv": "get", "asset": "balanceOf"}
-#: Most data slots of a long string a read proof carries (with its length slot, within mpt's 1024 storage proofs):
-#: values longer than 32,000 bytes are returned without a proof.
+#: Most data slots a read proof carries beyond the value's own slots (within mpt's 1024 storage proofs): a string
+#: longer than 32,000 bytes (or an HTLC whose strings together are) is returned without a proof.
 MAX_STRING_SLOTS = 1000
 _WORD = 1 << 256
+#: AssetLedger's ``struct Htlc``, slot by slot from its base: ``uint8 state`` and ``uint64 timelock`` packed in the
+#: first (state in the lowest byte, timelock in the next eight), then ``bytes32 hashLock``, ``uint256 amount``,
+#: ``string sender``, ``string receiver``, ``bytes secret`` (each string/bytes a length word with its data, if 32
+#: bytes or more, at keccak(its slot) + i).
+HTLC_SLOTS = 6
+_HTLC_HASH_LOCK, _HTLC_AMOUNT, _HTLC_SENDER, _HTLC_RECEIVER, _HTLC_SECRET = 1, 2, 3, 4, 5
+#: AssetLedger's HTLC states as htlcStatus outputs name them (0: no such HTLC, output None).
+HTLC_STATE_NAMES = {1: "locked", 2: "unlocked", 3: "refunded"}
+_HTLC_UNLOCKED = 2
+_UINT64 = (1 << 64) - 1
 
 
 class TooLong(ValueError):
@@ -64,14 +84,16 @@ class TooLong(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ReadPlan:
-    """The storage slot that holds a read's value (a string's length word) and how to decode it."""
+    """The storage slot that holds a read's value (a string's length word, an HTLC record's first slot) and how to
+    decode it."""
 
     slot: int
-    value_type: str  # "string" or "uint"
+    value_type: str  # "string", "uint" or "htlc"
 
 
 def mapping_slot(key: bytes, base: int) -> int:
-    """The slot of ``mapping[key]`` for a string/bytes key, the mapping at slot ``base``: keccak(key . base)."""
+    """The slot of ``mapping[key]`` for a string/bytes key (or a bytes32 one: its 32 bytes), the mapping at slot
+    ``base``: keccak(key . base)."""
     return int.from_bytes(keccak(key + base.to_bytes(32, "big")), "big")
 
 
@@ -82,12 +104,45 @@ def read_plan(resource_kind: str | None, method: str, args: Sequence[Any]) -> Re
     layout = LAYOUT.get(resource_kind or "", {}).get(method)
     if layout is None:
         return None
-    base, value_type, keyed = layout
-    if not keyed:
+    base, value_type, key = layout
+    if key is None:
         return ReadPlan(base, value_type) if len(args) == 0 else None
     if len(args) != 1 or not isinstance(args[0], str):
         return None
-    return ReadPlan(mapping_slot(args[0].encode("utf-8"), base), value_type)
+    try:
+        raw = args[0].encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no call could have been made with it
+        return None
+    return ReadPlan(mapping_slot(raw if key == "string" else keccak(raw), base), value_type)
+
+
+def first_slots(plan: ReadPlan) -> list[int]:
+    """The slots a proof of ``plan`` always covers: the value's own (six for an HTLC record). What else it needs
+    (:func:`more_slots`) depends on what these hold."""
+    if plan.value_type == "htlc":
+        return [(plan.slot + offset) % _WORD for offset in range(HTLC_SLOTS)]
+    return [plan.slot]
+
+
+def more_slots(plan: ReadPlan, storage: Mapping[int, int]) -> list[int]:
+    """The data slots of the plan's long strings, given the words of :func:`first_slots` (KeyError for one
+    missing): those of a string value, or of an HTLC's sender, receiver and (once unlocked) secret; [] for an
+    unknown HTLC. :class:`TooLong` when they are more than :data:`MAX_STRING_SLOTS`."""
+    if plan.value_type == "string":
+        return string_data_slots(plan.slot, storage[plan.slot])
+    if plan.value_type != "htlc" or storage[plan.slot] & 0xFF == 0:
+        return []
+    fields = [_HTLC_SENDER, _HTLC_RECEIVER]
+    if storage[plan.slot] & 0xFF == _HTLC_UNLOCKED:
+        fields.append(_HTLC_SECRET)
+    found: list[int] = []
+    for offset in fields:
+        slot = (plan.slot + offset) % _WORD
+        found.extend(string_data_slots(slot, storage[slot]))
+        if len(found) > MAX_STRING_SLOTS:
+            raise TooLong(f"the HTLC's strings need {len(found)} data slots, more than the {MAX_STRING_SLOTS} a "
+                          "proof carries")
+    return found
 
 
 def string_data_slots(slot: int, word: int) -> list[int]:
@@ -121,18 +176,75 @@ def decode_string(word: int, data: Sequence[int]) -> bytes:
     return b"".join(part.to_bytes(32, "big") for part in data)[:length]
 
 
-def decode_value(plan: ReadPlan, storage: Mapping[int, int]) -> bytes | int:
-    """The value a plan's slots hold: bytes for a string, an int for a uint. KeyError naming a missing slot,
-    ValueError for a malformed string."""
+def decode_value(plan: ReadPlan, storage: Mapping[int, int]) -> bytes | int | dict[str, Any] | None:
+    """The value a plan's slots hold: bytes for a string, an int for a uint, an HTLC record (see
+    :func:`decode_htlc`) for an HTLC. KeyError naming a missing slot, ValueError for an encoding Solidity never
+    writes."""
     word = storage[plan.slot]
     if plan.value_type == "uint":
         return word
+    if plan.value_type == "htlc":
+        return decode_htlc(plan.slot, storage)
     return decode_string(word, [storage[slot] for slot in string_data_slots(plan.slot, word)])
 
 
-def output_is(value: bytes | int, output: Any) -> bool:
+def _stored_string(slot: int, storage: Mapping[int, int]) -> bytes:
+    word = storage[slot]
+    return decode_string(word, [storage[data] for data in string_data_slots(slot, word)])
+
+
+def decode_htlc(base: int, storage: Mapping[int, int]) -> dict[str, Any] | None:
+    """The HTLC record whose struct starts at slot ``base``: None if its state is 0 (never locked), else
+    {state (name), sender, receiver (bytes), amount, timelock (ints), hash_lock (32 bytes), secret (bytes, only once
+    unlocked)}. Only the first slot is needed for an unknown HTLC."""
+    head = storage[base]
+    state, timelock = head & 0xFF, (head >> 8) & _UINT64
+    if head >> 72:
+        raise ValueError("the HTLC's first slot has bits beyond its state and time lock")
+    if state == 0:
+        if head:
+            raise ValueError("an unknown HTLC has a time lock")
+        return None
+    name = HTLC_STATE_NAMES.get(state)
+    if name is None:
+        raise ValueError(f"HTLC state {state} is not one AssetLedger writes")
+
+    def at(offset: int) -> int:
+        return (base + offset) % _WORD
+
+    record: dict[str, Any] = {
+        "state": name,
+        "sender": _stored_string(at(_HTLC_SENDER), storage),
+        "receiver": _stored_string(at(_HTLC_RECEIVER), storage),
+        "amount": storage[at(_HTLC_AMOUNT)],
+        "hash_lock": storage[at(_HTLC_HASH_LOCK)].to_bytes(32, "big"),
+        "timelock": timelock,
+    }
+    if state == _HTLC_UNLOCKED:
+        record["secret"] = _stored_string(at(_HTLC_SECRET), storage)
+    return record
+
+
+def output_is(value: bytes | int | dict[str, Any] | None, output: Any) -> bool:
     """Whether a decoded storage value is the output a stub reports (strings as text, integers as wire values:
-    a number, or a decimal string beyond msgpack's range)."""
+    a number, or a decimal string beyond msgpack's range; an HTLC record as htlcStatus gives it, hashes and
+    secrets as lowercase hex without 0x; an unknown HTLC as None)."""
+    if value is None:
+        return output is None
+    if isinstance(value, dict):
+        if not isinstance(output, Mapping) or set(output) != set(value):
+            return False
+        for name, field in value.items():
+            shown = output[name]
+            if name in ("hash_lock", "secret"):
+                if not isinstance(shown, str) or shown != field.hex():
+                    return False
+            elif name == "state":
+                if shown != field or not isinstance(shown, str):
+                    return False
+            elif not output_is(field, shown):
+                return False
+        return True
     if isinstance(value, bytes):
         return isinstance(output, str) and output.encode("utf-8", "surrogatepass") == value
     if isinstance(output, bool):
@@ -254,6 +366,10 @@ def check_read(result: Mapping[str, Any], expected_header_hash: str, *, resource
     ``account_proof`` (not in the state trie under the header's state root), ``storage_proof`` (a slot not in the
     account's storage trie, or a long string's data slot missing), ``key_mismatch`` (the proof does not cover the
     slot of the key or method asked for), ``value_mismatch`` (the output is not the value the slots hold).
+
+    ``htlcStatus [id]`` on an asset is proven like the others: the record's six slots (and its strings' data
+    slots), decoded by AssetLedger's layout and compared field by field with the output; an unknown id is proven
+    by its first slot holding 0 (output None).
     """
     if key is not None:
         method, args = GET_DATA_METHOD.get(resource_kind or "", ""), [key]
@@ -290,9 +406,130 @@ def check_read(result: Mapping[str, Any], expected_header_hash: str, *, resource
     try:
         value = decode_value(plan, storage)
     except KeyError:
-        raise EvmCheckError("storage_proof", "the proof lacks a data slot of the long string") from None
+        raise EvmCheckError("storage_proof", "the proof lacks a slot the value needs (a field of the record, or a "
+                                             "data slot of a long string)") from None
     except ValueError as exc:
-        raise EvmCheckError("value_mismatch", f"the proven slots do not hold a string: {exc}") from None
+        raise EvmCheckError("value_mismatch", f"the proven slots do not hold a {plan.value_type}: {exc}") from None
     if not output_is(value, result.get("output")):
         raise EvmCheckError("value_mismatch", "the output is not the value the proven storage holds")
     return [*checks, "account_proof", "storage_proof", "value_matches"]
+
+
+# -- events ------------------------------------------------------------------------------------------------------
+def _same(a: Any, b: Any) -> bool:
+    """Equal with the same types all the way down (a list and a tuple count as one type: msgpack makes both
+    lists), so 1, True and "1" differ."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(value, b[key]) for key, value in a.items())
+    return bool(a == b)
+
+
+def _bare(value: Any) -> str:
+    return str(value).lower().removeprefix("0x")
+
+
+def _raw_log_is(event: Mapping[str, Any], log: Mapping[str, Any]) -> bool:
+    """Whether the event's raw ``topics`` and ``data`` (0x hex, as the stub writes them) are the proven log's."""
+    topics, data = event.get("topics"), event.get("data")
+    if not isinstance(topics, list) or not isinstance(data, str) or not all(isinstance(t, str) for t in topics):
+        return False
+    return bool([_bare(t) for t in topics] == log["topics"] and _bare(data) == log["data"])
+
+
+def check_event(event: Mapping[str, Any], expected_header_hash: str, *, address: str | None = None,
+                resource_kind: str | None = None) -> list[str]:
+    """The checks an event (as :meth:`wecross.evm.stub.EvmStub.events` reports it, with its ``proof``) passed;
+    raises EvmCheckError naming the one that failed. ``expected_header_hash`` is the trusted hash of block
+    ``event["block_number"]``; ``address``, when the caller knows the resource's contract address, pins the log's
+    contract to it.
+
+    Proven: the block (number and hash), the transaction (``tx_hash``, ``transaction_index``), the log's contract,
+    topics and data, and so its decoding. ``log_index`` (the position among the block's logs) is proven exactly for
+    the block's first transaction and bounded below by the log's position in its receipt otherwise (the logs of the
+    earlier receipts would be needed). ``resource`` is a name the entry router compares itself.
+
+    Decoding: for a built-in ``resource_kind`` (``kv``, ``asset``) the proven log is decoded again with the built-in
+    ABI and must give the event's name and args (and raw topics/data for a log the ABI does not describe). For a
+    generic ``contract`` the entry router has no ABI: the event's raw ``topics`` and ``data`` (which the stub adds
+    to every event of a generic contract) must be the log's, and name/args stay the owner's reading (the checks say
+    ``raw_log_matches``, not ``event_matches``). Without a kind, an event matching its log under a built-in ABI, or
+    by its raw fields, passes.
+
+    Check names: ``no_proof``, ``malformed``, ``header_mismatch``, ``header_hash``, ``block_number``,
+    ``receipt_proof`` (the receipt is not in the block at ``transaction_index``), ``tx_inclusion`` / ``tx_hash``
+    (the transaction is not in the block, or is not ``tx_hash``), ``log_mismatch`` (no log at the proof's position,
+    or another contract, or a ``log_index`` the position rules out), ``event_mismatch`` (name, args or raw fields
+    are not the log's), ``address_mismatch``.
+    """
+    if not isinstance(event, Mapping):
+        raise EvmCheckError("malformed", "an event must be a mapping")
+    proof = event.get("proof")
+    if not isinstance(proof, Mapping) or proof.get("kind") != "mpt":
+        raise EvmCheckError("no_proof", "the event carries no Merkle-Patricia proof")
+    header = _checked_header(proof, expected_header_hash)
+    if event.get("block_number") != header.get("number"):
+        raise EvmCheckError("block_number", "block_number does not match the header")
+    if _bare(event.get("block_hash", "")) != expected_header_hash:
+        raise EvmCheckError("header_mismatch", "block_hash is not the trusted hash of the event's block")
+    index = event.get("transaction_index")
+    if type(index) is not int or index < 0:
+        raise EvmCheckError("malformed", "the event has no transaction_index")
+    try:
+        receipt = mpt.decode_receipt(mpt.verify(str(header.get("receipt_root")), proof.get("receipt"), index=index))
+    except mpt.ProofError as exc:
+        raise EvmCheckError("receipt_proof", exc.message) from None
+    try:
+        mpt.verify_transaction(str(header.get("tx_root")), proof.get("tx"), str(event.get("tx_hash")), index=index)
+    except mpt.ProofError as exc:
+        raise EvmCheckError("tx_hash" if exc.check == "hash_mismatch" else "tx_inclusion", exc.message) from None
+    position = proof.get("log_position")
+    logs = receipt["logs"]
+    if type(position) is not int or not 0 <= position < len(logs):
+        raise EvmCheckError("log_mismatch", f"the proven receipt has no log at position {position!r}")
+    log = logs[position]
+    log_index = event.get("log_index")
+    if type(log_index) is not int or log_index < position or (index == 0 and log_index != position):
+        raise EvmCheckError("log_mismatch", f"log_index {log_index!r} cannot be the log at position {position} of "
+                                            f"transaction {index}'s receipt")
+    if _bare(event.get("address", "")) != log["address"]:
+        raise EvmCheckError("log_mismatch", "the event names another contract than the proven log's")
+    checks = ["header_linked", "header_rlp", "receipt_inclusion", "tx_inclusion", "log_matches",
+              _event_matches(event, log, resource_kind)]
+    if address is not None:
+        if _bare(address) != log["address"]:
+            raise EvmCheckError("address_mismatch", "the proven log is not of the resource's contract")
+        checks.append("address_matches")
+    return checks
+
+
+def _event_matches(event: Mapping[str, Any], log: Mapping[str, Any], resource_kind: str | None) -> str:
+    """The decoding check passed (``event_matches`` or ``raw_log_matches``); EvmCheckError('event_mismatch')."""
+    if resource_kind in ("kv", "asset"):
+        kinds: tuple[str, ...] = (resource_kind,)
+    elif resource_kind is None:
+        kinds = ("kv", "asset")
+    else:
+        kinds = ()
+    if kinds:
+        from wecross.evm.stub import builtin_abi
+
+        entry = {"address": "0x" + log["address"], "topics": [bytes.fromhex(t) for t in log["topics"]],
+                 "data": bytes.fromhex(log["data"])}
+        for kind in kinds:
+            decoded = builtin_abi(kind).decode_log(entry)
+            if decoded["name"] is None:
+                continue
+            if event.get("name") == decoded["name"] and _same(event.get("args"), decoded["args"]):
+                return "event_matches"
+            if resource_kind is not None:
+                raise EvmCheckError("event_mismatch", f"the proven log is {decoded['name']} with other arguments "
+                                                      f"than the event's {event.get('name')}")
+    if event.get("name") is None and event.get("args") is not None:
+        raise EvmCheckError("event_mismatch", "an undecoded event has args")
+    if _raw_log_is(event, log):
+        return "event_matches" if event.get("name") is None else "raw_log_matches"
+    raise EvmCheckError("event_mismatch", "the event's name, args or raw topics and data are not the proven log's")

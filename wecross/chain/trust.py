@@ -148,6 +148,86 @@ class TrustedResults:
 
         return self.trusted_hash(chain, chain_type, number, owner).addCallback(check)
 
+    def verify_events(self, answer: dict[str, Any], path: IPath) -> Deferred[dict[str, Any]] | dict[str, Any]:
+        """An events poll answered by another router: every event is checked against the trusted header of its
+        block (its receipt is in the block, the event is in the receipt, of this resource) before the client sees
+        any; one that fails refuses the whole answer, naming the check."""
+        owner = answer.get("router")
+        chain = path.chain_path
+        chain_type = self.chain_type_of(chain, owner) if isinstance(owner, str) else None
+        output = answer.get("output")
+        events = output.get("events") if isinstance(output, dict) else None
+        if not events:
+            return answer
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            self._refuse("malformed", "the events answer is not a list of events", owner)
+        checker = self._event_checker(chain_type, path)
+        if checker is None or not all("proof" in e for e in events):
+            for event in events:
+                event["verified"] = {"proof": False, "reason": f"no event proofs for chain type {chain_type!r} yet"}
+            self.counters["unverifiable"] += len(events)
+            return answer
+        assert isinstance(owner, str) and chain_type is not None
+        numbers = sorted({e.get("block_number") for e in events}, key=lambda n: n if type(n) is int else -1)
+        if any(type(n) is not int or n < 0 for n in numbers):
+            self._refuse("malformed", "an event names no block", owner)
+        hashes: dict[int, str] = {}
+
+        def next_block(_: object, remaining: list[int]) -> Deferred[Any] | None:
+            if not remaining:
+                return None
+            number = remaining[0]
+            d = self.trusted_hash(chain, chain_type, number, owner)
+            d.addCallback(lambda h: hashes.__setitem__(number, h))
+            return d.addCallback(next_block, remaining[1:])
+
+        def check_all(_: object) -> dict[str, Any]:
+            for event in events:
+                number = event["block_number"]
+                checks = checker(event, hashes[number], owner)
+                event["verified"] = {"proof": True, "checks": checks, "block": number,
+                                     "header_hash": hashes[number]}
+            self.counters["verified"] += len(events)
+            return answer
+
+        d: Deferred[Any] = defer.succeed(None)
+        d.addCallback(next_block, numbers)
+        return d.addCallback(check_all)
+
+    def _event_checker(self, chain_type: str | None,
+                       path: IPath) -> Callable[[dict[str, Any], str, Any], list[str]] | None:
+        if chain_type == "embedded":
+            try:
+                from wecross.embedded.verify import EVENT_PROOF_CHECKS, check_event_proof
+            except ImportError:
+                return None
+
+            def embedded(event: dict[str, Any], expected: str, owner: Any) -> list[str]:
+                failed = check_event_proof(event, expected_header_hash=expected, resource=path.resource)
+                if failed is not None:
+                    self._refuse(failed[0], failed[1], owner)
+                return ["header_linked", *EVENT_PROOF_CHECKS]
+
+            return embedded
+        if chain_type == "evm":
+            try:
+                from wecross.chain.evm_checks import EvmCheckError, check_event
+            except ImportError:
+                return None
+
+            def evm(event: dict[str, Any], expected: str, owner: Any) -> list[str]:
+                try:
+                    checks: list[str] = check_event(event, expected)
+                except EvmCheckError as exc:
+                    self._refuse(exc.check, exc.message, owner)
+                if event.get("resource") != path.resource:
+                    self._refuse("event_mismatch", f"an event of {event.get('resource')!r} in the stream of "
+                                                   f"{path.resource!r}", owner)
+                return checks
+
+            return evm
+        return None
+
     def _check(self, expected: str, result: dict[str, Any], invocation: Invocation, chain: str,
                owner: str) -> dict[str, Any]:
         if invocation.op not in WRITE_OPERATIONS:

@@ -107,6 +107,12 @@ log = Logger()
 
 CHAIN_TYPE = "embedded"
 DB_FILE_NAME = "chain.sqlite"
+#: Most blocks one :meth:`Ledger.events` call spans.
+MAX_EVENT_RANGE = 128
+#: Blocks whose events (with proofs) are kept in memory...
+EVENT_CACHE_BLOCKS = 128
+#: ... and at most this many of their transactions with events (about 0.8 kB each: ~13 MB at most).
+EVENT_CACHE_TXS = 16384
 
 
 #: Kinds of queued work.
@@ -239,6 +245,74 @@ def _proof_bundle(header_wire: dict[str, Any], tx_tree: MerkleTree, tx_leaf: byt
     return {"tx": tx_proof, "receipt": receipt_proof, "header": header_copy}
 
 
+@dataclass(frozen=True, slots=True)
+class _EventTx:
+    """A transaction whose receipt has events, with the receipt's Merkle path, kept compact: a cached block may
+    hold a thousand of these (the path is its sibling digests back to back and their sides as ``L``/``R``)."""
+
+    resource: str
+    tx_leaf: bytes
+    receipt_leaf: bytes
+    index: int
+    siblings: bytes
+    sides: str
+
+
+@dataclass(frozen=True, slots=True)
+class _EventBlock:
+    """What serving a block's events needs: its header and its transactions with events. Blocks never change, so
+    this is built once (one receipt tree per block, however many events) and kept in a small cache."""
+
+    number: int
+    header_wire: dict[str, Any]
+    tx_count: int
+    txs: tuple[_EventTx, ...]
+
+    def events_of(self, resource: str) -> list[dict[str, Any]]:
+        """The resource's events in this block, each with its own ``proof`` (see :meth:`Ledger.events`). Every
+        call builds new dicts (the receipt is decoded again), so callers may edit theirs."""
+        found: list[dict[str, Any]] = []
+        header_wire = self.header_wire
+        for tx in self.txs:
+            if tx.resource != resource:
+                continue
+            receipt = Receipt.decode(tx.receipt_leaf)
+            tx_hash, tx_hex, receipt_hex = receipt.tx_hash.hex(), tx.tx_leaf.hex(), tx.receipt_leaf.hex()
+            siblings = tx.siblings
+            for position, event in enumerate(receipt.events):
+                header = dict(header_wire)
+                header["extras"] = dict(header_wire["extras"])
+                found.append({
+                    "name": event.name, "args": event.data,
+                    "block_number": self.number, "tx_hash": tx_hash, "resource": resource,
+                    "proof": {
+                        "header": header,
+                        "tx": {"leaf": tx_hex},
+                        "receipt": {"leaf": receipt_hex, "index": tx.index, "size": self.tx_count,
+                                    "siblings": [[side, siblings[32 * i:32 * i + 32].hex()]
+                                                 for i, side in enumerate(tx.sides)]},
+                        "event_index": position,
+                    },
+                })
+        return found
+
+
+def _event_block(header: Header, transactions: list[bytes], receipts: list[bytes],
+                 names: Mapping[str, str]) -> _EventBlock:
+    """Writer thread: a stored block's events with their proofs; the receipt tree is built only if it has any.
+    ``names`` interns resource names (one string per resource, not one per cached transaction)."""
+    with_events = [i for i, raw in enumerate(receipts) if Receipt.decode(raw).events]
+    txs: list[_EventTx] = []
+    if with_events:
+        tree = MerkleTree.from_leaves(receipts)
+        for index in with_events:
+            resource = Transaction.decode(transactions[index]).resource
+            path = tree.proof(index).siblings
+            txs.append(_EventTx(names.get(resource, resource), transactions[index], receipts[index], index,
+                                b"".join(digest for _, digest in path), "".join(side for side, _ in path)))
+    return _EventBlock(header.number, header.to_abstract().to_wire(), len(receipts), tuple(txs))
+
+
 class Ledger:
     """One embedded chain. Not thread-safe by design: call it from the reactor thread only."""
 
@@ -275,6 +349,9 @@ class Ledger:
         self._snapshot = StateTree().snapshot()
         self._head_wire: dict[str, Any] = self.genesis.to_abstract().to_wire()
         self._headers: collections.OrderedDict[int, Header] = collections.OrderedDict()
+        #: Recent blocks' events with their proofs (reactor thread only; blocks never change once written).
+        self._event_blocks: collections.OrderedDict[int, _EventBlock] = collections.OrderedDict()
+        self._resource_names = {name: name for name in self.contracts}
         self._tx_total = 0
         self._queue: collections.deque[_Work] = collections.deque()
         #: The lock table (state key -> the participant holding it) and the prepared participants.
@@ -529,6 +606,65 @@ class Ledger:
             "raw_transactions": [raw.hex() for raw in transactions],
             "raw_receipts": [raw.hex() for raw in receipts],
         }
+
+    def events(self, resource: str, first: int, last: int) -> Deferred[list[dict[str, Any]]]:
+        """Events that transactions of ``resource`` emitted in blocks ``first``..``last`` (inclusive), oldest first.
+
+        Each is ``{"name", "args", "block_number", "tx_hash", "resource", "proof"}``; ``proof`` is
+        ``{"header", "tx": {"leaf"}, "receipt": {"leaf", "index", "size", "siblings"}, "event_index"}``: the block's
+        header (wire form), the transaction's encoding (it hashes to the receipt's ``tx_hash`` and names the
+        resource), the receipt's encoding with its Merkle path under the header's ``receipt_root``, and the event's
+        position in the receipt. :func:`~wecross.embedded.verify.check_event_proof` checks it. Blocks not in the
+        cache are read (and their receipt trees built, once) on the writer thread.
+        """
+        try:
+            self._check_running()
+        except StubError as exc:
+            return defer.fail(exc)
+        if isinstance(first, bool) or not isinstance(first, int) or not isinstance(last, int) or first < 0:
+            return defer.fail(StubError("bad_args", f"not a block range: {first!r}..{last!r}"))
+        first = max(first, 1)  # the genesis block has no transactions
+        last = min(last, self._head.number)
+        if last < first:
+            return defer.succeed([])
+        if last - first >= MAX_EVENT_RANGE:
+            return defer.fail(StubError("bad_args", f"at most {MAX_EVENT_RANGE} blocks of events at a time"))
+        have: dict[int, _EventBlock] = {}
+        missing: list[int] = []
+        for number in range(first, last + 1):
+            block = self._event_blocks.get(number)
+            if block is None:
+                missing.append(number)
+            else:
+                have[number] = block
+        if not missing:
+            return defer.succeed(self._collect_events(resource, have))
+        return self._in_writer(self._stored_event_blocks, missing).addCallback(
+            lambda read: self._collect_events(resource, have | read))
+
+    def _collect_events(self, resource: str, blocks: Mapping[int, _EventBlock]) -> list[dict[str, Any]]:
+        """The resource's events of ``blocks`` in block order; (re)installs them in the cache."""
+        cache = self._event_blocks
+        events: list[dict[str, Any]] = []
+        for number in sorted(blocks):
+            block = blocks[number]
+            cache[number] = block
+            cache.move_to_end(number)
+            events.extend(block.events_of(resource))
+        held = sum(len(block.txs) for block in cache.values())
+        while cache and (len(cache) > EVENT_CACHE_BLOCKS or held > EVENT_CACHE_TXS):
+            held -= len(cache.popitem(last=False)[1].txs)
+        return events
+
+    def _stored_event_blocks(self, numbers: list[int]) -> dict[int, _EventBlock]:
+        """Writer thread: the events of stored blocks with their proofs."""
+        blocks: dict[int, _EventBlock] = {}
+        for number in numbers:
+            found = self._store.block(number)
+            if found is None:
+                raise StubError("no_such_block", f"chain {self.chain_id} has no block {number}")
+            blocks[number] = _event_block(*found, self._resource_names)
+        return blocks
 
     def receipt(self, tx_hash: str) -> Deferred[Result | None]:
         """The Result (receipt and proofs) of an included transaction, or None: lets a retried write be answered."""

@@ -35,6 +35,9 @@ from wecross.stub.interfaces import (
     StubSettings,
 )
 
+#: Most blocks one :meth:`EmbeddedStub.events` call scans (the router's events poll relies on it).
+EVENTS_WINDOW = 64
+
 #: Stub options (the ``options`` table of a stub's config) with their defaults.
 DEFAULT_OPTIONS: dict[str, int] = {
     "max_block_txs": 1000,  # most transactions in one block; the rest wait for the next
@@ -167,28 +170,18 @@ class EmbeddedStub:
         return self.ledger.block(number)
 
     def events(self, resource: str, from_block: int) -> Deferred[list[dict[str, Any]]]:
-        """Events the resource's transactions emitted, from block ``from_block`` up (at most 64 blocks a call)."""
+        """Events the resource's transactions emitted, from block ``from_block`` up (at most 64 blocks a call).
+
+        Each event carries a ``proof`` that it is in its transaction's receipt, in the block of its header, and
+        that the transaction is of this resource (:meth:`Ledger.events` gives the format;
+        :func:`wecross.embedded.verify.check_event_proof` checks it).
+        """
         if resource not in self._resources:
             return defer.fail(StubError("unknown_resource", f"chain {self.zone}.{self.name} has no resource "
                                                             f"{resource!r}"))
-        last = min(self.ledger.head.number, from_block + 63)
-        if last < max(from_block, 1):
-            return defer.succeed([])
-        blocks = [self.ledger.block(n) for n in range(max(from_block, 1), last + 1)]
-
-        def collect(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            events = []
-            for block in found:
-                number = block["header"]["number"]
-                for tx, receipt in zip(block["transactions"], block["receipts"], strict=True):
-                    if tx.get("resource") != resource:
-                        continue
-                    for event in receipt.get("events", []):
-                        events.append({"name": event.get("name"), "args": event.get("data", {}),
-                                       "block_number": number, "tx_hash": tx.get("hash"), "resource": resource})
-            return events
-
-        return defer.gatherResults(blocks, consumeErrors=True).addCallback(collect)
+        if isinstance(from_block, bool) or not isinstance(from_block, int) or from_block < 0:
+            return defer.fail(StubError("bad_args", f"from_block must be a block number, not {from_block!r}"))
+        return self.ledger.events(resource, from_block, from_block + EVENTS_WINDOW - 1)
 
     def receipt(self, tx_hash: str) -> Deferred[Result | None]:
         """The Result (receipt and proofs) of an included transaction, or None if this chain has no such one."""

@@ -34,6 +34,8 @@ from wecross.stub.interfaces import OP_CALL, OP_GET_DATA, StubError
 
 #: What a read Result that passes :func:`check_read_proof` has been checked for (for ``verified.checks``).
 READ_PROOF_CHECKS = ("header_matches", "read_matches_request", "state_inclusion", "output_matches")
+#: What an event that passes :func:`check_event_proof` has been checked for (for ``verified.checks``).
+EVENT_PROOF_CHECKS = ("header_matches", "receipt_inclusion", "tx_of_resource", "event_matches")
 #: Keys :func:`check_read_proof` accepts in ``expected_read``.
 _READ_FIELDS = frozenset({"resource", "op", "method", "args", "chain", "sender"})
 #: Entries of each memo of proven facts (see the module docstring).
@@ -63,6 +65,8 @@ class _Memo:
 _HEADERS = _Memo(MEMO_SIZE)
 #: (state root, key hex, value hex or None for absent) -> the proof entry as proven
 _STATE = _Memo(MEMO_SIZE)
+#: (receipt root, tx count, receipt leaf hex) -> (the receipt proof as proven, the decoded receipt)
+_RECEIPTS = _Memo(MEMO_SIZE)
 
 
 def _proven_header(header_wire: Mapping[str, Any]) -> Header | None:
@@ -378,4 +382,99 @@ def _explain_read(result: Mapping[str, Any], expected_header_hash: str | None,
         same = False
     if not same:
         return ("output_mismatch", "output differs from the read replayed over the proven state")
+    return None
+
+
+def check_event_proof(
+    event: Mapping[str, Any],
+    *,
+    expected_header_hash: str | None,
+    resource: str,
+) -> tuple[str, str] | None:
+    """(the check that failed, why) for an event (one dict of :meth:`EmbeddedStub.events`) that does not prove
+    itself to be an event of ``resource`` (its name on its chain), or None. ``expected_header_hash`` is the hash the
+    caller's header store holds for the event's ``block_number`` (None: the header is only checked to hash right).
+    A ``resource`` that is not a string is the caller's bug and raises ValueError; anything wrong with ``event``
+    is reported, never raised.
+
+    Checks, in order: ``no_proof``, ``malformed``, ``header_hash``, ``header_mismatch``, ``block_number``,
+    ``receipt_inclusion`` (the receipt is not under the header's receipt root at its stated position),
+    ``tx_inclusion`` (the transaction is not the one the proven receipt names), ``tx_mismatch`` (the event names
+    another transaction, or the transaction is of another resource or chain: an event moved between streams),
+    ``event_mismatch`` (name or args differ from the proven receipt's event at ``event_index``).
+
+    The transaction needs no Merkle path of its own: the proven receipt commits to its hash. Events of one block
+    share a header and events of one receipt share the receipt: the header and receipt memos make the second and
+    later ones cheap, and a memo hit needs the identical leaf and path, as for reads.
+    """
+    if not isinstance(resource, str):
+        raise ValueError("resource must be a string")
+    try:
+        return _explain_event(event, expected_header_hash, resource)
+    except Exception as exc:  # anything malformed is an invalid proof, not a crash
+        return ("malformed", f"malformed proof: {exc}")
+
+
+def _frozen_path(part: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a (verified) receipt proof for the memo, so a caller editing its own later cannot change it:
+    cheaper than a deep copy, and enough, as a verified path's siblings are pairs of strings."""
+    return {key: [list(pair) for pair in value] if key == "siblings" else copy.deepcopy(value)
+            for key, value in part.items()}
+
+
+def _explain_event(event: Mapping[str, Any], expected_header_hash: str | None,
+                   resource: str) -> tuple[str, str] | None:
+    if not isinstance(event, Mapping):
+        return ("malformed", "an event must be a map")
+    proof = event.get("proof")
+    if not isinstance(proof, Mapping):
+        return ("no_proof", "no proof")
+    header_wire, tx_part, receipt_part = proof.get("header"), proof.get("tx"), proof.get("receipt")
+    if not (isinstance(header_wire, Mapping) and isinstance(tx_part, Mapping) and isinstance(receipt_part, Mapping)):
+        return ("malformed", "the proof needs header, tx and receipt parts")
+    position = proof.get("event_index")
+    if isinstance(position, bool) or not isinstance(position, int):
+        return ("malformed", "the proof's event_index must be an integer")
+    receipt_hex, tx_hex = receipt_part.get("leaf"), tx_part.get("leaf")
+    if not (isinstance(receipt_hex, str) and isinstance(tx_hex, str)):
+        return ("malformed", "the receipt and the transaction must be given as hex leaves")
+    header, problem = _header_problem(event, header_wire, expected_header_hash)
+    if problem is not None:
+        return problem
+    memo_key = (header.receipt_root, header.tx_count, receipt_hex)
+    known = _RECEIPTS.get(memo_key)
+    if known is not None and known[0] == receipt_part:
+        receipt: Receipt = known[1]
+    else:
+        receipt_leaf = bytes.fromhex(receipt_hex)
+        if not verify_inclusion(receipt_leaf, receipt_part, header.receipt_root, size=header.tx_count):
+            return ("receipt_inclusion", "the receipt is not in the block's receipt_root")
+        receipt = Receipt.decode(receipt_leaf)
+        if receipt.block_number != header.number or receipt.index != receipt_part.get("index"):
+            return ("receipt_inclusion", "the proven receipt names another block or position")
+        _RECEIPTS.put(memo_key, (_frozen_path(receipt_part), receipt))
+    tx_leaf = bytes.fromhex(tx_hex)
+    if sha256(tx_leaf) != receipt.tx_hash:
+        return ("tx_inclusion", "the transaction is not the one whose receipt is proven")
+    tx_hash = event.get("tx_hash")
+    if not isinstance(tx_hash, str) or tx_hash.lower() != receipt.tx_hash.hex():
+        return ("tx_mismatch", "the event names another transaction than the proven receipt's")
+    transaction = Transaction.decode(tx_leaf)
+    if transaction.chain_id != header.chain_id:
+        return ("tx_mismatch", "the transaction belongs to another chain")
+    if transaction.resource != resource:
+        return ("tx_mismatch", f"the event is of resource {transaction.resource!r}, not {resource!r}")
+    if event.get("resource") != resource:
+        return ("tx_mismatch", f"the event names resource {event.get('resource')!r}, not {resource!r}")
+    if not 0 <= position < len(receipt.events):
+        return ("event_mismatch", f"the receipt has no event {position} (it has {len(receipt.events)})")
+    proven = receipt.events[position]
+    if event.get("name") != proven.name:
+        return ("event_mismatch", f"the event's name is not the proven one ({proven.name!r})")
+    try:
+        same = "args" in event and _equal_values(event["args"], proven.data)
+    except ValueError:  # args no chain value encodes to
+        same = False
+    if not same:
+        return ("event_mismatch", "the event's args differ from the proven event's")
     return None

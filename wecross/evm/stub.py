@@ -11,9 +11,13 @@ users never hold Ethereum keys. Nonces are assigned locally under a lock, so con
 not collide; each write also reads the node's ``pending`` count (in the round trip that reads its fees and gas),
 and the higher of the two wins, so a nonce taken by another sender with the same key is skipped, not reused.
 
-Reads. ``get``, ``balanceOf`` and ``totalSupply`` of the built-in contracts are read at one block, with the
-``eth_getProof`` of the storage slots that hold the value and that block's header; see
+Reads. ``get``, ``balanceOf``, ``totalSupply`` and ``htlcStatus`` of the built-in contracts are read at one
+block, with the ``eth_getProof`` of the storage slots that hold the value and that block's header; see
 :func:`wecross.chain.evm_checks.check_read`. Other reads carry no proof.
+
+Events carry Merkle-Patricia proofs of their transaction and receipt and the position of their log in it, built
+per block from the block's own transactions and receipts; see :meth:`EvmStub.events` and
+:func:`wecross.chain.evm_checks.check_event`.
 
 ABI. Arguments arrive as JSON values and are checked against the contract's ABI here, before anything is sent, so
 a malformed request fails with ``bad_args`` naming the argument. Values leave as wire values: addresses as EIP-55
@@ -123,7 +127,7 @@ EXTRA_READS = {"kv": frozenset[str](), "asset": frozenset({"htlcStatus"})}
 TX_STEP_METHODS = {"kv": ("set",), "asset": ("transfer",)}
 #: TxBook's transaction states (TxBook.sol) and AssetLedger's HTLC states.
 TX_NONE, TX_PREPARED, TX_COMMITTED, TX_ROLLED_BACK = 0, 1, 2, 3
-HTLC_STATES = {1: "locked", 2: "unlocked", 3: "refunded"}
+HTLC_STATES = evm_checks.HTLC_STATE_NAMES
 #: Revert reasons "<code>: <message>" with one of these codes become StubError(code, message): the built-in
 #: contracts' transaction layer reverts that way (and any contract may).
 CONTRACT_ERROR_CODES = frozenset({"locked", "tx_state", "unknown_tx", "htlc_state", "bad_secret", "too_early",
@@ -141,6 +145,10 @@ MAX_SECRET_BYTES = 1024
 DEPLOYMENTS_FILE = "deployments.json"
 #: Most blocks asked for in one eth_getLogs (nodes refuse or time out on large ranges).
 LOG_CHUNK = 2000
+#: Most eth_getLogs requests in one JSON-RPC batch.
+LOG_BATCH = 8
+#: Most blocks whose transactions and receipts one JSON-RPC batch asks for, to prove events.
+PROOF_BATCH = 64
 #: Integers msgpack carries; outputs outside become decimal strings.
 WIRE_INT_MIN, WIRE_INT_MAX = -(2**63), 2**64 - 1
 _ARRAY = re.compile(r"^(.*)\[(\d*)\]$")
@@ -771,14 +779,15 @@ def _block_from_json(raw: Any) -> dict[str, Any]:
     return _converted(raw, _BLOCK_QUANTITIES, _BLOCK_DATA)
 
 
+def _log_from_json(raw: Any) -> dict[str, Any]:
+    log_entry = _converted(raw, _LOG_QUANTITIES, ("data",))
+    log_entry["topics"] = [_data(topic) for topic in log_entry.get("topics") or []]
+    return log_entry
+
+
 def _receipt_from_json(raw: Any) -> dict[str, Any]:
     receipt = _converted(raw, _RECEIPT_QUANTITIES, _RECEIPT_DATA)
-    logs = []
-    for entry in receipt.get("logs") or []:
-        log_entry = _converted(entry, _LOG_QUANTITIES, ("data",))
-        log_entry["topics"] = [_data(topic) for topic in log_entry.get("topics") or []]
-        logs.append(log_entry)
-    receipt["logs"] = logs
+    receipt["logs"] = [_log_from_json(entry) for entry in receipt.get("logs") or []]
     return receipt
 
 
@@ -1065,9 +1074,50 @@ class _Node:
         output = _data(self.ok(answers[1])) if call is not None else None
         return self.ok(answers[0]), output
 
-    def logs(self, address: str, from_block: int, to_block: int) -> list[Any]:
-        return list(self.w3.eth.get_logs({"address": cast(Any, address), "fromBlock": from_block,
-                                          "toBlock": to_block}))
+    def logs(self, address: str, from_block: int, to_block: int) -> list[dict[str, Any]]:
+        """The logs of ``address`` in blocks ``from_block`` .. ``to_block``, in chunks of :data:`LOG_CHUNK` blocks
+        (nodes refuse or time out on large ranges), up to :data:`LOG_BATCH` chunks per round trip; removed logs
+        (a reorg) are left out."""
+        ranges = [(start, min(to_block, start + LOG_CHUNK - 1)) for start in range(from_block, to_block + 1, LOG_CHUNK)]
+        found: list[dict[str, Any]] = []
+        for first in range(0, len(ranges), LOG_BATCH):
+            answers = self.batch([("eth_getLogs", [{"address": address, "fromBlock": hex(low), "toBlock": hex(high)}])
+                                  for low, high in ranges[first:first + LOG_BATCH]])
+            for answer in answers:
+                entries = self.ok(answer)
+                if not isinstance(entries, list):
+                    raise self.bad("eth_getLogs answer", ValueError("not a list"))
+                try:
+                    found.extend(log_entry for log_entry in map(_log_from_json, entries)
+                                 if not log_entry.get("removed"))
+                except (ValueError, TypeError, KeyError) as exc:
+                    raise self.bad("log", exc) from None
+        return found
+
+    def proof_blocks(self, numbers: list[int]) -> dict[int, tuple[dict[str, Any], list[dict[str, Any]], list[bytes]]]:
+        """Block ``n`` -> (the block, its receipts, its raw transactions) for each of ``numbers``: what proofs of
+        their transactions and receipts are built from. Two round trips per :data:`PROOF_BATCH` blocks (blocks
+        with receipts; raw transactions this stub did not send); a block the node does not have is left out."""
+        found: dict[int, tuple[dict[str, Any], list[dict[str, Any]], list[bytes]]] = {}
+        for first in range(0, len(numbers), PROOF_BATCH):
+            group = numbers[first:first + PROOF_BATCH]
+            answers = self.batch([call for number in group for call in (
+                ("eth_getBlockByNumber", [hex(number), False]), ("eth_getBlockReceipts", [hex(number)]))])
+            fetched: list[tuple[int, dict[str, Any], list[dict[str, Any]]]] = []
+            for position, number in enumerate(group):
+                raw_block, raw_receipts = (self.ok(answer) for answer in answers[2 * position:2 * position + 2])
+                if raw_block is None or not isinstance(raw_receipts, list):
+                    continue
+                try:
+                    fetched.append((number, _block_from_json(raw_block),
+                                    [_receipt_from_json(entry) for entry in raw_receipts]))
+                except (ValueError, TypeError) as exc:
+                    raise self.bad("block", exc) from None
+            hashes = [tx_hash for _, block, _ in fetched for tx_hash in block["transactions"]]
+            raw_txs = iter(self.raw_transactions(hashes))
+            for number, block, receipts in fetched:
+                found[number] = (block, receipts, [next(raw_txs) for _ in block["transactions"]])
+        return found
 
     # -- writing
     def submit(self, to: str | None, data: bytes) -> str:
@@ -1367,8 +1417,8 @@ class EvmResource:
         return self.address
 
     def call(self, method: str, args: list[Any], sender: str) -> Deferred[Result]:
-        """A read; for the built-in contracts' storage reads (kv ``get``, asset ``balanceOf`` and ``totalSupply``:
-        see :data:`wecross.chain.evm_checks.LAYOUT`) with a state proof, read at one fixed block."""
+        """A read; for the built-in contracts' storage reads (kv ``get``, asset ``balanceOf``, ``totalSupply`` and
+        ``htlcStatus``: see :data:`wecross.chain.evm_checks.LAYOUT`) with a state proof, read at one fixed block."""
         try:
             address = self._ready(sender)
             self._public(method, READ)
@@ -1376,8 +1426,9 @@ class EvmResource:
             data, values = self.abi.encode(self.where, function, list(args))
         except StubError as exc:
             return defer.fail(exc)
-        if self.spec.kind == "asset" and function.name == "htlcStatus":
-            return self._stub.in_pool(self._htlc_status, address, function, data, values[0])
+        if self.spec.kind == "asset" and function.name == "htlcStatus" and not self.tx_capable:
+            return defer.fail(StubError("unsupported", f"{self.where}: the contract at {address} predates the "
+                                                       "transaction layer (it holds no HTLCs)"))
         plan = evm_checks.read_plan(self.spec.kind, function.name, values) if self.spec.kind != "contract" else None
         if plan is not None:
             return self._stub.in_pool(_in_context, self.where, function, self._proven_call, address, function, data,
@@ -1399,29 +1450,32 @@ class EvmResource:
         """The read at the head block, with the eth_getProof of the slots that hold its value and the block's
         header: what :func:`wecross.chain.evm_checks.check_read` verifies.
 
-        Two round trips (the head block; the proof and the eth_call together at that block), three for a string of
-        32 bytes or more (its data slots, known once its length slot is read). The value rebuilt from the slots
-        must be what the contract returns, else the contract does not have the built-in layout and the read fails
-        rather than carry a proof of something else.
+        Two round trips (the head block; the proof and the eth_call together at that block), three when the value
+        has strings of 32 bytes or more (their data slots, known once their length slots are read). The value
+        rebuilt from the slots must be what the contract returns, else the contract does not have the built-in
+        layout and the read fails rather than carry a proof of something else.
         """
         node = self._stub.node
         block = node.block("latest")
         if block is None:
             raise StubError("bad_response", f"{self.where}: node {node.options.rpc} has no latest block")
         number = int(block["number"])
-        account, raw_output = node.state_proof(address, [plan.slot], number, data)
-        output = self._decoded(address, function, raw_output)
+        first = evm_checks.first_slots(plan)
+        account, raw_output = node.state_proof(address, first, number, data)
+        assert raw_output is not None
+        output = self._htlc_output(address, function, raw_output) if plan.value_type == "htlc" else \
+            self._decoded(address, function, raw_output)
         try:
-            storage = {_quantity(entry["key"]): _quantity(entry["value"]) for entry in account["storageProof"]}
-            more = evm_checks.string_data_slots(plan.slot, storage[plan.slot]) if plan.value_type == "string" else []
+            storage = self._proven_storage(account)
+            more = evm_checks.more_slots(plan, storage)
         except evm_checks.TooLong:
             return Result(output=output, block_number=number)  # too long to prove: the verifier says no_proof
         except (KeyError, TypeError, ValueError) as exc:
             raise node.bad("eth_getProof result", exc) from None
         if more:
-            account, _ = node.state_proof(address, [plan.slot, *more], number)
+            account, _ = node.state_proof(address, [*first, *more], number)
             try:
-                storage = {_quantity(entry["key"]): _quantity(entry["value"]) for entry in account["storageProof"]}
+                storage = self._proven_storage(account)
             except (KeyError, TypeError, ValueError) as exc:
                 raise node.bad("eth_getProof result", exc) from None
         try:
@@ -1434,6 +1488,11 @@ class EvmResource:
                                             f"slots; is it the built-in contract?")
         proof = {"kind": "state", "header": _header(block, node.chain_id).to_wire(), "account": account}
         return Result(output=output, block_number=number, proof=proof)
+
+    @staticmethod
+    def _proven_storage(account: Any) -> dict[int, int]:
+        """The slot -> value map of an eth_getProof result (as the node sent it: the proof is checked elsewhere)."""
+        return {_quantity(entry["key"]): _quantity(entry["value"]) for entry in account["storageProof"]}
 
     def send_transaction(self, method: str, args: list[Any], sender: str) -> Deferred[Result]:
         args = embedded_style(self.spec.kind, method, list(args), sender)
@@ -1638,17 +1697,15 @@ class EvmResource:
 
         return self._stub.serially(("htlc", self.spec.name, htlc_id), run)
 
-    def _htlc_status(self, address: str, function: AbiFunction, data: bytes, htlc_id: str) -> Result:
-        """``htlcStatus(id)`` as the transaction layer reads it: {state, sender, receiver, amount, hash_lock,
-        timelock, secret (once unlocked)}, or None for an id never locked here."""
-        if not self.tx_capable:
-            raise StubError("unsupported", f"{self.where}: the contract at {address} predates the transaction layer "
-                                           "(it holds no HTLCs)")
-        return Result(output=self._htlc_record(address, function, data))
-
     def _htlc_record(self, address: str, function: AbiFunction, data: bytes,
                      block: int | str = "latest") -> dict[str, Any] | None:
-        raw = _in_context(self.where, function, self._stub.node.call, address, data, block)
+        """``htlcStatus(id)`` at ``block``, unproven (the output of an HTLC write: the record after it)."""
+        return self._htlc_output(address, function,
+                                 _in_context(self.where, function, self._stub.node.call, address, data, block))
+
+    def _htlc_output(self, address: str, function: AbiFunction, raw: bytes) -> dict[str, Any] | None:
+        """``htlcStatus(id)``'s return data as the transaction layer reads it: {state, sender, receiver, amount,
+        hash_lock, timelock, secret (once unlocked)}, or None for an id never locked here."""
         try:
             state, timelock, hash_lock, amount, sender, receiver, secret = self._decoded(address, function, raw)
         except (TypeError, ValueError):
@@ -2244,11 +2301,22 @@ class EvmStub:
         return cast(IResource | None, self._resources.get(name))
 
     # -- beyond IStub --------------------------------------------------------------------------------------------
-    def events(self, resource: str, from_block: int) -> Deferred[list[dict[str, Any]]]:
+    def events(self, resource: str, from_block: int, *, proofs: bool = True) -> Deferred[list[dict[str, Any]]]:
         """Decoded logs of ``resource``'s contract from ``from_block`` to the head (a long poll serves them).
 
-        Each is {name, args, address, resource, block_number, block_hash, tx_hash, transaction_index, log_index};
-        name is None, with raw topics and data, for a log the ABI does not describe.
+        Each is {name, args, address, resource, block_number, block_hash, tx_hash, transaction_index, log_index,
+        proof}; name is None, with raw ``topics`` and ``data``, for a log the ABI does not describe, and an event of
+        a generic ``contract`` resource carries its raw ``topics`` and ``data`` always (an entry router has no ABI
+        to check its decoding with). ``proof`` (unless ``proofs`` is false) is {"kind": "mpt", "header": the
+        block's header (wire form, with its RLP), "receipt": the Merkle-Patricia proof of the transaction's receipt
+        under the receipts root, "tx": that of the raw transaction under the transactions root, "log_position": the
+        log's index in the receipt's logs}: see :func:`wecross.chain.evm_checks.check_event`. An event whose block
+        the stub cannot prove (a node whose tries do not give its header's roots, a block reorganised meanwhile)
+        comes without a proof.
+
+        Round trips: the head, the logs (one per :data:`LOG_BATCH` chunks of :data:`LOG_CHUNK` blocks), and per
+        :data:`PROOF_BATCH` blocks that have events, their blocks with their receipts and, for transactions other
+        routers sent, the raw transactions.
         """
         found = self._resources.get(resource)
         if found is None:
@@ -2256,20 +2324,55 @@ class EvmStub:
                                                             f"{', '.join(self._resources)}"))
         if isinstance(from_block, bool) or not isinstance(from_block, int) or from_block < 0:
             return defer.fail(StubError("bad_args", f"from_block must be a non-negative integer, not {from_block!r}"))
-        return self.in_pool(self._events, found, from_block)
+        return self.in_pool(self._events, found, from_block, proofs)
 
-    def _events(self, resource: EvmResource, from_block: int) -> list[dict[str, Any]]:
+    def _events(self, resource: EvmResource, from_block: int, proofs: bool = True) -> list[dict[str, Any]]:
         assert resource.address is not None
         head = self.node.head()
+        if from_block > head:
+            return []
+        entries = self.node.logs(resource.address, from_block, head)
         found: list[dict[str, Any]] = []
-        for start in range(from_block, head + 1, LOG_CHUNK):
-            for entry in self.node.logs(resource.address, start, min(head, start + LOG_CHUNK - 1)):
-                if entry.get("removed"):
-                    continue
-                decoded = resource.abi.decode_log(entry)
-                decoded["resource"] = resource.spec.name
-                found.append(decoded)
+        for entry in entries:
+            decoded = resource.abi.decode_log(entry)
+            decoded["resource"] = resource.spec.name
+            if resource.spec.kind == "contract" and "topics" not in decoded:
+                decoded["topics"] = [_hex0x(topic) for topic in entry.get("topics", [])]
+                decoded["data"] = _hex0x(entry.get("data", b""))
+            found.append(decoded)
+        if proofs and entries:
+            self._prove_events(entries, found)
         return found
+
+    def _prove_events(self, entries: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+        """Add its ``proof`` to each event (``events[i]`` decoded from ``entries[i]``) whose block can be proven."""
+        blocks = self.node.proof_blocks(sorted({int(entry["blockNumber"]) for entry in entries}))
+        tries: dict[int, tuple[BlockHeader, mpt.IndexedTrie, mpt.IndexedTrie, list[dict[str, Any]]] | None] = {}
+        for number, (block, receipts, raw_txs) in blocks.items():
+            header = _header(block, self.node.chain_id)
+            try:
+                txs = mpt.IndexedTrie(raw_txs)
+                rcpts = mpt.IndexedTrie([mpt.encode_receipt(receipt) for receipt in receipts])
+            except mpt.ProofError:
+                tries[number] = None
+                continue
+            same = txs.root.hex() == header.tx_root and rcpts.root.hex() == header.receipt_root
+            tries[number] = (header, txs, rcpts, receipts) if same else None
+        for entry, event in zip(entries, events, strict=True):
+            built = tries.get(int(entry["blockNumber"]))
+            if built is None:
+                continue
+            header, txs, rcpts, receipts = built
+            index = int(entry["transactionIndex"])
+            if header.hash != _hex(entry["blockHash"]) or index >= len(receipts) \
+                    or _hex(receipts[index]["transactionHash"]) != _hex(entry["transactionHash"]):
+                continue  # the block changed since the logs were read (a reorg): no proof rather than a wrong one
+            positions = [position for position, log_entry in enumerate(receipts[index]["logs"])
+                         if log_entry.get("logIndex") == entry.get("logIndex")]
+            if len(positions) != 1:
+                continue
+            event["proof"] = {"kind": "mpt", "header": header.to_wire(), "receipt": rcpts.prove(index),
+                              "tx": txs.prove(index), "log_position": positions[0]}
 
     def receipt(self, tx_hash: str) -> Deferred[Result | None]:
         """The Result of an included transaction (logs decoded, output None), or None: answers a retried write."""

@@ -695,8 +695,10 @@ class RestApi(Resource):
             return RawJson(b"", None, status=301, headers={b"Location": b"/ui/"})
         if len(segments) != 2 or segments[1] is None:
             raise RouterError("not_found", f"no file at {shown_path}")
-        from wecross.ui.assets import asset
-
+        try:
+            from wecross.ui.assets import asset
+        except ImportError:  # an installation without the page
+            raise RouterError("not_found", "this router serves no web page") from None
         found = asset(segments[1])
         if found is None:
             raise RouterError("not_found", f"no file at {shown_path}")
