@@ -179,6 +179,8 @@ class Events(Base):
         self.assertTrue(events)
         self.assertEqual(events[-1]["block_number"], written["block_number"])
         self.assertEqual(events[-1]["tx_hash"], written["tx_hash"])
+        self.assertTrue(all(e["verified"]["proof"] for e in events), events[-1].get("verified"))
+        self.assertIn("event_matches", events[-1]["verified"]["checks"])
         next_block = body["data"]["next_block"]
         self.assertEqual(next_block, written["block_number"] + 1)
         # Nothing new: the poll waits, and answers as soon as a write lands.
@@ -197,6 +199,18 @@ class Events(Base):
         code, body = yield self.get("/z/ledger/hello/events?wait=600")
         self.assertEqual((code, body["error"]["code"]), (400, "bad_request"))
 
+
+    @defer.inlineCallbacks
+    def test_a_relay_altering_an_event_is_caught(self) -> Any:
+        yield self.entry.invoke(write("k", "v"))
+
+        def change(result: dict[str, Any], args: Any) -> None:
+            for event in result["output"]["events"]:
+                event["args"] = {"key": "forged"}
+        self.tamper(change, ops=("events",))
+        code, body = yield self.get("/z/ledger/hello/events?from_block=0")
+        self.assertEqual((code, body["error"]["code"]), (502, "proof_invalid"))
+        self.assertEqual(body["error"]["details"]["check"], "event_mismatch")
 
     @defer.inlineCallbacks
     def test_a_cancelled_long_poll_stops_quietly(self) -> Any:
