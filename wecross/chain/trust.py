@@ -217,7 +217,8 @@ class TrustedResults:
 
             def evm(event: dict[str, Any], expected: str, owner: Any) -> list[str]:
                 try:
-                    checks: list[str] = check_event(event, expected)
+                    checks: list[str] = check_event(event, expected,
+                                                    resource_kind=self.resource_kind(str(path)))
                 except EvmCheckError as exc:
                     self._refuse(exc.check, exc.message, owner)
                 if event.get("resource") != path.resource:

@@ -1097,7 +1097,9 @@ class _Node:
     def proof_blocks(self, numbers: list[int]) -> dict[int, tuple[dict[str, Any], list[dict[str, Any]], list[bytes]]]:
         """Block ``n`` -> (the block, its receipts, its raw transactions) for each of ``numbers``: what proofs of
         their transactions and receipts are built from. Two round trips per :data:`PROOF_BATCH` blocks (blocks
-        with receipts; raw transactions this stub did not send); a block the node does not have is left out."""
+        with receipts; raw transactions this stub did not send). A block the node does not have, or cannot give the
+        receipts or raw transactions of (a node without eth_getBlockReceipts or eth_getRawTransactionByHash), is left
+        out: its events come without proof rather than not at all."""
         found: dict[int, tuple[dict[str, Any], list[dict[str, Any]], list[bytes]]] = {}
         for first in range(0, len(numbers), PROOF_BATCH):
             group = numbers[first:first + PROOF_BATCH]
@@ -1105,8 +1107,8 @@ class _Node:
                 ("eth_getBlockByNumber", [hex(number), False]), ("eth_getBlockReceipts", [hex(number)]))])
             fetched: list[tuple[int, dict[str, Any], list[dict[str, Any]]]] = []
             for position, number in enumerate(group):
-                raw_block, raw_receipts = (self.ok(answer) for answer in answers[2 * position:2 * position + 2])
-                if raw_block is None or not isinstance(raw_receipts, list):
+                raw_block, raw_receipts = answers[2 * position:2 * position + 2]
+                if raw_block is None or isinstance(raw_block, _RpcError) or not isinstance(raw_receipts, list):
                     continue
                 try:
                     fetched.append((number, _block_from_json(raw_block),
@@ -1114,7 +1116,12 @@ class _Node:
                 except (ValueError, TypeError) as exc:
                     raise self.bad("block", exc) from None
             hashes = [tx_hash for _, block, _ in fetched for tx_hash in block["transactions"]]
-            raw_txs = iter(self.raw_transactions(hashes))
+            try:
+                raw_txs = iter(self.raw_transactions(hashes))
+            except StubError as exc:
+                if exc.code not in ("rpc_error", "reverted"):
+                    raise
+                continue
             for number, block, receipts in fetched:
                 found[number] = (block, receipts, [next(raw_txs) for _ in block["transactions"]])
         return found
