@@ -12,6 +12,8 @@ $(STAMP): setup.py pyproject.toml package.json
 	$(BIN)/python -m pip install -q -e '.[test]'
 	# A real EVM node (anvil) for the EVM stub's tests and the Solidity compiler (solcjs), from the npm registry.
 	npm install --no-audit --no-fund --silent
+	# A real browser for the web page's end-to-end test (Debian's chromium), where missing and installable.
+	sh .ci/ensure-chromium
 	# twistd finds twisted/plugins/wecross_plugin.py through any sys.path entry holding twisted/plugins/:
 	# put this checkout on the venv's sys.path (an editable install alone maps packages, not this directory).
 	$(BIN)/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'wecross-checkout.pth').write_text(str(pathlib.Path.cwd()) + '\\n')"
@@ -41,6 +43,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/forward.py
 	$(BIN)/python bench/overlay.py
 	$(BIN)/python bench/sim_scale.py --sizes 100,1000
+	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/tx.py
 
 # Optional tools for bench/forward.py: wrk (else a Python load generator) and py-spy (else cProfile).
 bench-deps: $(STAMP)
