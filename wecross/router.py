@@ -244,7 +244,13 @@ class Router:
         """The route for a request: towards its fixed destination (relays, and retries of writes, which only the
         same owner may deduplicate), else to the best replica of the chain; never through ``avoid``."""
         if destination is not None:
-            return self.table.path_to(destination, avoid)
+            route = self.table.path_to(destination, avoid)
+            if route is None and destination not in avoid and self.peer_service is not None \
+                    and destination in self.peer_service.links:
+                # A live link to the destination is a path even while the table, rebuilt from gossip a moment
+                # behind the links, does not show it yet (just after a reconnect).
+                route = Route(None, destination, destination, (self.local_id, destination), 1.0)
+            return route
         chain = path.chain_path
         if not avoid - {self.local_id}:
             return self.table.route(chain)

@@ -691,8 +691,11 @@ class RestApi(Resource):
         """The web page (wecross/ui): static files, same origin as the API they read."""
         if request.method not in _GET_METHODS:
             raise _MethodNotAllowed(request.method, _GET_METHODS, shown_path)
-        if len(segments) == 1:  # "/ui": the page's relative URLs need the trailing slash
+        raw = list(request.postpath or [])
+        if raw == [b"ui"]:  # "/ui": the page's relative URLs need the trailing slash
             return RawJson(b"", None, status=301, headers={b"Location": b"/ui/"})
+        if len(segments) == 1:
+            segments = [*segments, ""]  # "/ui/": the page itself
         if len(segments) != 2 or segments[1] is None:
             raise RouterError("not_found", f"no file at {shown_path}")
         try:
