@@ -1,26 +1,25 @@
 """``make demo``: two real router daemons in two zones, linked by mutual TLS, answering across the link.
 
 Everything is made here from nothing: a CA with an intermediate, two router certificates, two configs, two
-``twistd wecross`` processes on 127.0.0.1. The client side talks plain REST, as any user would.
+``twistd wecross`` processes on 127.0.0.1. The client side uses the Python SDK (:mod:`wecross.sdk`), as any user
+would: plain HTTP to router-a, HTTPS with alice's client certificate to router-b.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from wecross.sdk import NotFound, Rejected, WeCrossClient, WeCrossError
 
 ROUTERS = {
     "router-a": {"zone": "payment", "chain": "bank-a"},
@@ -75,25 +74,6 @@ initial = {{ alice = 1000, bob = 500 }}
 """
 
 
-_TLS: ssl.SSLContext | None = None
-
-
-def _post(base: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10, context=_TLS) as response:
-            reply: dict[str, Any] = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        reply = json.loads(exc.read())
-    return reply
-
-
-def _get(base: str, path: str) -> Any:
-    with urllib.request.urlopen(base + path, timeout=5, context=_TLS) as response:
-        return json.loads(response.read())["data"]
-
-
 def _wait(what: str, check: Any, timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -101,7 +81,7 @@ def _wait(what: str, check: Any, timeout: float = 30.0) -> Any:
             value = check()
             if value:
                 return value
-        except (OSError, ValueError, KeyError):
+        except (WeCrossError, KeyError):  # not listening yet (ConnectionError), or not linked yet
             pass
         if time.monotonic() > deadline:
             raise SystemExit(f"demo: timed out waiting for {what}")
@@ -124,10 +104,6 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
     if status != 0:
         print(made.getvalue())
         return 1
-    global _TLS
-    _TLS = ssl.create_default_context(cafile=str(certs / "ca.crt"))
-    _TLS.load_cert_chain(certs / "clients" / "alice" / "chain.pem", certs / "clients" / "alice" / "key.pem")
-    _TLS.check_hostname = False  # the REST certificate names the router id, we dial 127.0.0.1
     ports = {rid: (_free_port(), _free_port()) for rid in ROUTERS}
     (work / "router-a.toml").write_text(_config("router-a", *ports["router-a"], ("router-b", ports["router-b"][0]),
                                                  certs))
@@ -142,47 +118,55 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
                  "--config", str(work / f"{rid}.toml")],
                 cwd=work, stdin=subprocess.DEVNULL,
             ))
-        a = f"http://127.0.0.1:{ports['router-a'][1]}"
-        b = f"https://127.0.0.1:{ports['router-b'][1]}"
-        _wait("router-b", lambda: _get(b, "/status"))
+        # router-a serves plain HTTP; router-b HTTPS, where alice is known by her client certificate's CN. The
+        # REST certificate names the router id while we dial 127.0.0.1: the network's CA is what is checked.
+        a = WeCrossClient(f"http://127.0.0.1:{ports['router-a'][1]}")
+        b = WeCrossClient(f"https://127.0.0.1:{ports['router-b'][1]}", ca=certs / "ca.crt",
+                          cert=certs / "clients" / "alice" / "chain.pem", key=certs / "clients" / "alice" / "key.pem")
+        _wait("router-b", b.status)
         _wait("the TLS link between the routers",
-              lambda: any(p["state"] == "up" for p in _get(a, "/peers")) and
-              any(r["ipath"] == "evidence.court.hello" and r.get("route") for r in _get(a, "/resources")) and
-              any(r["ipath"] == "payment.bank-a.asset" and r.get("route") for r in _get(b, "/resources")))
-        peer = _get(a, "/peers")[0]
+              lambda: any(p["state"] == "up" for p in a.peers()) and
+              any(r["ipath"] == "evidence.court.hello" and r.get("route") for r in a.resources()) and
+              any(r["ipath"] == "payment.bank-a.asset" and r.get("route") for r in b.resources()))
+        peer = a.peers()[0]
         print(f"== router-a sees {peer['id']} ({peer['direction']}, zones {peer['zones']}) over mutual TLS")
         print("== resources known to router-a:")
-        for row in _get(a, "/resources"):
-            where = "here" if row["local"] else "route " + " -> ".join(row["route"] or ["none yet"])
+        for row in a.resources():
+            where = "here" if row["local"] else "route " + " -> ".join(row.get("route") or ["none yet"])
             print(f"     {row['ipath']:<24} {row['kind']:<6} {where}")
         print("== sendTransaction through router-a to evidence.court.hello (lives on router-b):")
-        sent = _post(a, "/evidence/court/hello/sendTransaction",
-                     {"method": "set", "args": ["greeting", "hello from the payment zone"]})
-        data = sent["data"]
+        data = a.send_transaction("evidence.court.hello", "set", "greeting", "hello from the payment zone")
         print(f"     block {data['block_number']}, tx {data['tx_hash'][:16]}..., path {' -> '.join(data['path'])}")
         verified = data.get("verified", {})
         if verified.get("proof"):
             print(f"     verified by router-a: {', '.join(verified['checks'])};")
             print(f"     header {verified['header_hash'][:16]}... linked to the genesis pinned by "
                   f"{verified['trust']['pinned_by']}")
-        got = _post(a, "/evidence/court/hello/call", {"method": "get", "args": ["greeting"]})["data"]
+        got = a.call("evidence.court.hello", "get", "greeting")
         print(f"== call get('greeting') through router-a: {got['output']!r} (path {' -> '.join(got['path'])})")
         print("== the other way: alice, known to router-b by her client certificate (HTTPS), pays bob 25 on bank-a:")
-        moved = _post(b, "/payment/bank-a/asset/sendTransaction", {"method": "transfer", "args": ["bob", 25]})
-        if "error" in moved:
-            print(f"     failed: {moved['error']}")
+        try:
+            moved = b.send_transaction("payment.bank-a.asset", "transfer", "bob", 25)
+        except WeCrossError as exc:
+            print(f"     failed: {exc}")
             return 1
-        print(f"     block {moved['data']['block_number']}, path {' -> '.join(moved['data']['path'])}")
+        print(f"     block {moved['block_number']}, path {' -> '.join(moved['path'])}")
         for who in ("alice", "bob"):
-            bal = _post(b, "/payment/bank-a/asset/call", {"method": "balanceOf", "args": [who]})["data"]["output"]
+            bal = b.call("payment.bank-a.asset", "balanceOf", who)["output"]
             print(f"     {who} now holds {bal} on bank-a")
-        broke = _post(b, "/payment/bank-a/asset/sendTransaction", {"method": "transfer", "args": ["bob", 10**6]})
-        print(f"== overspending is refused with a clear error: {broke['error']['code']}: {broke['error']['message']}")
-        bad = _post(a, "/evidence/court/nothing/call", {"method": "get", "args": []})
-        print(f"== an unknown resource gets a clear error: {bad['error']['code']}: {bad['error']['message']}")
-        peer = _get(a, "/peers")[0]
+        try:
+            b.send_transaction("payment.bank-a.asset", "transfer", "bob", 10**6)
+        except Rejected as exc:
+            print(f"== overspending is refused with a clear error: {exc.code}: {exc.message}")
+        try:
+            a.call("evidence.court.nothing", "get")
+        except NotFound as exc:
+            print(f"== an unknown resource gets a clear error: {exc.code}: {exc.message}")
+        peer = a.peers()[0]
         print(f"== link health seen by router-a: smoothed RTT {peer['srtt_ms']} ms, loss {peer['loss']}")
-        print(f"== REST APIs: {a}/status  {b}/status ; logs in {work}")
+        print(f"== REST APIs: {a.target.url('/status')}  {b.target.url('/status')} ; logs in {work}")
+        a.close()
+        b.close()
         if keep:
             print("== routers keep running; Ctrl-C stops them")
             while all(p.poll() is None for p in processes):
