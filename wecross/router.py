@@ -506,7 +506,14 @@ class Router:
         ``from_block`` on, else after ``wait`` seconds with none; ``next_block`` says where to continue."""
         wait = min(max(wait, 0.0), MAX_EVENTS_WAIT)
         deadline = self.clock.seconds() + wait
-        result: Deferred[dict[str, Any]] = Deferred()
+        timers: list[IDelayedCall] = []
+
+        def cancel(_: Deferred[dict[str, Any]]) -> None:  # the client went away: no poll stays scheduled
+            for timer in timers:
+                if timer.active():
+                    timer.cancel()
+
+        result: Deferred[dict[str, Any]] = Deferred(cancel)
 
         def poll() -> None:
             if result.called:  # the client went away (cancelled): stop polling
@@ -531,7 +538,7 @@ class Router:
                 result.callback({"events": events, "next_block": output.get("next_block", from_block),
                                  "router": answer.get("router")})
                 return
-            self.clock.callLater(EVENTS_POLL_INTERVAL, poll)
+            timers[:] = [self.clock.callLater(EVENTS_POLL_INTERVAL, poll)]
 
         try:
             poll()
