@@ -219,6 +219,7 @@ class RouterNode(MultiService):
         self.router.stop()
         ports, self._ports = self._ports, []
         stopping = [defer.maybeDeferred(p.stopListening) for p in ports]
+        self.site.close_connections()
         d = defer.gatherResults(stopping, consumeErrors=True)
         d.addBoth(lambda _: super(RouterNode, self).stopService())
         d.addBoth(lambda _: self.headers.stop())

@@ -26,6 +26,7 @@ import contextlib
 import io
 import secrets
 import time
+import weakref
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, cast
@@ -1023,9 +1024,24 @@ class RestSite(Site):
         self.max_body = max_body
         self.log_requests = log_requests
         self.displayTracebacks = False
+        self._open: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def log(self, request: http.Request) -> None:
         """Silences twisted.web's access log; the API emits its own structured events when ``log_requests``."""
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        if protocol is not None:
+            self._open.add(protocol)
+        return protocol
+
+    def close_connections(self) -> None:
+        """Close the clients' connections (kept alive between requests): a stopping router must not leave them
+        open after it stopped listening."""
+        for protocol in list(self._open):
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
 
     if _CHANNEL_WRAPPER is not None:
 
