@@ -162,9 +162,17 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
             a.call("evidence.court.nothing", "get")
         except NotFound as exc:
             print(f"== an unknown resource gets a clear error: {exc.code}: {exc.message}")
+        print("== one 2PC transaction, coordinated by router-a, writes on both chains or on neither:")
+        with a.transaction(["payment.bank-a.hello", "evidence.court.hello"]) as tx:
+            tx.execute("payment.bank-a.hello", "set", "deal", "signed")
+            tx.execute("evidence.court.hello", "set", "deal", "signed")
+        record = a.get_tx(tx.tx_id)
+        blocks = ", ".join(f"{ipath} block {out.get('block_number')}" for ipath, out in record["outcomes"].items())
+        print(f"     {record['state']}: {blocks}")
         peer = a.peers()[0]
         print(f"== link health seen by router-a: smoothed RTT {peer['srtt_ms']} ms, loss {peer['loss']}")
         print(f"== REST APIs: {a.target.url('/status')}  {b.target.url('/status')} ; logs in {work}")
+        print(f"== web page of the network: {a.target.url('/ui/')}  (metrics: {a.target.url('/metrics')})")
         a.close()
         b.close()
         if keep:
