@@ -16,7 +16,8 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["wecross", "wecross.*"]) + ["twisted.plugins"],
     package_data={"twisted": ["plugins/wecross_plugin.py"],
-                  "wecross.evm": ["contracts/*.sol", "contracts/build/*.json"]},
+                  "wecross.evm": ["contracts/*.sol", "contracts/build/*.json"],
+                  "wecross.ui": ["*.html", "*.js", "*.css"]},
     data_files=[("share/wecross/plugins", ["plugins/embedded.py", "plugins/evm.py"])],
     install_requires=[
         "twisted[tls]>=24.7",

@@ -177,7 +177,24 @@ class Router:
     def routes(self) -> dict[str, Any]:
         """What ``GET /routes`` shows: the route of every chain and of every reachable router, with costs."""
         return {"router_id": self.local_id, "rebuilds": self.table.rebuilds, "changes": self.route_changes,
-                "routes": self.table.snapshot()}
+                "routes": self.table.snapshot(), "graph": self.overlay_graph()}
+
+    def overlay_graph(self) -> dict[str, Any]:
+        """The overlay as the signed records describe it: each router's zones, each link once with the RTT and loss
+        its two ends measure (the larger of the two, when both report it): what the web page draws."""
+        records = self.directory.records()
+        routers = {rid: list(record.zones) for rid, record in sorted(records.items())}
+        links: dict[tuple[str, str], dict[str, Any]] = {}
+        for rid, record in records.items():
+            for link in record.links:
+                a, b = sorted((rid, link.peer))
+                seen = links.get((a, b))
+                if seen is None:
+                    links[(a, b)] = {"a": a, "b": b, "srtt_ms": round(link.srtt_ms, 3), "loss": round(link.loss, 4)}
+                else:
+                    seen["srtt_ms"] = max(seen["srtt_ms"], round(link.srtt_ms, 3))
+                    seen["loss"] = max(seen["loss"], round(link.loss, 4))
+        return {"routers": routers, "links": [links[key] for key in sorted(links)]}
 
     def resources(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = [
