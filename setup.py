@@ -33,11 +33,12 @@ setup(
         "eth-utils>=5.0",
         "requests>=2.31",
         "prometheus-client>=0.20",
+        "prompt_toolkit>=3.0.43",
         "trie>=3.0",  # Merkle-Patricia proofs of EVM transactions and receipts
         "rlp>=4.0",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "mypy>=1.10", "ruff>=0.5", "schemathesis>=4.0"],
+        "test": ["hypothesis>=6.100", "mypy>=1.10", "ruff>=0.5", "schemathesis>=4.0", "pexpect>=4.9"],
     },
     entry_points={"console_scripts": ["wecross=wecross.cli:main"]},
     classifiers=[
