@@ -133,6 +133,30 @@ class HonestPath(Base):
         self.assertTrue(result["verified"]["proof"])
 
     @defer.inlineCallbacks
+    def test_rest_answers_leave_the_checked_proof_out_unless_asked(self) -> Any:
+        from io import BytesIO
+
+        from twisted.internet import reactor
+        from twisted.web.client import FileBodyProducer
+        from twisted.web.http_headers import Headers
+
+        port = self.net.nodes["router-a"].rest_port
+        agent = Agent(reactor)
+        for query, present in (("", False), ("?proof=1", True)):
+            response = yield agent.request(
+                b"POST", f"http://127.0.0.1:{port}/z/ledger/asset/call{query}".encode(),
+                Headers({b"Content-Type": [b"application/json"]}),
+                FileBodyProducer(BytesIO(b'{"method": "balanceOf", "args": ["alice"]}')))
+            data = json.loads((yield readBody(response)))["data"]
+            self.assertTrue(data["verified"]["proof"])
+            self.assertEqual("proof" in data, present)
+        response = yield agent.request(b"POST", f"http://127.0.0.1:{port}/z/ledger/asset/call?proof=maybe".encode(),
+                                       Headers({b"Content-Type": [b"application/json"]}),
+                                       FileBodyProducer(BytesIO(b'{"method": "balanceOf", "args": ["alice"]}')))
+        self.assertEqual(response.code, 400)
+        yield readBody(response)
+
+    @defer.inlineCallbacks
     def test_rest_serves_trusted_headers(self) -> Any:
         result = yield self.entry.invoke(write("k", "v"))
         port = self.net.nodes["router-a"].rest_port

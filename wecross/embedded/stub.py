@@ -25,6 +25,7 @@ from wecross.stub.interfaces import (
     OP_GET_DATA,
     OP_SEND_TRANSACTION,
     OP_SET_DATA,
+    PROOFS_WANTED,
     BlockHeader,
     ChainState,
     IResource,
@@ -69,6 +70,8 @@ class EmbeddedResource:
 
     def _read(self, op: str, method: str, args: Any, sender: str) -> Deferred[Result]:
         try:
+            if not PROOFS_WANTED.get():
+                return defer.succeed(Result(output=self._ledger.read(self._name, op, method, args, sender)))
             return defer.succeed(self._ledger.read_proven(self._name, op, method, args, sender))
         except StubError as exc:
             return defer.fail(exc)

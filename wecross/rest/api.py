@@ -55,7 +55,7 @@ from wecross.rest.json_body import (
     parse_operation_body,
     success_body,
 )
-from wecross.stub.interfaces import OPERATIONS, StubError
+from wecross.stub.interfaces import OPERATIONS, PROOFS_WANTED, StubError
 
 #: The wrapper twisted.web's Site puts around each HTTPChannel (it picks HTTP/1.1 or HTTP/2 per connection). Private,
 #: so looked up softly: a Twisted without it leaves RestSite on the stock channel, which only loses RestChannel.
@@ -141,6 +141,12 @@ _INDEX: dict[str, Any] = {
         },
     ],
 }
+
+
+def _without_proof(result: Any) -> Any:
+    if isinstance(result, dict):
+        result.pop("proof", None)
+    return result
 
 
 class RawJson:
@@ -618,8 +624,11 @@ class RestApi(Resource):
             if len(self._ipaths) >= _IPATH_CACHE_SIZE:
                 self._ipaths.clear()
             self._ipaths[(raw_segments[0], raw_segments[1], raw_segments[2])] = path
-            _query(request, frozenset())
-            return self._operation(request, path, op)
+            query = _query(request, frozenset({"proof"}))
+            proof = query.get("proof", "0")
+            if proof not in ("0", "1", "true", "false"):
+                raise RouterError("bad_request", f"proof must be 1 or 0, got {proof!r}", {"field": "proof"})
+            return self._operation(request, path, op, with_proof=proof in ("1", "true"))
 
         raise RouterError(
             "not_found",
@@ -770,14 +779,25 @@ class RestApi(Resource):
         except IPathError as exc:
             raise RouterError("bad_ipath", str(exc), dict(query)) from None
 
-    def _operation(self, request: Request, path: IPath, op: str) -> Deferred[Any]:
+    def _operation(self, request: Request, path: IPath, op: str, with_proof: bool = False) -> Deferred[Any]:
+        """Run an operation for this client. The proof that came with a result has done its job once this router
+        verified it (the answer says what was checked in ``verified``): it is left out of the answer unless the
+        client asks for it (``?proof=1``), and a read of a chain served here is then answered without building one.
+        """
         content_type = request.getHeader(b"Content-Type")
         if content_type is not None and content_type not in _PLAIN_JSON_TYPES:
             check_content_type(content_type)
         body = self._read_body(request)
         method, args = parse_operation_body(op, parse_json_object(body))
         invocation = Invocation(path=path, op=op, method=method, args=args, sender=client_identity(request))
-        return self.router.invoke(invocation)
+        if with_proof:
+            return self.router.invoke(invocation)
+        token = PROOFS_WANTED.set(False)
+        try:
+            d = self.router.invoke(invocation)
+        finally:
+            PROOFS_WANTED.reset(token)
+        return d.addCallback(_without_proof)
 
     def _read_body(self, request: Request) -> bytes:
         # RestRequest already stopped storing at the limit; reading one byte more tells a full body from an

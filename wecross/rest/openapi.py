@@ -150,7 +150,9 @@ def document(example: str | None = None) -> dict[str, Any]:
     for op, body in _OPERATION_BODIES.items():
         paths[f"/{{zone}}/{{chain}}/{{resource}}/{op}"] = _post(
             f"{op} on a resource, here or on the router that serves its chain; results that crossed routers "
-            "carry `verified`", body, _RESOURCE_PARAMS)
+            "carry `verified`", body, [*_RESOURCE_PARAMS, _query(
+                "proof", {"type": "string", "enum": ["0", "1", "true", "false"]},
+                "1: include the proof this router verified (left out by default)")])
     result = copy.deepcopy({
         "openapi": "3.0.3",
         "info": {"title": "WeCross-Py router REST API", "version": wecross.__version__,

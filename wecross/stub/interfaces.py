@@ -10,6 +10,7 @@ them, because they are carried in msgpack frames and JSON bodies unchanged.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ WRITE_OPERATIONS = frozenset({OP_SEND_TRANSACTION, OP_SET_DATA})
 #: args = [tx_id]; htlcLock args = [htlc_id, hash_lock hex, timelock unix s, lock args]; htlcUnlock args =
 #: [htlc_id, secret hex]; htlcTimeout args = [htlc_id]. All change state: they are deduplicated and never retried
 #: blindly, like writes.
+#: Whether the read being run needs a proof: True (the default) unless the REST layer is answering its own client
+#: from a local chain without ``?proof=1``, where a proof would be built and encoded for nobody to check. Set for the
+#: duration of one synchronous invocation; a stub that cannot tell may ignore it and prove anyway.
+PROOFS_WANTED: ContextVar[bool] = ContextVar("wecross_proofs_wanted", default=True)
 OP_TX_PREPARE = "txPrepare"
 OP_TX_COMMIT = "txCommit"
 OP_TX_ROLLBACK = "txRollback"
