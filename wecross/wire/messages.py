@@ -208,14 +208,26 @@ def _free(value: Any, limits: Limits, where: str, enclosing: int) -> None:
         if enclosing >= limits.max_depth:
             _fail("limits", where, f"nesting deeper than max_depth {limits.max_depth}")
         _list_header(value, limits, where)
+        max_str = limits.max_str
         for item in value:
+            # Leaves are checked here, without a call each: results carrying proofs are mostly short strings.
+            inner = type(item)
+            if (inner is str and len(item) <= max_str) or (inner is int and I64_MIN <= item <= U64_MAX) \
+                    or inner in _FLAT_TYPES:
+                continue
             _free(item, limits, where, enclosing + 1)
     elif kind is dict:
         if enclosing >= limits.max_depth:
             _fail("limits", where, f"nesting deeper than max_depth {limits.max_depth}")
         _dict_header(value, limits, where)
+        max_str = limits.max_str
         for key, item in value.items():
-            _free_key(key, limits, where)
+            if type(key) is not str or len(key) > max_str:
+                _free_key(key, limits, where)
+            inner = type(item)
+            if (inner is str and len(item) <= max_str) or (inner is int and I64_MIN <= item <= U64_MAX) \
+                    or inner in _FLAT_TYPES:
+                continue
             _free(item, limits, where, enclosing + 1)
     elif kind not in _FLAT_TYPES:
         _fail(
