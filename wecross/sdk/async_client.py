@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from wecross.sdk import protocol
 from wecross.sdk.client import check_timeout
-from wecross.sdk.errors import UNREACHABLE_ROUTER, ConfigError, Conflict, ConnectionError, WeCrossError
+from wecross.sdk.errors import UNREACHABLE_ROUTER, ConfigError, ConnectionError, WeCrossError
 from wecross.sdk.models import (
     EventsPage,
     HeaderInfo,
@@ -443,7 +443,7 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class AsyncTransaction:
+class AsyncTransaction(protocol.TransactionState):
     """A 2PC transaction for Twisted code; the twin of :class:`~wecross.sdk.client.Transaction`.
 
     ``async with client.transaction([...]) as tx: await tx.execute(...)`` commits on normal exit and rolls back when
@@ -451,23 +451,11 @@ class AsyncTransaction:
     :meth:`rollback`.
     """
 
+    START_HINT = "async with, or start()"
+
     def __init__(self, client: AsyncWeCrossClient, resources: Sequence[str] | None, timeout: float | None) -> None:
+        super().__init__(resources, timeout)
         self.client = client
-        self.resources = protocol.resource_list(resources)
-        self.timeout = timeout
-        self.record: TxRecord | None = None
-        self.steps: list[TxStep] = []
-        self.finished = False
-
-    @property
-    def tx_id(self) -> str:
-        if self.record is None:
-            raise Conflict("tx_state", "the transaction has not been started (use async with, or start())")
-        return self.record["tx_id"]
-
-    @property
-    def state(self) -> str | None:
-        return None if self.record is None else self.record.get("state")
 
     def start(self) -> Deferred[TxRecord]:
         return self.client.start_tx(self.resources, self.timeout).addCallback(self._recorded)

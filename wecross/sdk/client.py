@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from wecross.sdk import protocol
-from wecross.sdk.errors import UNREACHABLE_ROUTER, BadRequest, ConfigError, Conflict, ConnectionError, WeCrossError
+from wecross.sdk.errors import UNREACHABLE_ROUTER, BadRequest, ConfigError, ConnectionError, WeCrossError
 from wecross.sdk.models import (
     Event,
     EventsPage,
@@ -400,7 +400,7 @@ class WeCrossClient:
         return self._run(protocol.htlc_refund(htlc_id))
 
 
-class Transaction:
+class Transaction(protocol.TransactionState):
     """A 2PC transaction driven from a ``with`` block (see :meth:`WeCrossClient.transaction`).
 
     On normal exit the transaction is committed; when the block raises it is rolled back and the exception goes on.
@@ -408,23 +408,11 @@ class Transaction:
     is logged). If the router cannot be reached for the rollback, its deadline rolls the transaction back.
     """
 
+    START_HINT = "a with block, or start()"
+
     def __init__(self, client: WeCrossClient, resources: Sequence[str] | None, timeout: float | None) -> None:
+        super().__init__(resources, timeout)
         self.client = client
-        self.resources = protocol.resource_list(resources)
-        self.timeout = timeout
-        self.record: TxRecord | None = None
-        self.steps: list[TxStep] = []
-        self.finished = False
-
-    @property
-    def tx_id(self) -> str:
-        if self.record is None:
-            raise Conflict("tx_state", "the transaction has not been started (use it in a with block, or start())")
-        return self.record["tx_id"]
-
-    @property
-    def state(self) -> str | None:
-        return None if self.record is None else self.record.get("state")
 
     def start(self) -> TxRecord:
         self.record = self.client.start_tx(self.resources, self.timeout)

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
-from wecross.sdk.errors import INVALID_RESPONSE, BadRequest, ConfigError, ServerError, WeCrossError, error_class
+from wecross.sdk.errors import (
+    INVALID_RESPONSE,
+    BadRequest,
+    ConfigError,
+    Conflict,
+    ServerError,
+    WeCrossError,
+    error_class,
+)
 from wecross.sdk.models import (
     EventsPage,
     HeaderInfo,
@@ -469,3 +477,28 @@ __all__ = [
     "resource_list",
     "tls_options",
 ]
+
+
+class TransactionState:
+    """What the blocking and the Twisted transaction helpers share: the transaction's resources, its record once
+    started, the steps run, and whether it ended."""
+
+    #: How to start one, for the error of a helper used before it started.
+    START_HINT = "start()"
+
+    def __init__(self, resources: Sequence[str] | None, timeout: float | None) -> None:
+        self.resources = resource_list(resources)
+        self.timeout = timeout
+        self.record: TxRecord | None = None
+        self.steps: list[TxStep] = []
+        self.finished = False
+
+    @property
+    def tx_id(self) -> str:
+        if self.record is None:
+            raise Conflict("tx_state", f"the transaction has not been started (use {self.START_HINT})")
+        return self.record["tx_id"]
+
+    @property
+    def state(self) -> str | None:
+        return None if self.record is None else self.record.get("state")
