@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ def router_settings(
     zone: str = "payment",
     zones: list[str] | None = None,
     chain: str | None = None,
+    resources: list[dict[str, Any]] | None = None,
     peers: list[dict[str, Any]] | None = None,
     p2p_port: int = 0,
     rest: bool = True,
@@ -83,7 +85,7 @@ def router_settings(
     if chain is not None:
         document["stubs"].append({
             "name": chain, "zone": zone, "type": "embedded",
-            "resources": [
+            "resources": resources if resources is not None else [
                 {"name": "hello", "kind": "kv"},
                 {"name": "asset", "kind": "asset", "initial": {"alice": 1000, "anonymous": 100}},
             ],
@@ -127,18 +129,24 @@ def until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Defe
 class Network:
     """Several routers on 127.0.0.1 linked as a topology says: ``links`` are (u, v) pairs, u dials v."""
 
-    def __init__(self, workdir: Path, routers: dict[str, dict[str, Any]], links: list[tuple[str, str]]) -> None:
+    def __init__(self, workdir: Path, routers: dict[str, dict[str, Any]], links: list[tuple[str, str]],
+                 adjust: Callable[[str, Settings], Settings] | None = None) -> None:
+        """``routers``: id -> {"zones", "chain" (optional), "resources" (optional: the chain's resources)};
+        ``adjust(router id, settings)`` returns a router's settings changed for a test (trust, tx, REST TLS...)."""
         self.workdir = workdir
         self.spec = routers
         self.links = links
+        self.adjust = adjust
         self.ports = {rid: free_port() for rid in routers}
         self.nodes: dict[str, RouterNode] = {}
 
     def settings(self, rid: str) -> Settings:
         spec = self.spec[rid]
         peers = [{"address": f"127.0.0.1:{self.ports[v]}", "id": v} for u, v in self.links if u == rid]
-        return router_settings(rid, self.workdir, zones=spec["zones"], zone=spec["zones"][0],
-                               chain=spec.get("chain"), peers=peers, p2p_port=self.ports[rid])
+        settings = router_settings(rid, self.workdir, zones=spec["zones"], zone=spec["zones"][0],
+                                   chain=spec.get("chain"), resources=spec.get("resources"), peers=peers,
+                                   p2p_port=self.ports[rid])
+        return settings if self.adjust is None else self.adjust(rid, settings)
 
     @defer.inlineCallbacks
     def start(self, *only: str) -> Any:

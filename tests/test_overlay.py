@@ -189,19 +189,11 @@ class Transit(TestCase):
         # a -- b -- d  and  a -- c -- d, where b is cheaper but refuses transit.
         routers = {"router-a": {"zones": ["z"]}, "router-b": {"zones": ["z"]}, "router-c": {"zones": ["z"]},
                    "router-d": {"zones": ["z"], "chain": "chain"}}
+        from dataclasses import replace
+
         net = support.Network(work, routers, [("router-a", "router-b"), ("router-b", "router-d"),
-                                              ("router-a", "router-c"), ("router-c", "router-d")])
-        original = net.settings
-
-        def settings(rid: str) -> Any:
-            s = original(rid)
-            if rid == "router-b":
-                from dataclasses import replace
-
-                s = replace(s, transit=False)
-            return s
-
-        net.settings = settings  # type: ignore[method-assign]
+                                              ("router-a", "router-c"), ("router-c", "router-d")],
+                              adjust=lambda rid, s: replace(s, transit=False) if rid == "router-b" else s)
         self.addCleanup(net.stop)
         yield net.start()
         yield support.until(lambda: net.linked() and net.nodes["router-a"].router.table.route("z.chain"), timeout=30)
@@ -227,21 +219,9 @@ class ChainClash(TestCase):
         work.mkdir()
         # router-b and router-c both say they serve z.chain, but their chains began differently.
         routers = {"router-a": {"zones": ["z"]}, "router-b": {"zones": ["z"], "chain": "chain"},
-                   "router-c": {"zones": ["z"], "chain": "chain"}}
+                   "router-c": {"zones": ["z"], "chain": "chain",
+                                "resources": [{"name": "asset", "kind": "asset", "initial": {"mallory": 10**6}}]}}
         net = support.Network(work, routers, [("router-a", "router-b"), ("router-a", "router-c")])
-        original = net.settings
-
-        def settings(rid: str) -> Any:
-            s = original(rid)
-            if rid == "router-c":
-                from dataclasses import replace
-
-                stub = s.stubs[0]
-                other = replace(stub, resources=[{"name": "asset", "kind": "asset", "initial": {"mallory": 10**6}}])
-                s = replace(s, stubs=(other,))
-            return s
-
-        net.settings = settings  # type: ignore[method-assign]
         self.addCleanup(net.stop)
         yield net.start()
         a = net.nodes["router-a"].router

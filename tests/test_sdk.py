@@ -19,7 +19,7 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from tests import support
-from wecross.config import Address, RestSettings, StubConfig, TLSPaths, TxSettings
+from wecross.config import Address, RestSettings, TLSPaths, TxSettings
 from wecross.sdk import (
     AsyncWeCrossClient,
     BadRequest,
@@ -39,11 +39,12 @@ from wecross.sdk import (
 )
 from wecross.sdk.errors import error_class
 
-ROUTERS = {"router-a": {"zones": ["z"]}, "router-b": {"zones": ["z"], "chain": "one"},
-           "router-c": {"zones": ["z"], "chain": "two"}}
+ACCOUNTS = {"alice": 1000, "bob": 1000, "anonymous": 1000}
+RESOURCES = [{"name": "hello", "kind": "kv"}, {"name": "asset", "kind": "asset", "initial": ACCOUNTS}]
+ROUTERS = {"router-a": {"zones": ["z"]}, "router-b": {"zones": ["z"], "chain": "one", "resources": RESOURCES},
+           "router-c": {"zones": ["z"], "chain": "two", "resources": RESOURCES}}
 LINKS = [("router-a", "router-b"), ("router-a", "router-c")]
 ONE, TWO, HELLO = "z.one.asset", "z.two.asset", "z.one.hello"
-ACCOUNTS = {"alice": 1000, "bob": 1000, "anonymous": 1000}
 
 
 def _envelope(status: int, code: str, details: dict[str, Any] | None = None) -> WeCrossError:
@@ -135,24 +136,17 @@ class SdkNetwork(TestCase):
     def setUp(self) -> Any:
         work = Path(self.mktemp())
         work.mkdir()
-        self.net = support.Network(work, ROUTERS, LINKS)
-        original = self.net.settings
         pki = support.pki()
 
-        def settings(rid: str) -> Any:
-            s = original(rid)
-            stubs = tuple(StubConfig(c.name, c.zone, c.type, dict(c.options),
-                                     [{"name": "hello", "kind": "kv"},
-                                      {"name": "asset", "kind": "asset", "initial": dict(ACCOUNTS)}])
-                          for c in s.stubs)
-            s = replace(s, stubs=stubs, tx=TxSettings(participant_timeout=300.0, check_interval=0.2,
-                                                      htlc_interval=0.1, htlc_margin=1.0))
+        def adjust(rid: str, s: Any) -> Any:
+            s = replace(s, tx=TxSettings(participant_timeout=300.0, check_interval=0.2, htlc_interval=0.1,
+                                         htlc_margin=1.0))
             if rid == "router-b":
                 tls = TLSPaths(pki / "ca.crt", pki / rid / "chain.pem", pki / rid / "key.pem")
                 s = replace(s, rest=RestSettings(Address("127.0.0.1", 0), tls, True, s.rest.max_body))
             return s
 
-        self.net.settings = settings  # type: ignore[method-assign]
+        self.net = support.Network(work, ROUTERS, LINKS, adjust=adjust)
         self.addCleanup(self.net.stop)
         yield self.net.start()
         self.open_connections: set[Any] = set()

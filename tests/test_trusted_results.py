@@ -49,15 +49,9 @@ class Base(TestCase):
     def setUp(self) -> Any:
         work = Path(self.mktemp())
         work.mkdir()
-        self.net = support.Network(work, ROUTERS, LINKS)
-        original = self.net.settings
         trust = self.trust
-
-        def settings(rid: str) -> Any:
-            s = original(rid)
-            return replace(s, trust=trust) if rid == "router-a" else s
-
-        self.net.settings = settings  # type: ignore[method-assign]
+        self.net = support.Network(work, ROUTERS, LINKS,
+                                   adjust=lambda rid, s: replace(s, trust=trust) if rid == "router-a" else s)
         self.addCleanup(self.net.stop)
         yield self.net.start()
         yield support.until(lambda: self.net.linked() and all(

@@ -16,16 +16,17 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from tests import support
-from wecross.config import StubConfig, TxSettings
+from wecross.config import TxSettings
 from wecross.errors import RouterError
 from wecross.facade import Invocation
 from wecross.ipath import IPath
 
-ROUTERS = {"router-a": {"zones": ["z"]}, "router-b": {"zones": ["z"], "chain": "one"},
-           "router-c": {"zones": ["z"], "chain": "two"}}
+ACCOUNTS = {"alice": 1000, "bob": 1000}
+RESOURCES = [{"name": "hello", "kind": "kv"}, {"name": "asset", "kind": "asset", "initial": ACCOUNTS}]
+ROUTERS = {"router-a": {"zones": ["z"]}, "router-b": {"zones": ["z"], "chain": "one", "resources": RESOURCES},
+           "router-c": {"zones": ["z"], "chain": "two", "resources": RESOURCES}}
 LINKS = [("router-a", "router-b"), ("router-a", "router-c")]
 ONE, TWO = "z.one.asset", "z.two.asset"
-ACCOUNTS = {"alice": 1000, "bob": 1000}
 
 
 class TxNetwork(TestCase):
@@ -36,19 +37,8 @@ class TxNetwork(TestCase):
     def setUp(self) -> Any:
         work = Path(self.mktemp())
         work.mkdir()
-        self.net = support.Network(work, ROUTERS, LINKS)
-        original = self.net.settings
         tx = self.tx_settings
-
-        def settings(rid: str) -> Any:
-            s = original(rid)
-            stubs = tuple(StubConfig(c.name, c.zone, c.type, dict(c.options),
-                                     [{"name": "hello", "kind": "kv"},
-                                      {"name": "asset", "kind": "asset", "initial": dict(ACCOUNTS)}])
-                          for c in s.stubs)
-            return replace(s, tx=tx, stubs=stubs)
-
-        self.net.settings = settings  # type: ignore[method-assign]
+        self.net = support.Network(work, ROUTERS, LINKS, adjust=lambda rid, s: replace(s, tx=tx))
         self.addCleanup(self.net.stop)
         yield self.net.start()
         yield self.until_routed()
