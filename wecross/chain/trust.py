@@ -90,16 +90,27 @@ class TrustedResults:
             self.counters["unverifiable"] += 1
             return result
         if chain_type not in ("embedded", "evm"):
-            result["verified"] = {"proof": False, "reason": f"no verifier for chain type {chain_type!r} yet"}
-            self.counters["unverifiable"] += 1
-            return result
+            return self._unverifiable(result, chain_type)
+        assert chain_type is not None
+        number = self._block_of(result, owner, chain, chain_type)
+        assert isinstance(owner, str)
+        hashed = self.trusted_hash(chain, chain_type, number, owner)
+        return hashed.addCallback(self._check, result, invocation, chain, owner)
+
+    def _unverifiable(self, result: dict[str, Any], chain_type: str | None) -> dict[str, Any]:
+        result["verified"] = {"proof": False, "reason": f"no verifier for chain type {chain_type!r} yet"}
+        self.counters["unverifiable"] += 1
+        return result
+
+    def _block_of(self, result: dict[str, Any], owner: object, chain: str, chain_type: str) -> int:
+        """The block a proven result names (refused as malformed without one, or without an owner); its header is
+        taken from the proof when it is the next block of the trusted chain."""
         number = result.get("block_number")
         if type(number) is not int or number < 0 or not isinstance(owner, str):
             self._refuse("malformed", "the result names no block or no owner", owner)
         assert isinstance(owner, str) and isinstance(number, int)
         self._extend_from_proof(chain, chain_type, number, owner, result)
-        hashed = self.trusted_hash(chain, chain_type, number, owner)
-        return hashed.addCallback(self._check, result, invocation, chain, owner)
+        return number
 
     def verify_commit(self, result: dict[str, Any], path: IPath, args: list[Any],
                       sender: str) -> Deferred[dict[str, Any]] | dict[str, Any]:
@@ -111,14 +122,10 @@ class TrustedResults:
         chain = path.chain_path
         chain_type = self.chain_type_of(chain, owner) if isinstance(owner, str) else None
         if chain_type not in ("embedded", "evm"):
-            result["verified"] = {"proof": False, "reason": f"no verifier for chain type {chain_type!r} yet"}
-            self.counters["unverifiable"] += 1
-            return result
-        number = result.get("block_number")
-        if type(number) is not int or number < 0 or not isinstance(owner, str):
-            self._refuse("malformed", "the commit names no block or no owner", owner)
-        assert isinstance(owner, str) and isinstance(number, int)
-        self._extend_from_proof(chain, chain_type, number, owner, result)
+            return self._unverifiable(result, chain_type)
+        assert chain_type is not None
+        number = self._block_of(result, owner, chain, chain_type)
+        assert isinstance(owner, str)
 
         def check(expected: str) -> dict[str, Any]:
             if chain_type == "evm":
