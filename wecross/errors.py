@@ -44,6 +44,11 @@ HTTP_STATUS: dict[str, int] = {
     "bad_response": 502,
     "rpc_error": 502,  # a chain node (EVM JSON-RPC) failed or answered nonsense
     "proof_invalid": 502,  # a result or header from upstream failed verification: nothing was returned as true
+    # A request refused by its owner before anything ran: its end-to-end signature (wecross.attest) failed, i.e. it
+    # was altered on the way or its origin is not who it claims; the signer's record may not have reached the
+    # owner yet (unknown_signer, retry later).
+    "bad_signature": 502,
+    "unknown_signer": 503,
     "unreachable": 503,
     "unavailable": 503,
     "overloaded": 503,

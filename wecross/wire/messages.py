@@ -66,6 +66,8 @@ NAME_MAX = 256
 HOP_LIMIT_MAX = 255
 #: Length of a request id (a UUID's worth of random bytes).
 REQUEST_ID_LEN = 16
+#: Longest Request.signature: an RSA-4096 signature (ECDSA P-256 signatures are about 72 bytes).
+SIGNATURE_MAX = 512
 #: Protocol versions are small positive integers.
 VERSION_MAX = 65535
 
@@ -333,7 +335,8 @@ def _check_gossip_records(v: Sequence[Any], limits: Limits) -> None:
 
 def _explain_request(v: Sequence[Any], limits: Limits) -> None:
     """The reference rules for Request, one helper per field; slow but says exactly what is wrong."""
-    request_id, origin, destination, hop_limit, deadline_ms, path, op, ipath, method, args, sender = v
+    request_id, origin, destination, hop_limit, deadline_ms, path, op, ipath, method, args, sender, expires_ms, \
+        signature = v
     _request_id(request_id, "Request.request_id")
     _name(origin, "Request.origin")
     _name(destination, "Request.destination")
@@ -346,13 +349,17 @@ def _explain_request(v: Sequence[Any], limits: Limits) -> None:
     _short(method, "Request.method")
     _free_list(args, limits, "Request.args")
     _text(sender, limits, "Request.sender")
+    _u64(expires_ms, "Request.expires_ms")
+    if type(signature) is not bytes or len(signature) > SIGNATURE_MAX:
+        _fail("schema", "Request.signature", f"expected at most {SIGNATURE_MAX} bytes, got {_show(signature)}")
 
 
 def _check_request(v: Sequence[Any], limits: Limits) -> None:
     """Request is on the hot path of every hop: test everything inline and fall back to the reference rules
     (:func:`_explain_request`) only when something looks wrong. The inline tests are each at least as strict as the
     reference, so the fallback decides every doubtful case."""
-    request_id, origin, destination, hop_limit, deadline_ms, path, op, ipath, method, args, sender = v
+    request_id, origin, destination, hop_limit, deadline_ms, path, op, ipath, method, args, sender, expires_ms, \
+        signature = v
     if not (
         type(request_id) is bytes
         and len(request_id) == REQUEST_ID_LEN
@@ -376,6 +383,10 @@ def _check_request(v: Sequence[Any], limits: Limits) -> None:
         and len(args) <= limits.max_list
         and type(sender) is str
         and len(sender) <= limits.max_str
+        and type(expires_ms) is int
+        and 0 <= expires_ms <= U64_MAX
+        and type(signature) is bytes
+        and len(signature) <= SIGNATURE_MAX
     ):
         _explain_request(v, limits)
     for hop in path:
@@ -571,6 +582,12 @@ class Request:
     method: str
     args: list[Any]
     sender: str  # identity of the client on whose behalf the request runs
+    #: When the request expires, in the origin's wall-clock milliseconds since the epoch: signed (unlike
+    #: ``deadline_ms``, which relays lower hop by hop), so that a signed request cannot be replayed after it.
+    expires_ms: int = 0
+    #: The origin router's signature over the request's end-to-end fields (wecross.attest.request_body): the owner
+    #: runs nothing a relay altered. Empty only in tests of the codec.
+    signature: bytes = b""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -763,18 +780,18 @@ _new = object.__new__
 def _encode_request(m: Request) -> list[Any]:
     return [
         m.request_id, m.origin, m.destination, m.hop_limit, m.deadline_ms, m.path, m.op, m.ipath, m.method, m.args,
-        m.sender,
+        m.sender, m.expires_ms, m.signature,
     ]  # fmt: skip
 
 
 def _decode_request(body: list[Any], limits: Limits) -> Request:
-    if len(body) != 11:
-        _fail("schema", "REQUEST", f"expected 11 fields, got {len(body)}")
+    if len(body) != 13:
+        _fail("schema", "REQUEST", f"expected 13 fields, got {len(body)}")
     _check_request(body, limits)
     m = _new(_REQUEST_TWIN)
     (
         m.request_id, m.origin, m.destination, m.hop_limit, m.deadline_ms, m.path, m.op, m.ipath, m.method, m.args,
-        m.sender,
+        m.sender, m.expires_ms, m.signature,
     ) = body  # fmt: skip
     m.__class__ = Request
     return m  # type: ignore[no-any-return]
