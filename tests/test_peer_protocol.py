@@ -180,13 +180,13 @@ class LinkTests(SynchronousTestCase):
         self.flushLoggedErrors(ZeroDivisionError)
         self.assertTrue(self.b.established)
 
-    def test_unencodable_result_answers_internal(self) -> None:
+    def test_unencodable_result_answers_bad_response(self) -> None:
         self.make()
         self.b_owner.handler = lambda req: defer.succeed({"output": object()})
         d = self.a.request(request(), timeout=10)
         self.pump.flush()
-        self.assertEqual(self.failureResultOf(d, RouterError).value.code, "internal")
-        self.flushLoggedErrors()
+        self.assertEqual(self.failureResultOf(d, RouterError).value.code, "bad_response")
+        self.assertEqual(self.flushLoggedErrors(), [])
         self.assertTrue(self.b.established)
 
     def test_timeout_and_late_reply(self) -> None:

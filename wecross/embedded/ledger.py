@@ -29,6 +29,12 @@ rollbacks), so one fsync makes the whole round durable, however many prepares an
 commit). The round is installed, and its callers answered, only once it is durable: a prepare answers after its
 record is on disk, so a prepared participant survives a crash with its locks.
 
+One transaction's content never fails its block. Arguments are checked when a request arrives
+(:meth:`Contract.check`, which refuses text UTF-8 cannot encode), and before an item joins its round
+:func:`_unstorable` encodes what the writer thread will encode for it (arguments, sender, output, events, every
+changed key and value) with the same encoder: an item that fails there fails alone with ``bad_args`` and its changes
+are dropped, so the writer thread only ever sees encodable content (``tests.test_hostile_input.LedgerIsolation``).
+
 Locks. The lock table (state key -> participant) lives on the reactor thread. A prepared step runs in a
 :class:`~wecross.embedded.txn.GuardedOverlay` over its participant's tentative changes and locks every key it reads
 or writes; writes, HTLC operations and reads outside any transaction fail with ``locked`` when they touch a locked
@@ -65,7 +71,7 @@ from wecross.embedded.block import (
     genesis_header,
     sha256,
 )
-from wecross.embedded.resources import KIND_KEY, NS_META, OP_HTLC, Contract, Outcome, genesis_state
+from wecross.embedded.resources import KIND_KEY, NS_META, OP_HTLC, Contract, Outcome, check_text, genesis_state
 from wecross.embedded.state import (
     Overlay,
     RecordingState,
@@ -93,6 +99,7 @@ from wecross.embedded.txn import (
     check_tx_id,
     locked_error,
 )
+from wecross.logs import untrusted
 from wecross.stub.interfaces import (
     OP_GET_DATA,
     OP_SEND_TRANSACTION,
@@ -231,6 +238,25 @@ class _Round:
 
     def empty(self) -> bool:
         return not (self.transactions or self.txs or self.finished or self.rollbacks or self.lookups)
+
+
+def _unstorable(work: _Work, outcome: Outcome, changes: Mapping[StateKey, Any]) -> str | None:
+    """Why one item's content could not be written to the chain, or None when it can.
+
+    Encodes, with the chain's own canonical encoder, everything of the item that the writer thread encodes later
+    (the transaction's free fields, the receipt's output and events, each changed state key and value): run on the
+    reactor thread before the item joins its round, so a value no check caught fails this item alone instead of
+    the block write of every other caller in the round.
+    """
+    try:
+        encode([work.sender, work.method, work.args, outcome.output, [[e.name, e.data] for e in outcome.events]])
+        for key, value in changes.items():
+            encode_key(key)
+            if value is not None:
+                encode(value)
+    except Exception as exc:  # EncodingError, msgpack's UnicodeEncodeError/TypeError/OverflowError
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return None
 
 
 def _proof_bundle(header_wire: dict[str, Any], tx_tree: MerkleTree, tx_leaf: bytes, receipt_tree: MerkleTree,
@@ -704,6 +730,10 @@ class Ledger:
         self._check_running()
         if not isinstance(sender, str):
             raise StubError("bad_args", "the sender must be a string")
+        try:
+            check_text(sender)
+        except ValueError as exc:
+            raise StubError("bad_args", f"the sender {exc}") from None
         if len(self._queue) >= self.max_pending:
             raise StubError("overloaded", f"chain {self.chain_id} has {len(self._queue)} transactions "
                                           "waiting for a block; try again later")
@@ -845,11 +875,23 @@ class Ledger:
             work.deferred.errback(StubError("internal", f"internal error in {work.resource}.{work.method}"))
         return None
 
+    def _refused_content(self, work: _Work, outcome: Outcome, changes: Mapping[StateKey, Any]) -> bool:
+        """Fail ``work`` alone (``bad_args``) when its content could not be stored; True if it was failed."""
+        problem = _unstorable(work, outcome, changes)
+        if problem is None:
+            return False
+        log.warn("chain {chain}: {resource}.{method} refused: its content cannot be stored ({problem})",
+                 chain=self.chain_id, resource=work.resource, method=untrusted(work.method, 64),
+                 problem=untrusted(problem))
+        work.deferred.errback(StubError("bad_args", f"{work.resource}.{work.method}: the transaction's content "
+                                                    f"cannot be stored on chain {self.chain_id} ({problem})"))
+        return True
+
     def _run_write(self, rnd: _Round, work: _Work) -> None:
         """A write or HTLC operation outside any transaction: in the block unless it fails or meets a lock."""
         state = GuardedOverlay(rnd.overlay, rnd.owner_of, None)
         outcome = self._apply(work, state, rnd.timestamp_ms)
-        if outcome is None:
+        if outcome is None or self._refused_content(work, outcome, state.changes()):
             return
         state.merge_into_parent()
         rnd.include(work, Transaction(self.chain_id, self._tx_total + len(rnd.transactions), work.timestamp_ms,
@@ -869,7 +911,7 @@ class Ledger:
                                                                            work.timestamp_ms)
         state = GuardedOverlay(TxLayer(tx.changes, rnd.overlay), rnd.owner_of, owner)
         outcome = self._apply(work, state, rnd.timestamp_ms)
-        if outcome is None:
+        if outcome is None or self._refused_content(work, outcome, state.changes()):
             return  # the participant's earlier steps stay prepared; the coordinator decides
         tx.steps.append(Step(work.method, work.args, work.sender, outcome.output, outcome.events))
         tx.changes.update(state.changes())

@@ -48,12 +48,24 @@ class Outcome:
     events: tuple[Event, ...] = ()
 
 
+def check_text(value: str) -> str:
+    """Refuse a str that UTF-8 cannot encode (a lone surrogate such as ``"\\ud800"``, which a JSON escape can
+    produce): it would pass every other check here and only fail when the block holding it is encoded, failing
+    every other transaction of that block with it. ValueError, as the other checks."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"must be valid Unicode text (a lone surrogate at character {exc.start})") from None
+    return value
+
+
 def _check_key(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("must be a non-empty string")
     if len(value) > MAX_KEY_LENGTH:
         raise ValueError(f"must be at most {MAX_KEY_LENGTH} characters")
-    return value
+    return check_text(value)
 
 
 def _check_value(value: Any) -> Any:
@@ -62,6 +74,9 @@ def _check_value(value: Any) -> Any:
         size = len(encode(normal))
     except EncodingError as exc:
         raise ValueError(str(exc)) from None
+    except (UnicodeEncodeError, TypeError, OverflowError) as exc:
+        # msgpack's own refusals (a lone surrogate in a string or a map key): the value could never be stored.
+        raise ValueError(f"cannot be stored ({type(exc).__name__}: {str(exc)[:200]})") from None
     if size > MAX_VALUE_BYTES:
         raise ValueError(f"is {size} bytes encoded, more than the limit of {MAX_VALUE_BYTES}")
     return normal
@@ -72,7 +87,7 @@ def _check_account(value: Any) -> str:
         raise ValueError("must be a non-empty string (an account name)")
     if len(value) > MAX_ACCOUNT_LENGTH:
         raise ValueError(f"must be at most {MAX_ACCOUNT_LENGTH} characters")
-    return value
+    return check_text(value)
 
 
 def _check_amount(value: Any) -> int:

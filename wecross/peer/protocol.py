@@ -4,6 +4,12 @@ The protocol is a thin shell: frames come from the sans-IO :class:`~wecross.wire
 :class:`~wecross.peer.link.LinkHealth`; what a request *means* is the business of the :class:`LinkOwner` (the peer
 service, which passes requests on to the router). Every frame problem closes this one connection, is counted by
 reason and is logged with the peer's address; nothing from a peer can raise into the reactor.
+
+What a peer wrote (BYE reasons, ERROR messages, its router id) reaches a log only through
+:func:`wecross.logs.untrusted` (bounded, escaped). What this link writes is encoded before anything is registered:
+a REQUEST the wire cannot carry fails its caller with ``bad_args`` and leaves no pending entry or timer behind
+(:meth:`PeerLink.request`), and an ERROR answer is clamped until it fits the wire's limits (:func:`error_frame`);
+``tests.test_hostile_input`` holds both.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wecross.errors import RouterError
+from wecross.logs import untrusted
 from wecross.peer.link import LinkHealth
 from wecross.wire.codec import Envelope, FrameDecoder, encode_frame
 from wecross.wire.errors import WireError
@@ -45,6 +52,38 @@ if TYPE_CHECKING:
     from wecross.peer.tls import PeerIdentity
 
 log = Logger()
+
+#: Longest ERROR message this router writes: a message quoting a request's path or arguments is cut here, which
+#: keeps the frame far inside any ``max_frame`` (Limits' floor is 64 bytes only for the envelope-less tests).
+ERROR_MESSAGE_MAX = 1024
+#: Path entries an ERROR frame keeps when the whole path does not fit (the last ones: the hops nearest the answer).
+ERROR_PATH_KEEP = 16
+
+
+def error_frame(
+    msg_id: int, reply_to: int, request_id: bytes, code: str, message: str, path: list[Any],
+    limits: WireLimits,
+) -> bytes:
+    """An encoded ERROR answer that always fits ``limits``: the message is cut to :data:`ERROR_MESSAGE_MAX`
+    characters (and made encodable), and if the frame is still refused (a code or path the wire rejects, a frame
+    over ``max_frame``) the path is cut to its last entries and then the code becomes ``internal``. The last form
+    holds only constants and the request id the peer itself sent, so it always encodes."""
+    text = message if len(message) <= ERROR_MESSAGE_MAX else f"{message[:ERROR_MESSAGE_MAX]}... (cut)"
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    entries = [str(p) for p in path]
+    attempts: tuple[tuple[str, str, list[str]], ...] = (
+        (code, text, entries),
+        (code, text[:200], entries[-ERROR_PATH_KEEP:]),
+        ("internal", "the router's answer did not fit the wire's limits", []),
+    )
+    for attempt_code, attempt_message, attempt_path in attempts:
+        try:
+            error = Error(reply_to=reply_to, request_id=request_id, code=attempt_code, message=attempt_message,
+                          path=attempt_path)
+            return encode_frame(msg_id, error, limits=limits)
+        except WireError:
+            continue
+    raise AssertionError("the constant ERROR frame did not encode")  # pragma: no cover
 
 
 class LinkOwner(Protocol):
@@ -108,6 +147,7 @@ class PeerLink(TwistedProtocol):
         self.heartbeat_interval = heartbeat_interval
         self.handshake_timeout = handshake_timeout
         self.max_in_flight = max_in_flight
+        self.wire_limits = wire_limits
         self.decoder = FrameDecoder(wire_limits)
         self.health = LinkHealth(clock.seconds(), dead_after, heartbeat_interval)
         self.peer_hello: Hello | None = None
@@ -150,7 +190,8 @@ class PeerLink(TwistedProtocol):
 
     def describe(self) -> str:
         direction = "to" if self.outbound else "from"
-        return f"link {direction} {self.peer_id or '?'} ({self.address})"
+        # The peer id comes from the peer's HELLO (checked against its certificate, but still its own text).
+        return f"link {direction} {untrusted(self.peer_id or '?', 64)} ({self.address})"
 
     # -- Twisted events ---------------------------------------------------------------------------------------------
 
@@ -177,7 +218,7 @@ class PeerLink(TwistedProtocol):
             envelopes = self.decoder.feed(data)
         except WireError as exc:
             log.warn("{link}: bad frame ({reason}): {message}; closing this link",
-                     link=self.describe(), reason=exc.reason, message=exc.message)
+                     link=self.describe(), reason=exc.reason, message=untrusted(exc.message))
             self.owner.frame_error(self, exc)
             self.close(f"bad frame: {exc.reason}", bye=True, abort=True)
             return
@@ -210,12 +251,14 @@ class PeerLink(TwistedProtocol):
     def _send(self, message: Any, msg_id: int | None = None) -> int:
         if msg_id is None:
             msg_id = next(self._ids)
-        frame = encode_frame(msg_id, message)
+        self._write(encode_frame(msg_id, message))
+        return msg_id
+
+    def _write(self, frame: bytes) -> None:
         self.bytes_out += len(frame)
         self.frames_out += 1
         assert self.transport is not None
         self.transport.write(frame)
-        return msg_id
 
     # -- flow control (IPushProducer: the transport calls these) --------------------------------------------------
 
@@ -287,6 +330,13 @@ class PeerLink(TwistedProtocol):
             return defer.fail(RouterError("overloaded", f"{self.max_in_flight} requests already in flight to "
                                                         f"{self.peer_id}"))
         msg_id = next(self._ids)
+        try:
+            # Encoded before anything is registered: a value the wire cannot carry (a lone surrogate, a list
+            # mutated after construction) fails this caller alone, with no pending entry or timer left behind.
+            frame = encode_frame(msg_id, request)
+        except WireError as exc:
+            return defer.fail(RouterError("bad_args", f"the request cannot be sent to {self.peer_id}: "
+                                                      f"{exc.message[:ERROR_MESSAGE_MAX]}"))
 
         def cancel(d: Deferred[Response]) -> None:
             entry = self._pending.pop(msg_id, None)
@@ -296,7 +346,7 @@ class PeerLink(TwistedProtocol):
         deferred: Deferred[Response] = Deferred(cancel)
         timer = self.clock.callLater(max(timeout, 0.0), self._timed_out, msg_id, timeout)
         self._pending[msg_id] = (deferred, timer)
-        self._send(request, msg_id)
+        self._write(frame)
         return deferred
 
     def _timed_out(self, msg_id: int, timeout: float) -> None:
@@ -316,8 +366,9 @@ class PeerLink(TwistedProtocol):
             if isinstance(message, Hello):
                 self._on_hello(message)
             elif isinstance(message, Bye):
-                log.info("{link}: peer closed during handshake: {reason}", link=self.describe(), reason=message.reason)
-                self.close(f"peer said bye: {message.reason}", bye=False)
+                log.info("{link}: peer closed during handshake: {reason}", link=self.describe(),
+                         reason=untrusted(message.reason))
+                self.close(f"peer said bye: {untrusted(message.reason)}", bye=False)
             else:
                 self._protocol_violation(f"{type(message).__name__} before HELLO")
             return
@@ -334,14 +385,14 @@ class PeerLink(TwistedProtocol):
         elif isinstance(message, GossipDigest | GossipRecords | GossipSummary):
             self.owner.handle_gossip(self, message)
         elif isinstance(message, Bye):
-            log.info("{link}: peer closed the link: {reason}", link=self.describe(), reason=message.reason)
-            self.close(f"peer said bye: {message.reason}", bye=False)
+            log.info("{link}: peer closed the link: {reason}", link=self.describe(), reason=untrusted(message.reason))
+            self.close(f"peer said bye: {untrusted(message.reason)}", bye=False)
         elif isinstance(message, Hello):
             self._protocol_violation("second HELLO")
         # EVENT is served by a later layer; until then it is ignored, not fatal.
 
     def _protocol_violation(self, what: str) -> None:
-        log.warn("{link}: protocol violation: {what}; closing", link=self.describe(), what=what)
+        log.warn("{link}: protocol violation: {what}; closing", link=self.describe(), what=untrusted(what))
         self.owner.frame_error(self, WireError("schema", what))
         self.close(f"protocol violation: {what}")
 
@@ -351,12 +402,12 @@ class PeerLink(TwistedProtocol):
         common = set(hello.versions) & set(SUPPORTED_VERSIONS)
         if not common:
             log.warn("{link}: no common protocol version (peer {theirs}, ours {ours})", link=self.describe(),
-                     theirs=hello.versions, ours=list(SUPPORTED_VERSIONS))
+                     theirs=untrusted(hello.versions), ours=list(SUPPORTED_VERSIONS))
             self.close(f"no common protocol version (ours {list(SUPPORTED_VERSIONS)})")
             return
         self.version = max(common)
         if self.expected_id is not None and hello.router_id != self.expected_id:
-            self._refuse(f"expected router {self.expected_id!r}, peer says it is {hello.router_id!r}")
+            self._refuse(f"expected router {self.expected_id!r}, peer says it is {untrusted(hello.router_id, 64)!r}")
             return
         refusal = self.owner.identify(self, hello)
         if refusal is not None:
@@ -375,7 +426,7 @@ class PeerLink(TwistedProtocol):
         self._watchdog_timer = self.clock.callLater(self.health.deadline() - self.clock.seconds(), self._watchdog)
 
     def _refuse(self, reason: str) -> None:
-        log.warn("{link}: refused: {reason}", link=self.describe(), reason=reason)
+        log.warn("{link}: refused: {reason}", link=self.describe(), reason=untrusted(reason))
         self.close(f"refused: {reason}")
 
     def _handshake_timed_out(self) -> None:
@@ -411,8 +462,8 @@ class PeerLink(TwistedProtocol):
             # An answer after its deadline (or a link-level ERROR): harmless, but worth a counter.
             self.late_replies += 1
             if reply_to == 0 and isinstance(message, Error):
-                log.warn("{link}: peer reports {code}: {message}", link=self.describe(), code=message.code,
-                         message=message.message)
+                log.warn("{link}: peer reports {code}: {message}", link=self.describe(),
+                         code=untrusted(message.code, 64), message=untrusted(message.message))
             return
         deferred, timer = entry
         if timer.active():
@@ -432,7 +483,19 @@ class PeerLink(TwistedProtocol):
             if self.closing_reason is None:
                 body = dict(result)  # the handler may keep its dict (replay cache): never mutate it
                 path = body.pop("path", list(request.path))
-                self._send(Response(reply_to=msg_id, request_id=request.request_id, result=body, path=path))
+                reply_id = next(self._ids)
+                try:
+                    frame = encode_frame(reply_id, Response(reply_to=msg_id, request_id=request.request_id,
+                                                            result=body, path=path), limits=self.wire_limits)
+                except WireError as exc:
+                    # A result the wire cannot carry (too large, a value out of range) is this request's failure,
+                    # answered as one, not a traceback and a request left to time out.
+                    log.warn("{link}: the answer to request {rid} cannot be sent: {why}", link=self.describe(),
+                             rid=request.request_id.hex()[:32], why=untrusted(exc.message))
+                    frame = error_frame(reply_id, msg_id, request.request_id, "bad_response",
+                                        f"the result cannot be carried by the wire: {exc.message}", path,
+                                        self.wire_limits)
+                self._write(frame)
 
         def failed(failure: Failure) -> None:
             if isinstance(failure.value, RouterError):
@@ -440,11 +503,12 @@ class PeerLink(TwistedProtocol):
                 path = failure.value.details.get("path", list(request.path))
             else:
                 log.failure("{link}: serving request {rid} failed", failure, link=self.describe(),
-                            rid=request.request_id.hex())
+                            rid=request.request_id.hex()[:32])
                 code, message, path = "internal", "internal error in the router", list(request.path)
             if self.closing_reason is None:
-                self._send(Error(reply_to=msg_id, request_id=request.request_id, code=code, message=message,
-                                 path=[str(p) for p in path]))
+                # Clamped to fit: an answer the wire refused would leave the request unanswered until it times out.
+                self._write(error_frame(next(self._ids), msg_id, request.request_id, code, message, path,
+                                        self.wire_limits))
 
         d.addCallback(answer)
         d.addErrback(failed)
