@@ -6,26 +6,36 @@ Each class names the finding it holds; every test here failed before its fix.
 
 from __future__ import annotations
 
+import json
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
 
+from tests import support
 from tests.test_embedded_chain import make_settings
 from tests.test_peer_protocol import FakeOwner, request
+from tests.test_router_network import RawPeer
 from wecross.embedded.stub import EmbeddedStub
 from wecross.errors import RouterError
+from wecross.facade import Invocation
+from wecross.ipath import IPath
 from wecross.logs import UNTRUSTED_MAX, untrusted
 from wecross.peer.protocol import ERROR_MESSAGE_MAX, PeerLink, error_frame
+from wecross.peer.tls import client_options, load_tls_material
 from wecross.stub.interfaces import Result, StubError
-from wecross.wire.codec import FrameDecoder
+from wecross.wire.codec import FrameDecoder, encode_frame
 from wecross.wire.limits import Limits
-from wecross.wire.messages import Error
+from wecross.wire.messages import Error, Hello
 
 SURROGATE = "\ud800"
 
@@ -196,3 +206,75 @@ class LinkLimits(SynchronousTestCase):
         self.assertLess(len(self.a.closing_reason or ""), 600)
 
 
+
+
+class TwoLiveRouters(TestCase):
+    """router-a (chain bank-a) dials router-b (chain court), for real: TLS on 127.0.0.1, REST on its own port."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        self.work = Path(self.mktemp())
+        self.work.mkdir()
+        self.b = yield support.start(support.router_settings("router-b", self.work, zone="evidence", chain="court"))
+        self.addCleanup(support.stop, self.b)
+        self.a = yield support.start(support.router_settings(
+            "router-a", self.work, zone="payment", chain="bank-a",
+            peers=[{"address": f"127.0.0.1:{self.b.p2p_port}", "id": "router-b"}]))
+        self.addCleanup(support.stop, self.a)
+        yield support.until(lambda: self.a.router.table.route("evidence.court")
+                            and self.b.router.table.route("payment.bank-a"))
+        self.log = CapturedLog(self)
+
+    def assert_clean_log(self) -> None:
+        bad = [t for t in self.log.texts() if "Traceback" in t or "Unhandled error" in t]
+        bad += [t for e, t in zip(self.log.events, self.log.texts(), strict=True) if e.get("log_failure")]
+        self.assertEqual(bad, [])
+
+    async def post(self, path: str, body: bytes) -> tuple[int, Any]:
+        pool = HTTPConnectionPool(reactor)
+        self.addCleanup(pool.closeCachedConnections)
+        agent = Agent(reactor, pool=pool)
+        response = await agent.request(b"POST", f"http://127.0.0.1:{self.a.rest_port}{path}".encode(),
+                                       Headers({b"Content-Type": [b"application/json"]}),
+                                       FileBodyProducer(BytesIO(body)))
+        return response.code, json.loads(await readBody(response))
+
+    @defer.inlineCallbacks
+    def test_values_the_wire_cannot_carry_are_refused_with_400(self) -> Any:
+        """Finding 6 at the REST edge: an integer >= 2**64 or a lone surrogate for a remote chain."""
+        remote = "/evidence/court/hello/sendTransaction"
+        big = json.dumps({"method": "set", "args": ["k", 2**64]}).encode()
+        code, body = yield defer.ensureDeferred(self.post(remote, big))
+        self.assertEqual((code, body["error"]["code"]), (400, "bad_args"))
+        lone = b'{"method": "set", "args": ["\\ud800", "v"]}'
+        for path in (remote, "/payment/bank-a/hello/sendTransaction"):
+            code, body = yield defer.ensureDeferred(self.post(path, lone))
+            self.assertEqual((code, body["error"]["code"]), (400, "bad_json"))
+        links = list(self.a.peers.links.values())
+        self.assertEqual(sum(link.in_flight for link in links), 0)
+        code, body = yield defer.ensureDeferred(self.post(remote, b'{"method": "set", "args": ["k", "v"]}'))
+        self.assertEqual(code, 200)
+        self.assert_clean_log()
+
+    @defer.inlineCallbacks
+    def test_second_link_with_a_routers_certificate_does_not_displace_it(self) -> Any:
+        """Finding 10: router-b holds router-a's live link (inbound: router-a dialled it, the tie-break's winner).
+        A connection presenting router-a's certificate is refused, and the live link stays."""
+        live = self.b.peers.links["router-a"]
+        certs = support.pki() / "router-a"
+        material = load_tls_material(support.pki() / "ca.crt", certs / "chain.pem", certs / "key.pem")
+        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", self.b.p2p_port, client_options(material))
+        peer = yield connectProtocol(endpoint, RawPeer())
+        peer.transport.write(encode_frame(1, Hello(router_id="router-a", versions=[1], zones=["payment"],
+                                                   features=[], listen="", epoch=2**40)))
+        yield peer.closed
+        self.assertIn(b"already has a live link", peer.received)
+        self.assertIs(self.b.peers.links["router-a"], live)
+        self.assertEqual(self.b.peers.counters.refused["duplicate_live"], 1)
+        self.assertEqual(self.b.router.status()["refused_links"].get("duplicate_live"), 1)
+        got = yield self.b.router.invoke(Invocation(IPath.parse("payment.bank-a.asset"), "call", "balanceOf",
+                                                    ["alice"]))
+        self.assertEqual(got["output"], 1000)
+        self.assertTrue(any("already has a live link" in t for t in self.log.texts()))

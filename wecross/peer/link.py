@@ -156,3 +156,41 @@ def keep_dialled_by(local_id: str, peer_id: str) -> str:
     Both ends evaluate this with the same two ids and so close the same connection; the lower id's dial wins.
     """
     return min(local_id, peer_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateVerdict:
+    """What to do with a second link to a router we are already linked to."""
+
+    newcomer_wins: bool
+    #: The counter (``/status`` ``refused_links``) and the words of the BYE sent to the loser.
+    kind: str
+    reason: str
+
+
+def judge_duplicate(
+    local_id: str, peer_id: str, *, existing_outbound: bool, existing_alive: bool, existing_age: float,
+    newcomer_outbound: bool, simultaneous_window: float,
+) -> DuplicateVerdict:
+    """Which of two links to the same router survives.
+
+    Presenting a router's certificate is not enough to take its place: a replayed or stolen session that completes a
+    handshake while the router's real link lives must not cut that link (nor the requests in flight on it). So:
+
+    * the existing link loses only when it is dead (closed, or silent past ``dead_after``: the liveness rule);
+    * or when the two links are a *simultaneous dial*: opposite directions, and the existing link came up less than
+      ``simultaneous_window`` (the handshake timeout) ago. Then :func:`keep_dialled_by` decides, as both ends
+      evaluate it alike. Outside that window the existing link wins even if the tie-break would favour the
+      newcomer, so an attacker cannot reach the tie-break by dialling later;
+    * otherwise the newcomer is refused and the live link stays.
+    """
+    if not existing_alive:
+        return DuplicateVerdict(True, "duplicate_replaced_dead", "a newer link replaced a dead one")
+    if existing_outbound != newcomer_outbound and existing_age < simultaneous_window:
+        winner = keep_dialled_by(local_id, peer_id)
+        newcomer_dialler = local_id if newcomer_outbound else peer_id
+        if newcomer_dialler == winner:
+            return DuplicateVerdict(True, "duplicate", "duplicate link (the other connection is kept)")
+        return DuplicateVerdict(False, "duplicate", "duplicate link (the other connection is kept)")
+    return DuplicateVerdict(False, "duplicate_live",
+                            "duplicate link: this router already has a live link to that router")

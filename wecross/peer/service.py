@@ -1,8 +1,10 @@
 """PeerService: the router's links to other routers.
 
 It listens for peers, dials every configured peer through its own :class:`ClientService` (exponential back-off with
-jitter), keeps exactly one link per peer router, and tells the router when links come and go. How bytes travel is
-the business of a :class:`LinkTransports` object: real TCP + mutual TLS in a daemon, in-memory links in the
+jitter), keeps exactly one link per peer router (which one, when a second arrives, is
+:func:`~wecross.peer.link.judge_duplicate`'s rule: a live link is never displaced by a newcomer presenting the same
+certificate, except in the simultaneous-dial tie-break), and tells the router when links come and go. How bytes
+travel is the business of a :class:`LinkTransports` object: real TCP + mutual TLS in a daemon, in-memory links in the
 simulator. Everything above (handshake, heartbeats, duplicate resolution, request handling) is the same code.
 """
 
@@ -29,7 +31,8 @@ from twisted.logger import Logger
 
 from wecross.config import Address, PeerSettings, Timing
 from wecross.gossip.record import LinkInfo
-from wecross.peer.link import keep_dialled_by
+from wecross.logs import untrusted
+from wecross.peer.link import judge_duplicate
 from wecross.peer.protocol import LinkOwner, PeerLink
 from wecross.wire.errors import WireError
 from wecross.wire.limits import Limits as WireLimits
@@ -272,21 +275,28 @@ class PeerService(MultiService, LinkOwner):
         assert peer_id is not None
         existing = self.links.get(peer_id)
         if existing is not None and existing is not link:
-            winner_dialler = keep_dialled_by(self.local_id, peer_id)
-
-            def dialler(candidate: PeerLink) -> str:
-                return self.local_id if candidate.outbound else peer_id
-
-            new_wins = dialler(link) == winner_dialler or dialler(existing) != winner_dialler
-            loser, survivor = (existing, link) if new_wins else (link, existing)
-            self.counters.refused["duplicate"] += 1
+            now = self.clock.seconds()
+            verdict = judge_duplicate(
+                self.local_id, peer_id, existing_outbound=existing.outbound,
+                existing_alive=existing.closing_reason is None and not existing.lost and not existing.health.dead(now),
+                existing_age=now - existing.connected_at, newcomer_outbound=link.outbound,
+                simultaneous_window=self.timing.handshake_timeout,
+            )
+            loser, survivor = (existing, link) if verdict.newcomer_wins else (link, existing)
+            self.counters.refused[verdict.kind] += 1
+            if verdict.kind != "duplicate":  # the tie-break of a simultaneous dial is routine; the rest is not
+                log.warn("router {id}: {peer}: {reason}; kept the link {kept} ({kept_addr}), closing the one "
+                         "{closed} ({closed_addr})", id=self.local_id, peer=untrusted(peer_id, 64),
+                         reason=verdict.reason, kept="out" if survivor.outbound else "in", kept_addr=survivor.address,
+                         closed="out" if loser.outbound else "in", closed_addr=loser.address)
             loser_dialer: Dialer | None = getattr(loser, "dialer", None)
             if loser.outbound and loser_dialer is not None:
+                # Linked through the other connection: redialling would only be refused again until it drops.
                 self._pause_dialer(loser_dialer, survivor)
-            if not new_wins:
-                return "duplicate link (the other connection is kept)"
+            if not verdict.newcomer_wins:
+                return verdict.reason
             self.links.pop(peer_id, None)
-            loser.close("duplicate link (the other connection is kept)")
+            loser.close(verdict.reason)
         self.pending.discard(link)
         self.links[peer_id] = link
         dialer: Dialer | None = getattr(link, "dialer", None)

@@ -56,6 +56,7 @@ from wecross.rest.json_body import (
     success_body,
 )
 from wecross.stub.interfaces import OPERATIONS, PROOFS_WANTED, StubError
+from wecross.wire.errors import WireError
 
 #: The wrapper twisted.web's Site puts around each HTTPChannel (it picks HTTP/1.1 or HTTP/2 per connection). Private,
 #: so looked up softly: a Twisted without it leaves RestSite on the stock channel, which only loses RestChannel.
@@ -791,13 +792,22 @@ class RestApi(Resource):
         method, args = parse_operation_body(op, parse_json_object(body))
         invocation = Invocation(path=path, op=op, method=method, args=args, sender=client_identity(request))
         if with_proof:
-            return self.router.invoke(invocation)
+            return self._invoke(invocation)
         token = PROOFS_WANTED.set(False)
         try:
-            d = self.router.invoke(invocation)
+            d = self._invoke(invocation)
         finally:
             PROOFS_WANTED.reset(token)
         return d.addCallback(_without_proof)
+
+    def _invoke(self, invocation: Invocation) -> Deferred[Any]:
+        try:
+            return self.router.invoke(invocation)
+        except WireError as exc:
+            # Building the REQUEST for a remote chain refused a value the wire cannot carry (an integer outside
+            # -2**63 .. 2**64-1): the client's arguments are at fault, not the router.
+            raise RouterError("bad_args", f"the arguments cannot be sent to the router serving "
+                                          f"{invocation.path.chain_path}: {exc.message[:300]}") from None
 
     def _read_body(self, request: Request) -> bytes:
         # RestRequest already stopped storing at the limit; reading one byte more tells a full body from an

@@ -156,7 +156,33 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise RouterError("bad_json", f"request body is not acceptable JSON: {exc}") from None
     if not isinstance(value, dict):
         raise RouterError("bad_request", f"request body must be a JSON object, got {json_type_name(value)}")
+    if _SURROGATE_ESCAPE.search(text) is not None:
+        _refuse_lone_surrogates(value, 0)
     return value
+
+
+#: A \uD800-\uDFFF escape: the only way a lone surrogate gets into a parsed body (raw UTF-8 cannot encode one, and
+#: the decoder joins an escaped pair into one character). Only a body that has one pays for the walk below.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(value: Any, depth: int) -> None:
+    """Refuse a string (value or key) holding a lone surrogate: no chain can store it and the wire cannot carry it,
+    so it would otherwise fail deep inside (a block write, a frame encoding) instead of here, with a clear error."""
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise RouterError("bad_json", f"request body holds a lone surrogate (\\u{ord(value[exc.start]):04x}"
+                                              f" escape) in a string: not valid Unicode text") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_lone_surrogates(key, depth + 1)
+            _refuse_lone_surrogates(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_lone_surrogates(item, depth + 1)
 
 
 def parse_operation_body(op: str, body: Mapping[str, Any]) -> tuple[str, list[Any]]:
