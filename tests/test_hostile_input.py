@@ -12,10 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
@@ -24,6 +28,7 @@ from twisted.web.http_headers import Headers
 from tests import support
 from tests.test_embedded_chain import make_settings
 from tests.test_peer_protocol import FakeOwner, request
+from tests.test_rest import FakeRouter, parse_response
 from tests.test_router_network import RawPeer
 from wecross.embedded.stub import EmbeddedStub
 from wecross.errors import RouterError
@@ -32,6 +37,7 @@ from wecross.ipath import IPath
 from wecross.logs import UNTRUSTED_MAX, untrusted
 from wecross.peer.protocol import ERROR_MESSAGE_MAX, PeerLink, error_frame
 from wecross.peer.tls import client_options, load_tls_material
+from wecross.rest.api import make_site
 from wecross.stub.interfaces import Result, StubError
 from wecross.wire.codec import FrameDecoder, encode_frame
 from wecross.wire.limits import Limits
@@ -278,3 +284,74 @@ class TwoLiveRouters(TestCase):
                                                     ["alice"]))
         self.assertEqual(got["output"], 1000)
         self.assertTrue(any("already has a live link" in t for t in self.log.texts()))
+
+
+class HttpFraming(SynchronousTestCase):
+    """Finding 9: framing errors answered in the JSON envelope, a deadline per request head, a cap per client."""
+
+    def setUp(self) -> None:
+        self.router = FakeRouter()
+        self.clock = Clock()
+        self.site = make_site(self.router, max_body=100, reactor=self.clock, header_timeout=5.0,
+                              max_connections_per_client=3)
+
+    def connect(self, host: str = "127.0.0.1", port: int = 40000) -> tuple[Any, StringTransport]:
+        transport = StringTransport()
+        channel = self.site.buildProtocol(IPv4Address("TCP", host, port))
+        channel.makeConnection(transport)
+        self.addCleanup(lambda: transport.disconnected or channel.connectionLost(Failure(ConnectionDone())))
+        return channel, transport
+
+    def envelope(self, transport: StringTransport, status: int = 400, code: str = "bad_request") -> str:
+        got_status, headers, body = parse_response(transport.value())
+        self.assertEqual((got_status, headers[b"content-type"]), (status, b"application/json; charset=utf-8"))
+        error = json.loads(body)["error"]
+        self.assertEqual(error["code"], code)
+        self.assertTrue(transport.disconnecting)
+        return str(error["message"])
+
+    def test_framing_errors_get_the_envelope(self) -> None:
+        cases = [
+            b"NONSENSE\r\n\r\n",
+            b"GET /status HTTP/1.1\r\nno colon here\r\n\r\n",
+            b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n",  # a line over MAX_LENGTH: twisted closed silently
+            b"GET /status HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(200)) + b"\r\n",
+            b"POST /z/c/r/call HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ]
+        for raw in cases:
+            channel, transport = self.connect(port=40000 + len(raw))
+            channel.dataReceived(raw)
+            self.envelope(transport)
+            channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.router.invocations, [])
+
+    def test_slow_head_is_cut_at_its_deadline(self) -> None:
+        channel, transport = self.connect()
+        head = b"GET /status HTTP/1.1\r\nHost: x\r\n"
+        for byte in head:
+            channel.dataReceived(bytes([byte]))
+            self.clock.advance(0.25)  # each byte well inside the idle timeout, the head as a whole too slow
+        message = self.envelope(transport)
+        self.assertIn("within 5 s", message)
+
+    def test_deadline_does_not_cut_an_idle_keepalive_or_a_prompt_head(self) -> None:
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(parse_response(transport.value())[0], 200)
+        transport.clear()
+        self.clock.advance(30.0)  # idle between requests: the site's idle timeout governs that, not the head's
+        self.assertFalse(transport.disconnecting)
+        channel.dataReceived(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(parse_response(transport.value())[0], 200)
+
+    def test_connection_cap_per_client(self) -> None:
+        kept = [self.connect(port=41000 + i) for i in range(3)]
+        refused = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 41010))
+        transport = StringTransport()
+        refused.makeConnection(transport)
+        self.envelope(transport, 503, "overloaded")
+        self.connect(host="127.0.0.2")  # another client is not affected
+        kept[0][0].connectionLost(Failure(ConnectionDone()))  # one closes: room for one more
+        channel, transport = self.connect(port=41020)
+        channel.dataReceived(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(parse_response(transport.value())[0], 200)

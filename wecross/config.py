@@ -57,6 +57,10 @@ class RestSettings:
     tls: TLSPaths | None
     require_client_cert: bool
     max_body: int
+    #: Seconds a request head may take from its first byte (wecross/rest/http.py); slow-header clients are cut.
+    header_timeout: float = 10.0
+    #: Open connections one client address may hold at once.
+    max_connections_per_client: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,9 @@ class Limits:
     request_deadline: float = 30.0
     max_in_flight: int = 10_000
     hop_limit: int = 16
+    #: How far apart two routers' wall clocks may be: a signed request is accepted until its signed expiry plus
+    #: this, and not when it claims to expire more than request_deadline plus this ahead (wecross.attest).
+    clock_skew: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +129,16 @@ class TxSettings:
     #: Seconds a transaction may stay started (steps running, no decision) before it is rolled back; per-tx override.
     default_timeout: float = 60.0
     max_timeout: float = 3600.0
-    #: A participant holding a prepared transaction this long asks the coordinator, and rolls back when it has no
-    #: commit decision (or cannot be reached).
+    #: A participant holding a prepared transaction this long asks the coordinator, and carries out its decision
+    #: (rolls back when the coordinator has no record); while the coordinator cannot be asked it stays prepared.
     participant_timeout: float = 300.0
+    #: "wait" (2PC: a prepared participant never decides alone) or "rollback": opt in to a heuristic rollback once
+    #: the coordinator could not be asked for participant_heuristic_after seconds past participant_timeout. Always
+    #: reported as a heuristic outcome (wecross.tx.participant).
+    participant_heuristic: str = "wait"
+    participant_heuristic_after: float = 3600.0
+    #: Longest pause between two attempts to carry a decision to a participant.
+    retry_max: float = 30.0
     #: How often participants look for such transactions.
     check_interval: float = 5.0
     #: SQLite synchronous mode of the coordinator's log: FULL (fsync every group commit) unless you accept losing
@@ -138,6 +152,9 @@ class TxSettings:
     #: sending it to one participant and the next.
     test_hold_after_decision: float = 0.0
     test_hold_between_participants: float = 0.0
+    #: Fault testing only ("" in production): while this file exists, the coordinator's log writes fail
+    #: (wecross.tx.log, fault injection).
+    test_log_fault_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +380,8 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
         tls=rest_tls,
         require_client_cert=require_client_cert,
         max_body=rest_r.integer("max_body", 1024 * 1024, 1024, 256 * 1024 * 1024),
+        header_timeout=rest_r.number("header_timeout", 10.0, 0.1, 3600),
+        max_connections_per_client=rest_r.integer("max_connections_per_client", 64, 1, 1_000_000),
     )
     rest_r.finish()
 
@@ -386,6 +405,7 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
         request_deadline=lim.number("request_deadline", 30.0, 0.01, 86400),
         max_in_flight=lim.integer("max_in_flight", 10_000, 1, 10_000_000),
         hop_limit=lim.integer("hop_limit", 16, 1, 64),
+        clock_skew=lim.number("clock_skew", 30.0, 0.0, 3600),
     )
     lim.finish()
 
@@ -432,13 +452,20 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
     if log_sync not in ("FULL", "NORMAL", "OFF"):
         raise x.fail("log_sync", "expected FULL, NORMAL or OFF")
     max_timeout = x.number("max_timeout", 3600.0, 1.0, 30 * 86400.0)
+    participant_heuristic = x.get("participant_heuristic", str, default="wait")
+    if participant_heuristic not in ("wait", "rollback"):
+        raise x.fail("participant_heuristic", "expected wait or rollback")
     tx = TxSettings(default_timeout=x.number("default_timeout", 60.0, 0.1, max_timeout), max_timeout=max_timeout,
                     participant_timeout=x.number("participant_timeout", 300.0, 1.0, 30 * 86400.0),
                     check_interval=x.number("check_interval", 5.0, 0.1, 3600.0), log_sync=log_sync,
                     htlc_interval=x.number("htlc_interval", 1.0, 0.05, 3600.0),
                     htlc_margin=x.number("htlc_margin", 60.0, 0.1, 86400.0),
                     test_hold_after_decision=x.number("test_hold_after_decision", 0.0, 0.0, 60.0),
-                    test_hold_between_participants=x.number("test_hold_between_participants", 0.0, 0.0, 60.0))
+                    test_hold_between_participants=x.number("test_hold_between_participants", 0.0, 0.0, 60.0),
+                    participant_heuristic=participant_heuristic,
+                    participant_heuristic_after=x.number("participant_heuristic_after", 3600.0, 0.0, 30 * 86400.0),
+                    retry_max=x.number("retry_max", 30.0, 0.1, 3600.0),
+                    test_log_fault_file=x.get("test_log_fault_file", str, default=""))
     x.finish()
 
     plug = top.sub("stub_plugins")

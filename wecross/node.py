@@ -156,7 +156,9 @@ class RouterNode(MultiService):
             from wecross.metrics import RouterMetrics
 
             metrics = RouterMetrics(self.router)
-        self.site = make_site(self.router, max_body=settings.rest.max_body, metrics=metrics)
+        self.site = make_site(self.router, max_body=settings.rest.max_body, metrics=metrics,
+                              header_timeout=settings.rest.header_timeout,
+                              max_connections_per_client=settings.rest.max_connections_per_client)
 
     def startService(self) -> None:
         super().startService()  # starts the stub service; the rest waits for it

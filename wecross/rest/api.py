@@ -47,6 +47,13 @@ from twisted.web.server import version as _SERVER_VERSION
 from wecross.errors import RouterError
 from wecross.facade import Invocation, RouterFacade
 from wecross.ipath import IPath, IPathError, IPathPattern
+from wecross.rest.http import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+    ClientConnections,
+    RefusedConnection,
+    RestChannel,
+)
 from wecross.rest.json_body import (
     JSON_CONTENT_TYPE,
     check_content_type,
@@ -1012,29 +1019,6 @@ class RestRequest(Request):
         return reason
 
 
-class RestChannel(HTTPChannel):
-    """An HTTP/1.1 connection that remembers its two addresses.
-
-    twisted.web's Request asks its channel for both on every request; a connection's addresses never change, and
-    asking the socket for the local one is a getsockname system call each time.
-    """
-
-    _host: Any = None
-    _peer: Any = None
-
-    def getHost(self) -> Any:
-        host = self._host
-        if host is None:
-            host = self._host = super().getHost()  # type: ignore[no-untyped-call]
-        return host
-
-    def getPeer(self) -> Any:
-        peer = self._peer
-        if peer is None:
-            peer = self._peer = super().getPeer()  # type: ignore[no-untyped-call]
-        return peer
-
-
 class RestSite(Site):
     """The Site serving :class:`RestApi`; holds the counters /status reports and the body limits."""
 
@@ -1044,7 +1028,9 @@ class RestSite(Site):
     drain_timeout: float = 10.0
 
     def __init__(
-        self, api: RestApi, *, max_body: int, log_requests: bool, reactor: IReactorTime | None = None
+        self, api: RestApi, *, max_body: int, log_requests: bool, reactor: IReactorTime | None = None,
+        header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
+        max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     ) -> None:
         super().__init__(  # type: ignore[no-untyped-call]
             api, requestFactory=RestRequest, parsePOSTFormSubmission=False, reactor=reactor
@@ -1054,15 +1040,29 @@ class RestSite(Site):
         self.max_body = max_body
         self.log_requests = log_requests
         self.displayTracebacks = False
+        self.header_timeout = header_timeout
+        #: Connections per client address (rest/http.py): one client cannot take every socket.
+        self.clients = ClientConnections(max_connections_per_client)
         self._open: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def log(self, request: http.Request) -> None:
         """Silences twisted.web's access log; the API emits its own structured events when ``log_requests``."""
 
     def buildProtocol(self, addr: Any) -> Any:
+        client = str(getattr(addr, "host", addr))
+        if not self.clients.admit(client):
+            return RefusedConnection(self.clients.limit)
         protocol = super().buildProtocol(addr)
-        if protocol is not None:
-            self._open.add(protocol)
+        if protocol is None:
+            self.clients.release(client)
+            return None
+        channel = getattr(protocol, "_channel", protocol)
+        if isinstance(channel, RestChannel):
+            channel.header_timeout = self.header_timeout
+            channel.on_close = lambda: self.clients.release(client)
+        else:  # pragma: no cover - a Twisted without the generic wrapper: no per-client count on this connection
+            self.clients.release(client)
+        self._open.add(protocol)
         return protocol
 
     def close_connections(self) -> None:
@@ -1086,17 +1086,21 @@ def make_site(
     log_requests: bool = False,
     reactor: IReactorTime | None = None,
     metrics: Any = None,
+    header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
+    max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
 ) -> RestSite:
     """The REST API for one router, ready to be given to a TCP or TLS listener.
 
     For client identity, listen with TLS and a context that verifies offered client certificates against the
     network's CA; plain HTTP (or TLS without a client certificate) makes every caller ``anonymous``.
-    ``reactor`` only drives connection timeouts; the simulator passes its virtual clock.
+    ``reactor`` only drives connection timeouts; the simulator passes its virtual clock. ``header_timeout`` and
+    ``max_connections_per_client`` are the [rest] settings of those names (see :mod:`wecross.rest.http`).
     """
     if max_body < 0:
         raise ValueError(f"max_body must be >= 0, got {max_body}")
     api = RestApi(router, max_body=max_body, counters=new_counters(), log_requests=log_requests, metrics=metrics)
-    return RestSite(api, max_body=max_body, log_requests=log_requests, reactor=reactor)
+    return RestSite(api, max_body=max_body, log_requests=log_requests, reactor=reactor, header_timeout=header_timeout,
+                    max_connections_per_client=max_connections_per_client)
 
 
 __all__ = [
