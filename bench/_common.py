@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -82,15 +82,19 @@ class BenchError(Exception):
 # --------------------------------------------------------------------------------------------------- PKI
 
 
-def make_pki(base: Path, routers: Sequence[str]) -> Path:
+def make_pki(base: Path, routers: Sequence[str], serves: Mapping[str, Sequence[str]] | None = None) -> Path:
     """The same shape of PKI a real network uses (root, one intermediate, leaves sent with their chain), one leaf
-    per name; relays get router certificates too so their TLS leg costs what a router link's does."""
+    per name; relays get router certificates too so their TLS leg costs what a router link's does.
+
+    ``serves`` names the chains each router may serve (``wecross certs --serves``); a router it does not list may
+    serve any chain (``*``), which suits a benchmark network run by one operator."""
     from wecross.pki import authority
 
     root, intermediate = authority.create_ca_chain(1)
     authority.write_certificates(base / "ca.crt", [root.cert])
     for name in routers:
-        leaf = authority.issue_router_cert(intermediate, name)
+        patterns = tuple(serves[name]) if serves is not None and name in serves else ("*",)
+        leaf = authority.issue_router_cert(intermediate, name, serves=patterns)
         authority.write_certificates(base / name / "chain.pem", leaf.full_chain)
         authority.write_private_key(base / name / "key.pem", leaf.key)
     return base

@@ -17,16 +17,26 @@ from wecross.node import RouterNode
 from wecross.pki import authority
 
 ROUTER_IDS = ("router-a", "router-b", "router-c", "router-d", "router-e", "router-f", "router-g", "router-h")
+#: Routers whose certificates authorise only some chains (wecross certs --serves), for chain authority and tamper
+#: tests: a router-x running a stub for payment.bank-a announces it, and every other router ignores the claim.
+RESTRICTED_ROUTERS: dict[str, tuple[str, ...]] = {
+    "router-w": (),  # a certificate without any serves pattern: authorised for nothing
+    "router-x": ("nowhere.*",),
+    "router-y": ("payment.bank-a",),
+    "router-z": ("evidence.*",),
+}
 
 
 @cache
 def pki() -> Path:
-    """One CA with an intermediate, router certs for ROUTER_IDS, and a CA of strangers with one router cert."""
+    """One CA with an intermediate, router certs for ROUTER_IDS (each may serve any chain, '*') and for
+    RESTRICTED_ROUTERS (only the chains listed there), and a CA of strangers with one router cert."""
     base = Path(tempfile.mkdtemp(prefix="wecross-pki-"))
     root, intermediate = authority.create_ca_chain(1)
     authority.write_certificates(base / "ca.crt", [root.cert])
-    for rid in ROUTER_IDS:
-        leaf = authority.issue_router_cert(intermediate, rid)
+    serves = {**dict.fromkeys(ROUTER_IDS, ("*",)), **RESTRICTED_ROUTERS}
+    for rid, patterns in serves.items():
+        leaf = authority.issue_router_cert(intermediate, rid, serves=patterns)
         authority.write_certificates(base / rid / "chain.pem", leaf.full_chain)
         authority.write_private_key(base / rid / "key.pem", leaf.key)
     client = authority.issue_client_cert(intermediate, "alice")
@@ -35,7 +45,7 @@ def pki() -> Path:
     (stranger_root,) = authority.create_ca_chain(0, root_name="Stranger CA")
     authority.write_certificates(base / "stranger" / "ca.crt", [stranger_root.cert])
     for rid in ("router-a", "router-b"):
-        leaf = authority.issue_router_cert(stranger_root, rid)
+        leaf = authority.issue_router_cert(stranger_root, rid, serves=("*",))
         authority.write_certificates(base / "stranger" / rid / "chain.pem", leaf.full_chain)
         authority.write_private_key(base / "stranger" / rid / "key.pem", leaf.key)
     return base

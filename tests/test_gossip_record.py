@@ -57,23 +57,26 @@ def pki() -> TestPKI:
     return TestPKI(root, intermediate, stranger, old_root)
 
 
-def router_key(router_id: str, key_type: authority.KeyType = "ec") -> authority.CertifiedKey:
-    """A router certificate from the network's intermediate CA (one per id and key type, made once per run)."""
-    return _router_key(router_id, key_type)
+def router_key(
+    router_id: str, key_type: authority.KeyType = "ec", serves: tuple[str, ...] = ("*",)
+) -> authority.CertifiedKey:
+    """A router certificate from the network's intermediate CA (one per id, key type and serves patterns, made
+    once per run); by default it may serve any chain."""
+    return _router_key(router_id, key_type, serves)
 
 
 @cache
-def _router_key(router_id: str, key_type: authority.KeyType) -> authority.CertifiedKey:
-    return authority.issue_router_cert(pki().issuer, router_id, key_type=key_type)
+def _router_key(router_id: str, key_type: authority.KeyType, serves: tuple[str, ...]) -> authority.CertifiedKey:
+    return authority.issue_router_cert(pki().issuer, router_id, key_type=key_type, serves=serves)
 
 
-def signer(router_id: str, key_type: authority.KeyType = "ec") -> RecordSigner:
-    return _signer(router_id, key_type)
+def signer(router_id: str, key_type: authority.KeyType = "ec", serves: tuple[str, ...] = ("*",)) -> RecordSigner:
+    return _signer(router_id, key_type, serves)
 
 
 @cache
-def _signer(router_id: str, key_type: authority.KeyType) -> RecordSigner:
-    leaf = router_key(router_id, key_type)
+def _signer(router_id: str, key_type: authority.KeyType, serves: tuple[str, ...]) -> RecordSigner:
+    leaf = router_key(router_id, key_type, serves)
     return RecordSigner(leaf.key, leaf.full_chain)
 
 

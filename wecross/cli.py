@@ -29,7 +29,7 @@ def _configs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from wecross.config import ConfigError
-    from wecross.topology import load_topology, write_configs
+    from wecross.topology import certificate_problems, certs_command, load_topology, write_configs
 
     try:
         topology = load_topology(args.topology)
@@ -38,6 +38,11 @@ def _configs(args: argparse.Namespace) -> int:
         return 1
     for path in write_configs(topology, Path(args.out), Path(args.data) if args.data else None):
         print(f"wrote {path}")
+    problems = certificate_problems(topology)
+    for problem in problems:
+        print(f"warning: certificate of {problem}", file=sys.stderr)
+    if problems:
+        print(f"issue fitting certificates with: {certs_command(topology)}", file=sys.stderr)
     print(f"start each router with: twistd -n wecross --config {Path(args.out) / '<router-id>.toml'}")
     return 0
 

@@ -96,11 +96,13 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
     certs = work / "certs"
     from wecross.pki.cli import main as certs_main
 
-    print("== certificates: a CA, one intermediate CA, two routers and a user, alice (wecross certs)")
+    print("== certificates: a CA, one intermediate CA, two routers and a user, alice (wecross certs); each router's "
+          "certificate names the chain it may serve (--serves)")
+    serves = [arg for rid, info in ROUTERS.items() for arg in ("--serves", f"{rid}={info['zone']}.{info['chain']}")]
     made = io.StringIO()
     with contextlib.redirect_stdout(made):
-        status = certs_main(["--out", str(certs), "--intermediates", "1", "--routers", "router-a,router-b",
-                             "--clients", "alice"])
+        status = certs_main(["--out", str(certs), "--intermediates", "1", "--routers", ",".join(ROUTERS),
+                             "--clients", "alice", *serves])
     if status != 0:
         print(made.getvalue())
         return 1

@@ -19,6 +19,11 @@ transit = true        # default
 [[links]]
 between = ["router-a", "router-b"]   # the first dials the second
 ```
+
+Each router's certificate must name the chains of its ``[[stubs]]`` (``wecross certs --serves``), or every other
+router ignores its chain claims: :func:`serves` gives the patterns per router, :func:`certs_command` the command
+that issues matching certificates, and :func:`certificate_problems` checks the certificates already in the
+topology's ``certs`` directory (``wecross configs`` prints what it finds).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from wecross.config import ConfigError
+from wecross.pki.authority import PKIError, read_certificates
+from wecross.pki.serves import ChainAuthority, serves_patterns
 
 _ID = re.compile(r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
@@ -132,8 +139,10 @@ def render_config(topology: Topology, router_id: str, data_root: Path) -> str:
         for u, v in topology.links if u == router_id
     )
     certs = topology.certs
+    authority = ", ".join(serves(topology)[router_id]) or "no chain"
     lines: list[str] = [
         f"# {router_id}: made by `wecross configs` from {topology.source.name}",
+        f"# its certificate must authorise: {authority} (wecross certs --serves {router_id}=...)",
         "[router]",
         f'id = "{router_id}"',
         "zones = [" + ", ".join(f'"{z}"' for z in spec.zones) + "]",
@@ -162,6 +171,52 @@ def render_config(topology: Topology, router_id: str, data_root: Path) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def serves(topology: Topology) -> dict[str, tuple[str, ...]]:
+    """Router id -> the chain paths (``zone.chain``) its certificate must authorise: those of its stubs, which
+    render_config places in the router's first zone."""
+    return {rid: tuple(f"{spec.zones[0]}.{chain}" for chain in spec.chains)
+            for rid, spec in sorted(topology.routers.items())}
+
+
+def certs_command(topology: Topology, out: str | Path | None = None) -> str:
+    """A ``wecross certs`` command line issuing every router of the topology a certificate for its chains, into
+    ``out`` (default: the topology's certs directory). When that directory holds a CA key already (the last
+    ``intermediate-<k>.key``, else ``ca.key``), the command issues from it with ``--force``, so routers outside the
+    topology and the clients keep their certificates; otherwise it makes a new hierarchy."""
+    target = Path(out) if out is not None else topology.certs
+    parts = ["wecross certs", f"--out {target}"]
+    intermediates = sorted(topology.certs.glob("intermediate-*.key"), key=lambda p: (len(p.name), p.name))
+    issuer = intermediates[-1] if intermediates else topology.certs / "ca.key"
+    if issuer.exists():
+        parts += [f"--ca-cert {issuer.with_suffix('.crt')}", f"--ca-key {issuer}", "--force"]
+    else:
+        parts.append("--intermediates 1")
+    parts.append("--routers " + ",".join(sorted(topology.routers)))
+    parts += [f"--serves {rid}={','.join(chains)}" for rid, chains in serves(topology).items() if chains]
+    return " ".join(parts)
+
+
+def certificate_problems(topology: Topology) -> list[str]:
+    """What is wrong with the router certificates under the topology's ``certs`` directory for this topology: a
+    certificate missing or unreadable, or one that does not authorise a chain its router serves (whose claims the
+    other routers would then ignore). Empty when every router's certificate fits."""
+    problems = []
+    for rid, chains in serves(topology).items():
+        path = topology.certs / "routers" / rid / "chain.pem"
+        try:
+            leaf = read_certificates(path)[0]
+        except PKIError as exc:
+            problems.append(f"{rid}: {exc.message}")
+            continue
+        authority = ChainAuthority.of(serves_patterns(leaf))
+        missing = [chain for chain in chains if not authority.authorizes(chain)]
+        if missing:
+            shown = ", ".join(authority.patterns) or "no chain"
+            problems.append(f"{rid}: {path} authorises {shown}, not {', '.join(missing)}: other routers will ignore "
+                            "those chains")
+    return problems
 
 
 def write_configs(topology: Topology, out: Path, data_root: Path | None = None) -> list[Path]:

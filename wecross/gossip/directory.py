@@ -12,10 +12,18 @@ A record that :meth:`Directory.accept` stored (it returns the record) is pushed 
 the one it came from, so changes travel at link speed and anti-entropy only repairs what pushing missed.
 
 Times are the caller's monotonic seconds; only receive times are kept, so origin clocks never matter.
+
+Chain authority: a record's chain claims are believed only where the certificate that signed it names the chain
+(its serves patterns, wecross.pki.serves). Claims it does not cover, and the resources of those chains, are left
+out of :meth:`Directory.records` and of every chain and resource question, and counted (``unauthorized_claims``,
+:meth:`Directory.unauthorized`); the record itself still counts for its links, zones and transit, so an
+over-claiming router keeps relaying. The router core asks :meth:`Directory.authorized`,
+:meth:`Directory.signing_key` and :meth:`Directory.genesis_of` before trusting a router for a chain.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -25,6 +33,8 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from wecross.gossip.record import (
     REASONS,
     U64_MAX,
@@ -33,12 +43,13 @@ from wecross.gossip.record import (
     ResourceEntry,
     RouterRecord,
     SignedRecord,
+    TrustedLeaf,
     Version,
     leaf_key_der,
 )
 from wecross.pki.authority import InvalidNameError, validate_router_id
 
-__all__ = ["ChainClash", "Directory"]
+__all__ = ["ChainClash", "Directory", "PublicKey", "authorized_view"]
 
 #: Own-id records seen before our own record is set: kept per signing key, at most this many keys.
 _PENDING_OWN_MAX = 16
@@ -61,6 +72,39 @@ class _Held:
     signed: SignedRecord
     blob: bytes
     received_at: float
+    leaf: TrustedLeaf
+    #: Chain paths the record claims (as chains or through resources) that its certificate does not authorise.
+    unauthorized: tuple[str, ...] = ()
+
+
+#: A signing key as the router core uses it to check signatures of the router that owns it.
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+
+def _chain_of(ipath: str) -> str:
+    """``zone.chain`` of a ``zone.chain.resource`` (validated by ResourceEntry: exactly three dot-free parts)."""
+    return ipath.rpartition(".")[0]
+
+
+def authorized_view(record: RouterRecord, leaf: TrustedLeaf) -> tuple[RouterRecord, tuple[str, ...]]:
+    """The record as routing may believe it, and the chain paths left out.
+
+    Chains and resources on chains that the signing certificate does not authorise are dropped; everything else
+    (zones, transit, links, version) is kept. A record that claims only authorised chains is returned as is.
+    """
+    authority = leaf.authority
+    if authority.any_chain:
+        return record, ()
+    bad = {c.path for c in record.chains if not authority.authorizes(c.path)}
+    bad.update(p for p in {_chain_of(r.ipath) for r in record.resources} if not authority.authorizes(p))
+    if not bad:
+        return record, ()
+    view = dataclasses.replace(
+        record,
+        chains=tuple(c for c in record.chains if c.path not in bad),
+        resources=tuple(r for r in record.resources if _chain_of(r.ipath) not in bad),
+    )
+    return view, tuple(sorted(bad))
 
 
 def _as_version(value: Any) -> Version | None:
@@ -117,7 +161,8 @@ class Directory:
     rebuilds on it. Counters: ``accepted``, ``stale`` (not newer than what we hold: normal with push plus
     anti-entropy), ``rejected`` (by RecordError reason), ``impostor`` (validly certified records for our id signed
     by another key), ``own_stale`` (our own key's records from an earlier life), ``expired``, ``full`` (refused
-    because ``max_records`` routers are known already).
+    because ``max_records`` routers are known already), ``unauthorized_claims`` (chain paths claimed without the
+    certificate's authority, summed over every record stored: each is left out of routing and listings).
     """
 
     def __init__(
@@ -166,6 +211,9 @@ class Directory:
         self.own_stale = 0
         self.expired = 0
         self.full = 0
+        self.unauthorized_claims = 0
+        # router id -> chain paths its current record claims without authority (only routers with some)
+        self._unauthorized: dict[str, tuple[str, ...]] = {}
         self.rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
 
     # ------------------------------------------------------------------------------------------ our own record
@@ -210,6 +258,7 @@ class Directory:
         if current is not None and signed.version <= current.version:
             raise ValueError(f"our record's version must rise: {signed.version} after {current.version}")
         self._verifier.verify_signed(signed)
+        leaf = self._verifier.trusted_leaf(signed)
         self._local_key = leaf_key_der(signed)
         pending, self._pending_own = self._pending_own, {}
         for key, seen in pending.items():
@@ -217,7 +266,7 @@ class Directory:
                 self._note_own_echo(seen, signed)
             else:
                 self.impostor += 1
-        self._store(signed, signed.to_bytes(), math.inf)
+        self._store(signed, signed.to_bytes(), math.inf, leaf)
         self.version += 1
 
     def _note_own_echo(self, seen: SignedRecord, local: SignedRecord) -> None:
@@ -307,16 +356,17 @@ class Directory:
         if held is None and len(self._held) >= self._max_records:
             self.full += 1
             raise RecordError("too_large", f"directory holds max_records {self._max_records} routers already")
-        self._verify(signed)
+        leaf = self._verify(signed)
         self._tombstones.pop(router_id, None)
-        self._store(signed, blob, now)
+        self._store(signed, blob, now, leaf)
         self.accepted += 1
         self.version += 1
         return signed.record
 
-    def _verify(self, signed: SignedRecord) -> None:
+    def _verify(self, signed: SignedRecord) -> TrustedLeaf:
         try:
             self._verifier.verify_signed(signed)
+            return self._verifier.trusted_leaf(signed)
         except RecordError as exc:
             self.rejected[exc.reason] += 1
             raise
@@ -369,8 +419,15 @@ class Directory:
     # ------------------------------------------------------------------------------------------ queries
 
     def records(self) -> Mapping[str, RouterRecord]:
-        """Router id -> newest record, ours included (a read-only live view)."""
+        """Router id -> newest record, ours included (a read-only live view), as routing may believe it: chains and
+        resources the signing certificate does not authorise are left out (:meth:`signed` has the record as signed).
+        """
         return self._view
+
+    def signed(self, router_id: str) -> SignedRecord | None:
+        """The router's current record exactly as it signed it, unauthorised claims included."""
+        held = self._held.get(router_id)
+        return None if held is None else held.signed
 
     def blob(self, router_id: str) -> bytes | None:
         """The signed blob of a router's record as held (what to push or send)."""
@@ -389,7 +446,8 @@ class Directory:
         return router_id in self._held
 
     def routers_for_chain(self, path: str) -> frozenset[str]:
-        """Routers that claim to serve the chain ``zone.chain`` (check :meth:`clashes` before trusting several)."""
+        """Routers that claim to serve the chain ``zone.chain`` with their certificate's authority (check
+        :meth:`clashes` before trusting several)."""
         return frozenset(self._chains.get(path, ()))
 
     def clashing(self, path: str) -> bool:
@@ -399,8 +457,36 @@ class Directory:
         return claims is not None and _clash(claims)
 
     def chain_claims(self, path: str) -> dict[str, str]:
-        """Router id -> genesis hash each claimant announces for the chain (for pinned-genesis checks)."""
+        """Router id -> genesis hash each authorised claimant announces for the chain (for pinned-genesis checks)."""
         return dict(self._chains.get(path, {}))
+
+    def authorized(self, router_id: str, chain_path: str) -> bool:
+        """Whether the certificate of the router's current verified record authorises it to serve ``chain_path``
+        (whether or not the record claims the chain); False for a router we hold no record of."""
+        held = self._held.get(router_id)
+        return held is not None and held.leaf.authority.authorizes(chain_path)
+
+    def signing_key(self, router_id: str) -> PublicKey | None:
+        """The verified leaf public key of the router's current record (EC or RSA), or None for an unknown router:
+        what the router core checks that router's request signatures and header attestations with."""
+        held = self._held.get(router_id)
+        return None if held is None else held.leaf.public_key
+
+    def serves_patterns(self, router_id: str) -> tuple[str, ...]:
+        """The serves patterns of the certificate of the router's current record (empty when unknown)."""
+        held = self._held.get(router_id)
+        return () if held is None else held.leaf.serves
+
+    def genesis_of(self, chain_path: str, router_id: str) -> str | None:
+        """The genesis hash the router's signed record states for the chain, if its certificate authorises the
+        chain and the hash is known (a stub that does not know its genesis announces "": None here too)."""
+        genesis = self._chains.get(chain_path, {}).get(router_id)
+        return genesis or None
+
+    def unauthorized(self) -> dict[str, list[str]]:
+        """Router id -> the chain paths its current record claims without its certificate's authority (ignored);
+        only routers with such claims, for /status."""
+        return {router_id: list(paths) for router_id, paths in sorted(self._unauthorized.items())}
 
     def resource(self, ipath: str) -> ResourceEntry | None:
         """The entry for a resource; when routers describe it differently, the one of the lowest router id."""
@@ -444,21 +530,29 @@ class Directory:
             "expired": self.expired,
             "full": self.full,
             "tombstones": len(self._tombstones),
+            "unauthorized_claims": self.unauthorized_claims,
+            "unauthorized_chains": sum(len(paths) for paths in self._unauthorized.values()),
+            "unauthorized_routers": len(self._unauthorized),
         }
         out.update({f"rejected_{reason}": count for reason, count in self.rejected.items()})
         return out
 
     # ------------------------------------------------------------------------------------------ bookkeeping
 
-    def _store(self, signed: SignedRecord, blob: bytes, received_at: float) -> None:
+    def _store(self, signed: SignedRecord, blob: bytes, received_at: float, leaf: TrustedLeaf) -> None:
         router_id = signed.router_id
-        record = signed.record
+        record, unauthorized = authorized_view(signed.record, leaf)
         routing_version = self.routing_version
         previous = self._records.get(router_id)
         if router_id in self._held:
             self._remove(router_id)
         self.routing_version = routing_version + (previous is None or routing_differs(previous, record))
-        self._held[router_id] = _Held(signed, signed.raw if signed.raw is not None else blob, received_at)
+        self._held[router_id] = _Held(
+            signed, signed.raw if signed.raw is not None else blob, received_at, leaf, unauthorized
+        )
+        if unauthorized:
+            self._unauthorized[router_id] = unauthorized
+            self.unauthorized_claims += len(unauthorized)
         self._summary ^= _fingerprint(router_id, signed.version)
         self._records[router_id] = record
         if self.observer is not None:
@@ -472,13 +566,14 @@ class Directory:
         self.routing_version += 1
         held = self._held.pop(router_id)
         self._summary ^= _fingerprint(router_id, held.signed.version)
-        del self._records[router_id]
-        for chain in held.signed.record.chains:
+        self._unauthorized.pop(router_id, None)
+        record = self._records.pop(router_id)  # the authorised view, which the indexes were built from
+        for chain in record.chains:
             claims = self._chains[chain.path]
             del claims[router_id]
             if not claims:
                 del self._chains[chain.path]
-        for resource in held.signed.record.resources:
+        for resource in record.resources:
             entries = self._resources[resource.ipath]
             del entries[router_id]
             if not entries:

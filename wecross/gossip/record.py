@@ -10,6 +10,10 @@ along with it (:class:`SignedRecord`). :class:`RecordVerifier` accepts a record 
 * the record's ``router_id`` is a DNS subjectAltName of the leaf (the rule the link handshake applies to HELLO),
 * the signature over the exact body bytes checks with the leaf's key.
 
+The verified leaf also says which chains the router may serve (its ``wecross:serves:`` patterns,
+wecross.pki.serves): :meth:`RecordVerifier.trusted_leaf` hands them out with the leaf's key, and the directory
+ignores chain claims they do not cover.
+
 The body is a canonical msgpack array (fixed field order, sorted collections), so one record has exactly one
 encoding and decoding can insist on it: a body that decodes but would not re-encode to the same bytes is refused.
 
@@ -42,6 +46,7 @@ from wecross.ipath import IPath, IPathError
 from wecross.pki.authority import InvalidNameError, PrivateKey, common_name, dns_names, public_key_der
 from wecross.pki.authority import validate_router_id as _validate_router_id
 from wecross.pki.names import dns_patterns, patterns_match, router_id_mismatch
+from wecross.pki.serves import NO_AUTHORITY, ChainAuthority, serves_patterns
 
 __all__ = [
     "DEFAULT_RECORD_LIMITS",
@@ -58,6 +63,7 @@ __all__ = [
     "ResourceEntry",
     "RouterRecord",
     "SignedRecord",
+    "TrustedLeaf",
     "Version",
     "check_limits",
     "id_matches_names",
@@ -685,14 +691,27 @@ _DATE_CODES = frozenset({_CODES.ERR_CERT_HAS_EXPIRED, _CODES.ERR_CERT_NOT_YET_VA
 
 
 @dataclass(frozen=True, slots=True)
-class _TrustedLeaf:
-    """What a successful chain verification proved about one leaf, reused until the chain's dates run out."""
+class TrustedLeaf:
+    """What a successful chain verification proved about one leaf, reused until the chain's dates run out.
+
+    ``authority`` holds the chains the CA allows this router to serve (the leaf's serves patterns): what a record
+    signed with this leaf may claim and be believed.
+    """
 
     public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey
     names: tuple[str, ...]
     patterns: tuple[DNSPattern, ...]
     not_before: float  # latest notBefore of the verified chain (POSIX seconds)
     not_after: float  # earliest notAfter of the verified chain
+    authority: ChainAuthority = NO_AUTHORITY
+
+    @property
+    def serves(self) -> tuple[str, ...]:
+        """The certificate's serves patterns, sorted."""
+        return self.authority.patterns
+
+
+_TrustedLeaf = TrustedLeaf  # the name it had while it was private
 
 
 def _label(cert: x509.Certificate) -> str:
@@ -725,7 +744,7 @@ class RecordVerifier:
         self.limits = limits
         self._now = now if now is not None else time.time
         self._roots = tuple(crypto.X509.from_cryptography(root) for root in roots)
-        self._cache: OrderedDict[bytes, _TrustedLeaf] = OrderedDict()
+        self._cache: OrderedDict[bytes, TrustedLeaf] = OrderedDict()
         self._cache_size = cache_size
         self.cache_hits = 0
         self.cache_misses = 0
@@ -737,6 +756,15 @@ class RecordVerifier:
     def verify(self, blob: bytes) -> SignedRecord:
         """Parse and verify a blob; returns the SignedRecord or raises :class:`RecordError` (never anything else)."""
         return self.verify_signed(SignedRecord.from_bytes(blob, self.limits))
+
+    def trusted_leaf(self, signed: SignedRecord) -> TrustedLeaf:
+        """What the (verified) certificate chain of ``signed`` proves: the leaf's key, names and chain authority.
+
+        Call it after :meth:`verify_signed` accepted the record: it comes from the same cache, so it costs a hash of
+        the leaf. It checks the chain (RecordError) when the cache has forgotten it; it does not check the record's
+        identity or signature, which is :meth:`verify_signed`'s job.
+        """
+        return self._trusted_leaf(signed.cert_chain)
 
     def verify_signed(self, signed: SignedRecord) -> SignedRecord:
         """Verify an already parsed record (see :meth:`verify`)."""
@@ -763,7 +791,7 @@ class RecordVerifier:
             ) from None
         return signed
 
-    def _trusted_leaf(self, ders: tuple[bytes, ...]) -> _TrustedLeaf:
+    def _trusted_leaf(self, ders: tuple[bytes, ...]) -> TrustedLeaf:
         now = self._now()
         key = hashlib.sha256(ders[0]).digest()
         cached = self._cache.get(key)
@@ -780,7 +808,7 @@ class RecordVerifier:
             self._cache.popitem(last=False)
         return trusted
 
-    def _verify_chain(self, ders: tuple[bytes, ...], now: float) -> _TrustedLeaf:
+    def _verify_chain(self, ders: tuple[bytes, ...], now: float) -> TrustedLeaf:
         try:
             return self._verify_chain_unguarded(ders, now)
         except RecordError:
@@ -790,7 +818,7 @@ class RecordVerifier:
             # key's algorithm parameters: UnsupportedAlgorithm, found by the property tests).
             raise RecordError("certificate", f"certificate chain is unreadable ({type(exc).__name__}: {exc})") from None
 
-    def _verify_chain_unguarded(self, ders: tuple[bytes, ...], now: float) -> _TrustedLeaf:
+    def _verify_chain_unguarded(self, ders: tuple[bytes, ...], now: float) -> TrustedLeaf:
         certs = []
         for index, der in enumerate(ders):
             try:
@@ -829,10 +857,11 @@ class RecordVerifier:
             reason = "expired_cert" if code in _DATE_CODES else "certificate"
             raise RecordError(reason, f"certificate chain refused: {exc} (at {at!r})") from None
         names = dns_names(leaf)
-        return _TrustedLeaf(
+        return TrustedLeaf(
             public_key=public_key,
             names=names,
             patterns=dns_patterns(names),
             not_before=max(c.not_valid_before_utc.timestamp() for c in verified),
             not_after=min(c.not_valid_after_utc.timestamp() for c in verified),
+            authority=ChainAuthority.of(serves_patterns(leaf)),
         )

@@ -19,18 +19,30 @@ from wecross.pki.authority import (
     write_certificates,
     write_private_key,
 )
+from wecross.pki.serves import (
+    ChainAuthority,
+    ServesPatternError,
+    authorizes,
+    serves_patterns,
+    validate_serves_pattern,
+)
 
 __all__ = [
     "CertifiedKey",
+    "ChainAuthority",
     "InvalidNameError",
     "PKIError",
+    "ServesPatternError",
+    "authorizes",
     "create_ca_chain",
     "create_intermediate_ca",
     "create_root_ca",
     "issue_client_cert",
     "issue_router_cert",
     "load_issuer",
+    "serves_patterns",
     "validate_router_id",
+    "validate_serves_pattern",
     "validate_user_name",
     "write_certificates",
     "write_private_key",

@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from wecross.pki.serves import ServesPatternError, serves_uri
+
 KeyType = Literal["ec", "rsa"]
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -394,14 +396,28 @@ def issue_router_cert(
     days: int = DEFAULT_LEAF_DAYS,
     key_type: KeyType = "ec",
     extra_dns_names: Iterable[str] = (),
+    serves: Iterable[str] = (),
     now: datetime.datetime | None = None,
 ) -> CertifiedKey:
     """A router certificate: CN and DNS SAN are the router id; good for both TLS ends since links are dialled
-    either way (serverAuth + clientAuth)."""
+    either way (serverAuth + clientAuth).
+
+    ``serves`` are the chain patterns (``zone.chain``, ``zone.*``, ``*``) the router may announce, written as
+    ``wecross:serves:<pattern>`` URI subjectAltNames (wecross.pki.serves); without any, other routers ignore every
+    chain it claims.
+    """
     names = [validate_router_id(router_id)]
     for extra in extra_dns_names:
         if validate_router_id(extra) not in names:
             names.append(extra)
+    uris: list[str] = []
+    for pattern in [serves] if isinstance(serves, str) else serves:
+        try:
+            uri = serves_uri(pattern)
+        except ServesPatternError as exc:
+            raise InvalidNameError(str(exc), code="bad_serves") from None
+        if uri not in uris:
+            uris.append(uri)
     return _leaf(
         issuer,
         _name(router_id, _validate_org(org)),
@@ -409,7 +425,7 @@ def issue_router_cert(
         days,
         now,
         (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
-        [x509.DNSName(n) for n in names],
+        [*(x509.DNSName(n) for n in names), *(x509.UniformResourceIdentifier(u) for u in uris)],
     )
 
 

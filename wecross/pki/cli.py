@@ -18,7 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from wecross.pki import authority as ca
-from wecross.pki.authority import CertifiedKey, PKIError
+from wecross.pki.authority import CertifiedKey, InvalidNameError, PKIError
+from wecross.pki.serves import ServesPatternError, validate_serves_pattern
 
 PROG = "wecross certs"
 EXIT_OK = 0
@@ -28,7 +29,8 @@ EXIT_USAGE = 2
 _DESCRIPTION = """\
 Create a root CA, optional intermediate CAs, and certificates for routers (router id = CN = DNS SAN) and REST
 clients (user name = CN). With --ca-cert/--ca-key, issue new router/client certificates from an existing CA or
-intermediate instead of making a new hierarchy."""
+intermediate instead of making a new hierarchy. --serves writes the chains a router may serve into its certificate
+(other routers ignore any chain it claims that its certificate does not name)."""
 
 _EPILOG = """\
 layout written under --out:
@@ -40,8 +42,15 @@ layout written under --out:
   routers/<id>/key.pem                    private key, mode 0600
   clients/<name>/{cert.pem,chain.pem,key.pem}   same for REST users
 
+serves patterns (subjectAltName URI wecross:serves:<pattern>, one per pattern):
+  zone.chain                              that chain
+  zone.*                                  every chain of the zone
+  *                                       any chain (test networks, single-organisation deployments)
+
 examples:
-  wecross certs --out certs --intermediates 1 --routers router-a,router-b --clients alice
+  wecross certs --out certs --intermediates 1 --routers router-a,router-b --clients alice \
+      --serves router-a=payment.bank-a --serves router-b=evidence.court
+  wecross certs --out test-certs --routers r1,r2,r3 --serves '*'
   wecross certs --out certs --ca-cert certs/intermediate-1.crt --ca-key certs/intermediate-1.key --routers router-c
 """
 
@@ -51,6 +60,49 @@ def _csv(value: str) -> list[str]:
     if any(not v for v in items):
         raise argparse.ArgumentTypeError(f"empty name in list {value!r}")
     return items
+
+
+#: One --serves option: (router id or None for every router, patterns).
+ServesOption = tuple[str | None, tuple[str, ...]]
+
+
+def _serves(value: str) -> ServesOption:
+    router: str | None = None
+    patterns = value
+    if "=" in value:
+        router, _, patterns = value.partition("=")
+        try:
+            ca.validate_router_id(router)
+        except InvalidNameError as exc:
+            raise argparse.ArgumentTypeError(f"--serves {value!r}: {exc.message}") from None
+    items = []
+    for item in _csv(patterns):
+        try:
+            items.append(validate_serves_pattern(item))
+        except ServesPatternError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return router, tuple(items)
+
+
+def serves_by_router(routers: Sequence[str], options: Sequence[ServesOption]) -> dict[str, tuple[str, ...]]:
+    """Each router's patterns: those given for every router, then its own, in order and without repeats.
+
+    Raises PKIError when an option names a router this command does not issue (a typo would otherwise leave that
+    router without the authority the operator meant to give it).
+    """
+    if options and not routers:
+        raise PKIError("--serves applies to router certificates: give --routers too", code="usage")
+    unknown = sorted({rid for rid, _ in options if rid is not None and rid not in routers})
+    if unknown:
+        raise PKIError(f"--serves names routers not in --routers: {', '.join(unknown)}", code="usage")
+    out: dict[str, tuple[str, ...]] = {}
+    for router_id in routers:
+        patterns: list[str] = []
+        for rid, items in options:
+            if rid is None or rid == router_id:
+                patterns.extend(p for p in items if p not in patterns)
+        out[router_id] = tuple(patterns)
+    return out
 
 
 def _positive(value: str) -> int:
@@ -84,6 +136,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="router ids: lower-case DNS names such as router-a or r1.zone-a",
     )
     parser.add_argument("--clients", type=_csv, default=[], metavar="NAME[,NAME...]", help="REST user names")
+    parser.add_argument(
+        "--serves", type=_serves, action="append", default=[], metavar="[ROUTER=]PATTERN[,PATTERN...]",
+        help="chains a router may serve: zone.chain, zone.* or '*'; without ROUTER= for every router of this "
+        "command, with it for that router only (repeatable)",
+    )
     parser.add_argument("--org", default=None, metavar="NAME", help="organisation (O) in every subject")
     parser.add_argument(
         "--days", type=_positive, default=ca.DEFAULT_LEAF_DAYS, metavar="N",
@@ -216,8 +273,11 @@ def _run(args: argparse.Namespace, stdout: TextIO) -> int:
             else:
                 plan.append(_Planned(ca_path, root_pem, 0o644, "root CA certificate (trust anchor)"))
 
+    serves = serves_by_router(routers, args.serves)
     for router_id in routers:
-        leaf = ca.issue_router_cert(issuer, router_id, org=args.org, days=args.days, key_type=args.key)
+        leaf = ca.issue_router_cert(
+            issuer, router_id, org=args.org, days=args.days, key_type=args.key, serves=serves[router_id]
+        )
         _plan_leaf(plan, out / "routers" / router_id, leaf, f"router {router_id}")
     for name in clients:
         leaf = ca.issue_client_cert(issuer, name, org=args.org, days=args.days, key_type=args.key)
@@ -235,6 +295,12 @@ def _run(args: argparse.Namespace, stdout: TextIO) -> int:
         print(f"wrote {item.path}  ({item.what}, mode {item.mode:o})", file=stdout)
     for note in skip_notes:
         print(f"note: {note}", file=stdout)
+    for router_id in routers:
+        if serves[router_id]:
+            print(f"router {router_id} may serve: {', '.join(serves[router_id])}", file=stdout)
+        else:
+            print(f"note: router {router_id} may serve no chain (no --serves for it): other routers will ignore "
+                  "every chain it claims", file=stdout)
     if routers or clients:
         print(f"issued by {issued_by!r} ({_describe(issuer.cert)})", file=stdout)
     return EXIT_OK

@@ -15,7 +15,7 @@ import hashlib
 import random
 import shutil
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from wecross.gossip.directory import Directory
 from wecross.gossip.record import DEFAULT_RECORD_LIMITS, RecordVerifier, RouterRecord, SignedRecord
 from wecross.node import RouterNode
 from wecross.peer.tls import TLSMaterial
+from wecross.pki.serves import serves_uri
 from wecross.routing.graph import build_graph
 from wecross.sim.clock import SimClock
 from wecross.sim.links import SimNet, SimTransports
@@ -63,12 +64,16 @@ def _seeded_key(seed: int, name: str) -> ec.EllipticCurvePrivateKey:
     return ec.derive_private_key(int.from_bytes(digest, "big") % (order - 1) + 1, ec.SECP256R1())
 
 
-def simulated_pki(router_ids: list[str], seed: int) -> dict[str, TLSMaterial]:
+def simulated_pki(
+    router_ids: list[str], seed: int, serves: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, TLSMaterial]:
     """A CA and one certificate per router, all derived from the seed: the same seed gives the same keys,
     serials, dates and (deterministic ECDSA) signatures, hence the same record sizes and the same run.
 
     Certificates the way ``wecross certs`` makes them for routers (CN and DNS SAN the router id, digitalSignature,
-    not a CA), but valid from 2025 to 2100 so that a run never depends on the day it is made.
+    not a CA, the chains it may serve as ``wecross:serves:`` URIs), but valid from 2025 to 2100 so that a run never
+    depends on the day it is made. ``serves`` gives each router's chain patterns; a router it does not list (or
+    every router, without it) may serve any chain (``*``).
     """
     root_key = _seeded_key(seed, "ca")
     root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "WeCross Simulation CA")])
@@ -88,6 +93,8 @@ def simulated_pki(router_ids: list[str], seed: int) -> dict[str, TLSMaterial]:
     materials = {}
     for serial, rid in enumerate(router_ids, start=2):
         key = _seeded_key(seed, rid)
+        patterns = ("*",) if serves is None or rid not in serves else tuple(serves[rid])
+        san = [x509.DNSName(rid), *(x509.UniformResourceIdentifier(serves_uri(p)) for p in patterns)]
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, rid)])).issuer_name(root_name)
@@ -96,7 +103,7 @@ def simulated_pki(router_ids: list[str], seed: int) -> dict[str, TLSMaterial]:
             .add_extension(usage, critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(rid)]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(san), critical=False)
             .sign(root_key, hashes.SHA256(), ecdsa_deterministic=True)
         )
         materials[rid] = TLSMaterial(trust_roots=(root,), certificate=cert, private_key=key, chain=())
@@ -212,7 +219,11 @@ class SimNetwork:
         return None if record is None else record.version
 
     def _make_pki(self) -> dict[str, TLSMaterial]:
-        return simulated_pki(sorted(self.topology.routers), self.seed)
+        """Each router's certificate authorises exactly the chains its topology gives it (as settings() makes
+        its stubs): the simulated network runs under the same chain authority as a deployed one."""
+        serves = {rid: tuple(f"{spec.zones[0]}.{chain}" for chain in spec.chains)
+                  for rid, spec in self.topology.routers.items()}
+        return simulated_pki(sorted(self.topology.routers), self.seed, serves)
 
     def settings(self, router_id: str) -> Settings:
         spec = self.topology.routers[router_id]
