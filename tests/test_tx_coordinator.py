@@ -305,3 +305,168 @@ class CoordinatorTests(TestCase):
         yield self.assertFailure(c.execute("r:none", "z.a.asset", "m", []), TxError)
         self.assertRaises(TxError, c.get, "r:none")
         self.assertRaises(TxError, c.list, "bogus")
+
+
+class HeldLog(TxLog):
+    """A log whose writes reach the disk only when the test says: ``hold`` parks every write until ``release``
+    (or ``fail``, which fails the parked writes as a broken disk would, without writing them)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, reactor)
+        self.holding = False
+        self.parked: list[tuple[Any, Deferred[None]]] = []
+
+    def write(self, tx: Any) -> Deferred[None]:
+        if not self.holding:
+            return super().write(tx)
+        snapshot = Tx.from_record(tx.to_record())
+        d: Deferred[None] = Deferred()
+        self.parked.append((snapshot, d))
+        return d
+
+    def release(self) -> None:
+        self.holding = False
+        parked, self.parked = self.parked, []
+        for snapshot, d in parked:
+            super().write(snapshot).chainDeferred(d)
+
+    def fail(self) -> None:
+        self.holding = False
+        parked, self.parked = self.parked, []
+        for _, d in parked:
+            d.errback(RouterError("storage_error", "the transaction log could not be written: disk I/O error"))
+
+
+class DurableDecisions(TestCase):
+    """Issue 12, findings 1 and 2: a decision is visible (get, status, list) only once the log has it, and a decision
+    that cannot be logged leaves no phantom: the transaction stays started, as the log says, and its deadline rolls
+    it back."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp())
+        self.chains = FakeChains()
+
+    def coordinator(self, txlog: TxLog) -> Coordinator:
+        c = Coordinator("router-a", txlog, self.chains, reactor, retry_min=0.05, retry_max=0.2, sweep_interval=0.05)
+        c.startService()
+        self.addCleanup(lambda: c.stopService() if c.running else None)
+        return c
+
+    def logged_state(self, tx_id: str) -> str:
+        db = sqlite3.connect(str(self.dir / "tx.sqlite"))
+        try:
+            [(state,)] = db.execute("SELECT state FROM tx WHERE tx_id = ?", (tx_id,)).fetchall()
+        finally:
+            db.close()
+        return str(state)
+
+    @defer.inlineCallbacks
+    def prepared(self, c: Coordinator, timeout: float = 60.0) -> Any:
+        tx = yield c.start(["z.a.asset", "z.b.asset"], timeout=timeout)
+        yield c.execute(tx["tx_id"], "z.a.asset", "transfer", ["bob", 10])
+        yield c.execute(tx["tx_id"], "z.b.asset", "transfer", ["alice", 10])
+        return tx["tx_id"]
+
+    @defer.inlineCallbacks
+    def test_the_decision_is_invisible_until_durable(self) -> Any:
+        txlog = HeldLog(self.dir / "tx.sqlite")
+        c = self.coordinator(txlog)
+        tx_id = yield self.prepared(c)
+        txlog.holding = True
+        done = c.commit(tx_id)
+        self.assertEqual(len(txlog.parked), 1)  # the decision is on its way to the disk, not there
+        self.assertEqual(c.status(tx_id)["state"], "started")  # what participants ask (txStatus)
+        self.assertEqual(c.get(tx_id)["state"], "started")  # GET /tx/<id>
+        self.assertEqual(c.list("committing"), [])
+        self.assertEqual(self.logged_state(tx_id), "started")
+        yield self.assertFailure(c.execute(tx_id, "z.a.asset", "transfer", ["bob", 1]), TxError)
+        self.assertNotIn(("z.a.asset", OP_TX_COMMIT), self.chains.calls)
+        again = c.commit(tx_id)  # a repeated commit waits for the same decision
+        txlog.release()
+        record = yield done
+        self.assertEqual(record["state"], "committed")
+        self.assertEqual((yield again)["state"], "committed")
+        self.assertEqual(self.chains.locks, {})
+
+    @defer.inlineCallbacks
+    def test_a_decision_that_cannot_be_logged_is_not_taken(self) -> Any:
+        txlog = HeldLog(self.dir / "tx.sqlite")
+        c = self.coordinator(txlog)
+        tx_id = yield self.prepared(c, timeout=1.0)
+        txlog.holding = True
+        done = c.commit(tx_id)
+        txlog.fail()
+        failure = yield self.assertFailure(done, RouterError)
+        self.assertEqual(failure.code, "storage_error")
+        self.assertEqual(c.get(tx_id)["state"], "started")  # no phantom committing
+        self.assertEqual(c.status(tx_id)["state"], "started")
+        self.assertEqual(self.logged_state(tx_id), "started")
+        self.assertNotIn(("z.a.asset", OP_TX_COMMIT), self.chains.calls)
+        # The deadline, with the disk back, rolls it back everywhere.
+        yield support.until(lambda: c.get(tx_id)["state"] == "rolled_back")
+        self.assertEqual(self.logged_state(tx_id), "rolled_back")
+        self.assertEqual(self.chains.locks, {})
+        self.assertEqual(self.chains.total(), 200)
+        self.assertEqual(c.counters["log_failures"], 1)
+
+    @defer.inlineCallbacks
+    def test_a_commit_may_be_sent_again_after_a_failed_write(self) -> Any:
+        txlog = HeldLog(self.dir / "tx.sqlite")
+        c = self.coordinator(txlog)
+        tx_id = yield self.prepared(c)
+        txlog.holding = True
+        done = c.commit(tx_id)
+        txlog.fail()
+        yield self.assertFailure(done, RouterError)
+        record = yield c.commit(tx_id)
+        self.assertEqual(record["state"], "committed")
+        yield support.until(lambda: self.logged_state(tx_id) == "committed")
+
+    @defer.inlineCallbacks
+    def test_a_write_that_failed_yet_reached_the_disk(self) -> Any:
+        """The ambiguous failure (the record is durable, the writer hears a failure): nothing acted on the decision,
+        so whichever the log ends with is carried out everywhere: a restart commits; the deadline rolls back."""
+        fault = self.dir / "fault"
+        c = self.coordinator(TxLog(self.dir / "tx.sqlite", reactor, fault_file=fault))
+        tx_id = yield self.prepared(c, timeout=1.0)
+        fault.write_text("after")
+        yield self.assertFailure(c.commit(tx_id), RouterError)
+        self.assertEqual(self.logged_state(tx_id), "committing")
+        self.assertEqual(c.status(tx_id)["state"], "started")  # participants asking wait
+        yield c.stopService()  # the coordinator dies here: recovery follows the log
+        fault.unlink()
+        again = self.coordinator(TxLog(self.dir / "tx.sqlite", reactor))
+        yield support.until(lambda: again.get(tx_id)["state"] == "committed")
+        self.assertEqual(self.chains.balances["z.b.asset"], {"alice": 10, "bob": 90})
+        self.assertEqual(self.chains.locks, {})
+
+    @defer.inlineCallbacks
+    def test_an_ambiguous_write_then_the_deadline_rolls_back(self) -> Any:
+        fault = self.dir / "fault"
+        c = self.coordinator(TxLog(self.dir / "tx.sqlite", reactor, fault_file=fault))
+        tx_id = yield self.prepared(c, timeout=1.0)
+        fault.write_text("after")
+        yield self.assertFailure(c.commit(tx_id), RouterError)
+        fault.unlink()
+        yield support.until(lambda: c.get(tx_id)["state"] == "rolled_back")
+        self.assertEqual(self.logged_state(tx_id), "rolled_back")
+        self.assertEqual(self.chains.balances["z.a.asset"], {"alice": 100, "bob": 0})
+        self.assertEqual(self.chains.locks, {})
+
+    @defer.inlineCallbacks
+    def test_records_that_failed_after_the_decision_are_written_again(self) -> Any:
+        fault = self.dir / "fault"
+        c = self.coordinator(TxLog(self.dir / "tx.sqlite", reactor, fault_file=fault))
+        tx_id = yield self.prepared(c)
+        self.chains.down.add("z.b.asset")
+        record = yield c.commit(tx_id, wait=0.1)
+        self.assertEqual(record["state"], "committing")
+        fault.write_text("before")
+        self.chains.down.clear()
+        yield support.until(lambda: c.get(tx_id)["state"] == "committed")
+        self.assertEqual(self.logged_state(tx_id), "committing")  # the acknowledgements did not reach the log
+        fault.unlink()
+        yield support.until(lambda: self.logged_state(tx_id) == "committed")
+        self.assertEqual(c.stats()["unlogged"], 0)

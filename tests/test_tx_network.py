@@ -20,6 +20,7 @@ from wecross.config import TxSettings
 from wecross.errors import RouterError
 from wecross.facade import Invocation
 from wecross.ipath import IPath
+from wecross.stub.interfaces import OP_TX_ROLLBACK
 
 ACCOUNTS = {"alice": 1000, "bob": 1000}
 RESOURCES = [{"name": "hello", "kind": "kv"}, {"name": "asset", "kind": "asset", "initial": ACCOUNTS}]
@@ -189,16 +190,46 @@ class TwoPhaseCommit(TxNetwork):
 
 
 class ParticipantTimeout(TxNetwork):
+    """Issue 12, finding 4: a prepared participant whose coordinator is silent stays prepared (it voted yes, the
+    decision may be commit); deciding alone is an operator's act or an opt-in setting, reported either way."""
+
     tx_settings = TxSettings(participant_timeout=0.5, check_interval=0.2)
 
+    def prepared_here(self) -> list[Any]:
+        return [self.net.nodes["router-b"].stubs.stubs()["z.one"], self.net.nodes["router-c"].stubs.stubs()["z.two"]]
+
     @defer.inlineCallbacks
-    def test_a_coordinator_that_never_returns_leaves_nothing_locked(self) -> Any:
-        yield self.prepared_swap()
-        yield self.net.stop("router-a")  # the coordinator is gone for good
+    def test_a_coordinator_that_is_down_leaves_participants_prepared(self) -> Any:
+        tx_id = yield self.prepared_swap()
+        yield self.net.stop("router-a")  # the coordinator is gone
+        watcher = self.net.nodes["router-b"].participant
+        yield support.until(lambda: watcher.counters["unanswered"] >= 3, timeout=30)
+        self.assertTrue(all(s.prepared_transactions() for s in self.prepared_here()))  # blocked, as 2PC requires
+        self.assertEqual(watcher.counters["heuristic_decisions"], 0)
+        self.assertEqual(watcher.heuristics, [])
+        # The operator decides: a heuristic outcome, reported.
+        yield watcher.decide_alone(tx_id, ONE, OP_TX_ROLLBACK, "the operator gave up on router-a")
+        self.assertEqual(self.prepared_here()[0].prepared_transactions(), [])
+        [report] = watcher.heuristics
+        self.assertEqual((report["tx_id"], report["ipath"], report["op"]), (tx_id, ONE, OP_TX_ROLLBACK))
+        self.assertEqual(watcher.counters["heuristic_decisions"], 1)
+        self.assertTrue(self.prepared_here()[1].prepared_transactions())  # router-c still waits
+
+
+class OptInHeuristic(TxNetwork):
+    tx_settings = TxSettings(participant_timeout=0.5, check_interval=0.2, participant_heuristic="rollback",
+                             participant_heuristic_after=0.5)
+
+    @defer.inlineCallbacks
+    def test_a_participant_may_be_set_to_roll_back_alone(self) -> Any:
+        tx_id = yield self.prepared_swap()
+        yield self.net.stop("router-a")
         stubs = [self.net.nodes["router-b"].stubs.stubs()["z.one"], self.net.nodes["router-c"].stubs.stubs()["z.two"]]
         yield support.until(lambda: all(not s.prepared_transactions() for s in stubs), timeout=30)
-        watcher = self.net.nodes["router-b"].participant
-        self.assertGreaterEqual(watcher.counters["heuristic_rollbacks"], 1)
+        for rid in ("router-b", "router-c"):
+            watcher = self.net.nodes[rid].participant
+            self.assertEqual([r["tx_id"] for r in watcher.heuristics], [tx_id])
+            self.assertEqual(watcher.counters["heuristic_decisions"], 1)
         result = yield self.router("router-b").invoke(Invocation(IPath.parse(ONE), "call", "balanceOf", ["alice"]))
         self.assertEqual(result["output"], 1000)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -137,15 +138,18 @@ class RouterNode(MultiService):
         self.htlc: HtlcService | None = None
         if transactions:
             tx = settings.tx
+            fault_file = Path(tx.test_log_fault_file) if tx.test_log_fault_file else None
             self.coordinator = Coordinator(settings.router_id, TxLog(settings.data_dir / "tx-log.sqlite", reactor,
-                                                                     synchronous=tx.log_sync),
+                                                                     synchronous=tx.log_sync, fault_file=fault_file),
                                            self.router, reactor, default_timeout=tx.default_timeout,
-                                           max_timeout=tx.max_timeout, rng=rng,
+                                           max_timeout=tx.max_timeout, rng=rng, retry_max=tx.retry_max,
                                            hold_after_decision=tx.test_hold_after_decision,
                                            hold_between_participants=tx.test_hold_between_participants)
             self.router.coordinator = self.coordinator
             self.participant = ParticipantWatcher(self.router, self.stubs.stubs, reactor,
-                                                  timeout=tx.participant_timeout, interval=tx.check_interval)
+                                                  timeout=tx.participant_timeout, interval=tx.check_interval,
+                                                  heuristic=tx.participant_heuristic,
+                                                  heuristic_after=tx.participant_heuristic_after)
             self.htlc = HtlcService(settings.router_id, self.router,
                                     TxLog(settings.data_dir / "htlc-log.sqlite", reactor, synchronous=tx.log_sync,
                                           parse=Htlc.from_record),

@@ -44,6 +44,26 @@ OP_HTLC_TIMEOUT = "htlcTimeout"
 TX_OPERATIONS = frozenset({OP_TX_PREPARE, OP_TX_COMMIT, OP_TX_ROLLBACK, OP_HTLC_LOCK, OP_HTLC_UNLOCK,
                            OP_HTLC_TIMEOUT})
 
+#: The 2PC participant contract: what a resource's ``commit`` and ``rollback`` hooks answer, whatever the chain.
+#: The coordinator (wecross.tx.coordinator) acts on these codes and nothing else, and
+#: ``tests.test_tx_contract`` checks every participant kind (embedded kv and asset, EVM kv and asset) against them.
+#:
+#: - ``commit`` of a transaction prepared here: the commit's Result; again after it committed: a Result again
+#:   (the same commit), never an error (idempotent repeat).
+#: - ``rollback`` of a transaction prepared here, or again after it rolled back, or of one never prepared here
+#:   (a rollback may overtake its prepare): a Result (``{"rolled_back": tx_id, "known": bool}``), never an error.
+#: - ``commit`` of a transaction this participant rolled back: StubError("rolled_back"). The EVM stub answers
+#:   ``unknown_tx`` (with "was rolled back" in the message) for now; the coordinator takes either.
+#: - ``commit`` of a transaction never prepared here: StubError("unknown_tx").
+#: - ``rollback`` of a transaction committed here: StubError("already_committed").
+#:
+#: A coordinator that holds a decision treats those three codes as the participant contradicting it (a heuristic
+#: outcome, recorded and reported, never retried): by the time a commit is decided every participant answered its
+#: prepare, so it can only have lost the transaction by deciding alone (or by losing its data).
+TX_COMMIT_CONTRADICTIONS = frozenset({"rolled_back", "unknown_tx"})
+TX_ROLLBACK_CONTRADICTIONS = frozenset({"already_committed"})
+TX_CONTRADICTIONS = {OP_TX_COMMIT: TX_COMMIT_CONTRADICTIONS, OP_TX_ROLLBACK: TX_ROLLBACK_CONTRADICTIONS}
+
 
 class StubError(Exception):
     """A failure a stub reports to the caller, with a stable code (e.g. ``unknown_method``, ``bad_args``,
@@ -157,10 +177,12 @@ class IResource(Interface):
         """Execute tentatively under tx_id and lock what it touches."""
 
     def commit(tx_id: str) -> Deferred[Result]:
-        """Make a prepared tx_id permanent and release its locks."""
+        """Make a prepared tx_id permanent and release its locks; the answers are the participant contract above
+        (TX_COMMIT_CONTRADICTIONS)."""
 
     def rollback(tx_id: str) -> Deferred[Result]:
-        """Undo a prepared tx_id and release its locks."""
+        """Undo a prepared tx_id and release its locks; the answers are the participant contract above
+        (TX_ROLLBACK_CONTRADICTIONS)."""
 
     def lock(htlc_id: str, hash_lock: str, timelock: float, args: list[Any], sender: str) -> Deferred[Result]:
         """HTLC: lock an amount until a secret with sha256 == hash_lock is shown or timelock passes."""

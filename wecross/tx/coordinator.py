@@ -5,21 +5,34 @@ Rules it keeps, whatever fails:
 - **Write-ahead.** Every state change is in the durable log (:class:`~wecross.tx.log.TxLog`) before anything acts
   on it: a step is logged "pending" before its prepare is sent, the decision is logged before any participant
   hears it.
+- **A decision is visible only once durable.** A decision (commit or rollback) is made on a copy of the transaction
+  and written; only when the log has it does the transaction itself change state, so :meth:`get`, :meth:`status`
+  (what participants ask with ``txStatus``) and :meth:`list` never show a decision the log could lose. While it is
+  being written the transaction is "deciding": no step, no other decision, and the deadline sweep leaves it alone.
+  A decision whose write fails is not applied: the transaction stays ``started`` (what the log says), the client's
+  commit fails with ``storage_error`` and may be sent again, and the deadline rolls it back otherwise. Reverting
+  rather than retrying the write keeps the log and memory in agreement and bounds the time locks are held by the
+  deadline; and should a write reported as failed have reached the disk after all, nothing has acted on it, and
+  the next decision logged for the transaction replaces it (``tests.test_tx_coordinator.DurableDecisions``).
 - **Recovery.** On start, every transaction in the log that is not finished is finished: ``committing`` is driven
   to committed, ``rolling_back`` to rolled back, and ``started`` (no decision logged: the client can no longer be
   waiting for it) is rolled back. Participants make commit and rollback idempotent, so re-sending is always safe.
 - **Nothing stays locked.** A transaction still ``started`` at its deadline is rolled back. Carrying out a decision
-  is retried with back-off until every participant has acknowledged it; a participant that answers a commit with
-  ``unknown_tx`` (it rolled back on its own after its timeout) or a rollback with ``already_committed`` is recorded
-  as a heuristic outcome on the transaction and reported, not retried forever.
-- **Take-over.** The log record is the whitepaper's step record; another router given it (``adopt``) finishes the
-  transaction by the same rules (presumed abort when no decision is recorded).
+  is retried with back-off until every participant has acknowledged it; a participant whose answer contradicts the
+  decision (the codes of :data:`~wecross.stub.interfaces.TX_CONTRADICTIONS`: a commit answered ``rolled_back`` or
+  ``unknown_tx``, a rollback answered ``already_committed``) is recorded as a heuristic outcome on the transaction
+  and reported, not retried forever. A record whose write failed after the decision (an acknowledgement, the end)
+  is written again by the sweep until the log has it.
+- **Take-over.** The log record is the whitepaper's step record; another router given it (``adopt``) logs it, then
+  finishes the transaction by the same rules (presumed abort when no decision is recorded).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.application.service import Service
@@ -31,14 +44,15 @@ from twisted.python.failure import Failure
 
 from wecross.errors import RouterError
 from wecross.ipath import IPath, IPathError
-from wecross.stub.interfaces import OP_TX_COMMIT, OP_TX_PREPARE, OP_TX_ROLLBACK
+from wecross.stub.interfaces import OP_TX_COMMIT, OP_TX_PREPARE, OP_TX_ROLLBACK, TX_CONTRADICTIONS
 from wecross.tx.log import TxLog
 from wecross.tx.model import FINAL_STATES, StepState, Tx, TxError, TxState
 
 log = Logger()
 
-#: Codes after which a decision is not retried: the participant answered, and contradicted it.
-_CONTRADICTIONS = {OP_TX_COMMIT: {"unknown_tx"}, OP_TX_ROLLBACK: {"already_committed"}}
+#: Codes after which a decision is not retried: the participant answered, and contradicted it (the participant
+#: contract in wecross.stub.interfaces).
+_CONTRADICTIONS = TX_CONTRADICTIONS
 #: Codes that mean "the resource cannot take part at all": retrying changes nothing. Not ``unknown_chain`` or
 #: ``unknown_resource``: right after a restart the directory is still empty, and a router serving the chain may be
 #: on its way back; those are retried like an unreachable one.
@@ -88,7 +102,11 @@ class Coordinator(Service):
         self.rng = rng or random.Random()
         self.txs: dict[str, Tx] = {}
         self.counters: dict[str, int] = {"started": 0, "committed": 0, "rolled_back": 0, "recovered": 0,
-                                         "timed_out": 0, "retries": 0, "heuristic": 0}
+                                         "timed_out": 0, "retries": 0, "heuristic": 0, "log_failures": 0}
+        #: Transactions whose decision is being written: who waits for that write to end (either way).
+        self._deciding: dict[str, list[Deferred[None]]] = {}
+        #: Transactions whose latest record could not be written; the sweep writes them again.
+        self._unlogged: dict[str, Tx] = {}
         self._in_flight: dict[tuple[str, str], Deferred[Any]] = {}
         self._retry_calls: dict[tuple[str, str], IDelayedCall] = {}
         self._attempts: dict[tuple[str, str], int] = {}
@@ -123,8 +141,9 @@ class Coordinator(Service):
 
     def _resume(self, tx: Tx, reason: str) -> None:
         if tx.state is TxState.STARTED:
-            tx.decide_rollback(self.clock.seconds(), reason)
-            self._logged(tx).addCallback(lambda _: self._drive(tx)).addErrback(self._log_failure, tx)
+            now = self.clock.seconds()
+            d = self._decide(tx, lambda t: t.decide_rollback(now, reason))
+            d.addCallback(lambda _: self._drive(tx)).addErrback(self._undecided, tx, "rollback")
         else:
             self._drive(tx)
 
@@ -156,6 +175,8 @@ class Coordinator(Service):
         """One step: prepare ``method(args)`` on ``ipath`` inside the transaction; the step's record."""
         try:
             tx = self.get_tx(tx_id)
+            if tx_id in self._deciding:
+                raise TxError("tx_state", f"transaction {tx_id} is being decided: no more steps")
             path = IPath.parse(ipath) if isinstance(ipath, str) else None
             if path is None:
                 raise TxError("bad_ipath", "a step needs the iPath of its resource")
@@ -195,12 +216,15 @@ class Coordinator(Service):
         seconds with the transaction still ``committing``: it will finish, the log says so)."""
         try:
             tx = self.get_tx(tx_id)
+            if tx_id in self._deciding:
+                return self._after_decision(tx_id).addCallback(lambda _: self.commit(tx_id, wait))
             if tx.state is TxState.COMMITTING or tx.state is TxState.COMMITTED:
                 return self._wait(tx, wait)
-            tx.decide_commit(self.clock.seconds())
+            now = self.clock.seconds()
+            d = self._decide(tx, lambda t: t.decide_commit(now))
         except RouterError as exc:
             return defer.fail(exc)
-        d = self._logged(tx)
+        d.addErrback(self._undecided, tx, "commit", reraise=True)
         if self.hold_after_decision > 0:
             d.addCallback(lambda _: task.deferLater(self.clock, self.hold_after_decision, lambda: None))
         return d.addCallback(lambda _: self._drive(tx)).addCallback(lambda _: self._wait(tx, wait))
@@ -209,11 +233,16 @@ class Coordinator(Service):
                  wait: float = 10.0) -> Deferred[dict[str, Any]]:
         try:
             tx = self.get_tx(tx_id)
-            if not tx.decide_rollback(self.clock.seconds(), reason):
+            if tx_id in self._deciding:
+                return self._after_decision(tx_id).addCallback(lambda _: self.rollback(tx_id, reason, wait))
+            if tx.state in (TxState.ROLLING_BACK, TxState.ROLLED_BACK):
                 return self._wait(tx, wait)
+            now = self.clock.seconds()
+            d = self._decide(tx, lambda t: t.decide_rollback(now, reason))
         except RouterError as exc:
             return defer.fail(exc)
-        return self._logged(tx).addCallback(lambda _: self._drive(tx)).addCallback(lambda _: self._wait(tx, wait))
+        d.addErrback(self._undecided, tx, "rollback", reraise=True)
+        return d.addCallback(lambda _: self._drive(tx)).addCallback(lambda _: self._wait(tx, wait))
 
     def adopt(self, record: dict[str, Any]) -> Deferred[dict[str, Any]]:
         """Take over a transaction from its record (another coordinator's): finish it by the recovery rules."""
@@ -222,13 +251,24 @@ class Coordinator(Service):
         except RouterError as exc:
             return defer.fail(exc)
         known = self.txs.get(tx.tx_id)
-        if known is not None and known.state not in FINAL_STATES:
+        if (known is not None and known.state not in FINAL_STATES) or tx.tx_id in self._deciding:
             return defer.fail(TxError("tx_state", f"transaction {tx.tx_id} is already being finished here"))
-        self.txs[tx.tx_id] = tx
-        if tx.state in FINAL_STATES:
-            return self._logged(tx).addCallback(lambda _: tx.to_record())
-        self._resume(tx, f"taken over by {self.router_id}: no decision was recorded")
-        return self._wait(tx, 10.0)
+        # Logged before it is known here: a decision it carries is then durable here before anyone hears it from us.
+        self._deciding[tx.tx_id] = []
+
+        def logged(_: object) -> Deferred[dict[str, Any]]:
+            self.txs[tx.tx_id] = tx
+            self._decided(tx.tx_id)
+            if tx.state in FINAL_STATES:
+                return defer.succeed(tx.to_record())
+            self._resume(tx, f"taken over by {self.router_id}: no decision was recorded")
+            return self._wait(tx, 10.0)
+
+        def unlogged(failure: Failure) -> Failure:
+            self._decided(tx.tx_id)
+            return failure
+
+        return self._logged(tx).addCallbacks(logged, unlogged)
 
     def get_tx(self, tx_id: str) -> Tx:
         if not isinstance(tx_id, str):
@@ -242,7 +282,8 @@ class Coordinator(Service):
         return self.get_tx(tx_id).to_record()
 
     def status(self, tx_id: str) -> dict[str, Any]:
-        """What a participant asks before it gives up on us: the state, and whether a decision is logged."""
+        """What a participant asks: the state, which shows a decision only once the log has it (a participant
+        acts on ``committing``)."""
         tx = self.get_tx(tx_id)
         return {"tx_id": tx_id, "state": tx.state.value}
 
@@ -257,12 +298,56 @@ class Coordinator(Service):
         by_state: dict[str, int] = {}
         for tx in self.txs.values():
             by_state[tx.state.value] = by_state.get(tx.state.value, 0) + 1
-        return {"by_state": by_state, **self.counters, "log_flushes": self.log.flushes}
+        return {"by_state": by_state, **self.counters, "log_flushes": self.log.flushes,
+                "unlogged": len(self._unlogged)}
 
     # -- carrying out decisions -------------------------------------------------------------------------------------
 
     def _logged(self, tx: Tx) -> Deferred[None]:
-        return self.log.write(tx)
+        d = self.log.write(tx)
+        self._unlogged.pop(tx.tx_id, None)  # this write carries the latest record; it re-registers if it fails
+        return d
+
+    def _decide(self, tx: Tx, decide: Callable[[Tx], object]) -> Deferred[None]:
+        """Make a decision durable, then visible: ``decide`` runs on a copy (raising TxError when the decision is
+        not allowed), the copy's record is written, and only once it is on disk does ``decide`` run on ``tx``
+        itself. Fails with the log's ``storage_error``, ``tx`` unchanged."""
+        draft = dataclasses.replace(tx)  # shallow: a decision assigns fields, it changes no list
+        decide(draft)
+        self._deciding[tx.tx_id] = []
+        d = self.log.write(draft)
+
+        def durable(_: object) -> None:
+            self._unlogged.pop(tx.tx_id, None)
+            decide(tx)  # before the waiters run: they see the decision
+            self._decided(tx.tx_id)
+
+        def undurable(failure: Failure) -> Failure:
+            self._decided(tx.tx_id)
+            return failure
+
+        return d.addCallbacks(durable, undurable)
+
+    def _decided(self, tx_id: str) -> None:
+        for waiter in self._deciding.pop(tx_id, []):
+            waiter.callback(None)
+
+    def _after_decision(self, tx_id: str) -> Deferred[None]:
+        """Fires once the decision being written for ``tx_id`` is durable or has failed."""
+        waiting = self._deciding.get(tx_id)
+        if waiting is None:
+            return defer.succeed(None)
+        d: Deferred[None] = Deferred()
+        waiting.append(d)
+        return d
+
+    def _undecided(self, failure: Failure, tx: Tx, what: str, reraise: bool = False) -> Failure | None:
+        """A decision could not be logged: nothing acted on it, the transaction stays started (as the log says)."""
+        self.counters["log_failures"] += 1
+        log.warn("tx {tx}: the {what} decision could not be logged ({error}); the transaction stays started until "
+                 "a decision can be logged (its deadline rolls it back)", tx=tx.tx_id, what=what,
+                 error=failure.getErrorMessage())
+        return failure if reraise else None
 
     def _drive(self, tx: Tx) -> None:
         if tx.state not in (TxState.COMMITTING, TxState.ROLLING_BACK):
@@ -360,20 +445,32 @@ class Coordinator(Service):
         return d
 
     def _log_failure(self, failure: Failure, tx: Tx) -> None:
-        log.failure("tx {tx}: could not log the transaction; it stays {state} until it can", failure,
-                    tx=tx.tx_id, state=tx.state.value)
+        """A record written after the decision did not reach the log: the sweep writes it again. (Acting on it went
+        on: what it adds, acknowledgements, is re-learnt from the participants after a crash.)"""
+        self.counters["log_failures"] += 1
+        self._unlogged[tx.tx_id] = tx
+        log.warn("tx {tx}: could not log the transaction ({error}); written again at the next sweep",
+                 tx=tx.tx_id, error=failure.getErrorMessage())
 
     # -- deadlines --------------------------------------------------------------------------------------------------
 
     def _sweep(self) -> None:
         now = self.clock.seconds()
+        for tx in list(self._unlogged.values()):
+            if tx.tx_id not in self._deciding:
+                self._logged(tx).addCallback(self._notify_if_final, tx).addErrback(self._log_failure, tx)
         for tx in list(self.txs.values()):
-            if tx.state is TxState.STARTED and now > tx.deadline and not any(
+            if tx.state is TxState.STARTED and now > tx.deadline and tx.tx_id not in self._deciding and not any(
                     s.state is StepState.PENDING and now - s.at < 5.0 for s in tx.steps):
                 self.counters["timed_out"] += 1
                 log.info("tx {tx}: deadline passed while started; rolling back", tx=tx.tx_id)
-                tx.decide_rollback(now, "the transaction's deadline passed before it was committed")
-                self._logged(tx).addCallback(lambda _, tx=tx: self._drive(tx)).addErrback(self._log_failure, tx)
+                d = self._decide(tx, lambda t: t.decide_rollback(now, "the transaction's deadline passed before it "
+                                                                     "was committed"))
+                d.addCallback(lambda _, tx=tx: self._drive(tx)).addErrback(self._undecided, tx, "rollback")
+
+    def _notify_if_final(self, _: object, tx: Tx) -> None:
+        if tx.state in FINAL_STATES:
+            self._notify(tx)
 
 
 def _cancel_timer(result: Any, timer: IDelayedCall) -> Any:

@@ -8,6 +8,12 @@ that transaction is durable. Under load that is one fsync for many transactions 
 the log stays on without costing the throughput.
 
 A record that cannot be written fails its Deferred with ``storage_error``; the coordinator then does not act.
+
+Fault injection (tests and ``bench/chaos.py`` only; off unless ``[tx] test_log_fault_file`` is set): while the file
+named there exists, every group commit fails, with the text it holds choosing where: ``before`` (nothing reaches
+the disk) or ``after`` (the records are durable, yet the writers hear of a failure: the ambiguous case a failing
+disk can produce). A held SQLite lock (another process in a write transaction on the database past SQLite's busy
+timeout) fails writes the ordinary way.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ CREATE INDEX IF NOT EXISTS tx_state ON tx (state);
 
 class TxLog:
     def __init__(self, path: Path, reactor: Any, *, synchronous: str = "FULL",
-                 parse: Callable[[dict[str, Any]], Any] = Tx.from_record) -> None:
+                 parse: Callable[[dict[str, Any]], Any] = Tx.from_record, fault_file: Path | None = None) -> None:
         """``parse`` turns a stored record back into its object (the HTLC service keeps its exchanges here too);
         objects written need ``tx_id``, ``state`` (a str enum), ``updated_at`` and ``to_json()``."""
         if synchronous not in ("FULL", "NORMAL", "OFF"):
@@ -52,6 +58,7 @@ class TxLog:
         self.reactor = reactor
         self.synchronous = synchronous
         self.parse = parse
+        self.fault_file = fault_file
         self._db: sqlite3.Connection | None = None
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"txlog-{path.name}")
         self._queue: dict[str, tuple[str, float, str]] = {}
@@ -102,7 +109,11 @@ class TxLog:
         def done(result: object) -> None:
             self._flushing = False
             if isinstance(result, Failure):
-                log.failure("transaction log {path}: write failed", result, path=str(self.path))
+                if result.check(sqlite3.Error):  # the disk or the database: one line, no traceback
+                    log.error("transaction log {path}: write failed: {error}", path=str(self.path),
+                              error=result.getErrorMessage())
+                else:
+                    log.failure("transaction log {path}: write failed", result, path=str(self.path))
                 error = RouterError("storage_error", f"the transaction log could not be written: "
                                                      f"{result.getErrorMessage()}")
                 for d in waiters:
@@ -121,6 +132,9 @@ class TxLog:
     def _write_batch(self, batch: dict[str, tuple[str, float, str]]) -> None:
         db = self._db
         assert db is not None
+        fault = self._injected_fault()
+        if fault == "before":
+            raise sqlite3.OperationalError("disk I/O error (injected before the write)")
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany("INSERT INTO tx (tx_id, state, updated_at, record) VALUES (?, ?, ?, ?) "
@@ -131,6 +145,16 @@ class TxLog:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        if fault == "after":
+            raise sqlite3.OperationalError("disk I/O error (injected after the write)")
+
+    def _injected_fault(self) -> str | None:
+        if self.fault_file is None:
+            return None
+        try:
+            return self.fault_file.read_text().strip() or "before"
+        except OSError:
+            return None  # no file: no fault
 
     def close(self) -> Deferred[None]:
         """Wait for queued writes, then close."""

@@ -1,17 +1,28 @@
-"""The participants' safety net: a prepared transaction whose coordinator goes quiet is not left holding locks.
+"""The participants' side of 2PC: a prepared transaction whose decision does not arrive is resolved by asking, and
+decided alone only when an operator says so.
 
 Every ``interval`` the watcher lists the transactions prepared on this router's chains (stubs that take part offer
 ``prepared_transactions()``). One prepared for longer than ``timeout`` makes it ask the coordinator (the router
-named in the transaction id) for the state, and then:
+named in the transaction id) with ``txStatus``, and then:
 
-- ``committing`` / ``committed``: commit here (the coordinator's retry may simply not have reached us yet);
-- ``rolling_back`` / ``rolled_back``, or ``unknown_tx`` (the coordinator has no record: nothing was decided):
-  roll back here;
+- ``committing`` / ``committed``: commit here (the coordinator shows a decision only once its log has it, so this
+  commit can never be undone by the coordinator's recovery);
+- ``rolling_back`` / ``rolled_back``, or ``unknown_tx`` (the coordinator has no record: nothing was decided, and the
+  coordinator logs a transaction before any prepare is sent): roll back here;
 - ``started``: wait; the coordinator is alive and rolls back at its own deadline;
-- no answer (the coordinator is down or cut off): roll back here. This is the heuristic decision the timeout
-  exists for; should the coordinator come back with a commit decision, our ``unknown_tx`` answer is recorded on its
-  transaction as a heuristic outcome, so the operator sees it. Choose ``participant_timeout`` well above the time a
-  coordinator needs to restart.
+- no answer (the coordinator is down or cut off): **stay prepared, locks held, and ask again next interval**. This is
+  what 2PC requires: a participant that voted yes gave up the right to decide, because the decision may already be
+  commit. A router that adopted the transaction (``POST /tx/adopt``) sends the decision itself, so waiting here
+  also ends when another router finishes the transaction.
+
+A unilateral (heuristic) decision is never taken by default. It is either an operator's explicit act,
+:meth:`ParticipantWatcher.decide_alone`, or the opt-in setting ``[tx] participant_heuristic = "rollback"``, which
+rolls back a transaction whose coordinator could not be asked for ``heuristic_after`` seconds past the timeout.
+Either way it is reported as a heuristic outcome: an error in the log, an entry in :attr:`heuristics` (and the
+``heuristic_decisions`` counter) here, and on the coordinator's record when its decision reaches this participant
+and is contradicted (``rolled_back`` / ``already_committed``: the contract in wecross.stub.interfaces).
+``tests.test_tx_network`` checks that a participant whose coordinator is down stays prepared, and that both
+heuristic paths are reported.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -32,18 +44,30 @@ from wecross.stub.interfaces import OP_TX_COMMIT, OP_TX_ROLLBACK
 
 log = Logger()
 
+#: ``[tx] participant_heuristic``: what a participant does when its coordinator cannot be asked.
+HEURISTIC_POLICIES = ("wait", "rollback")
+#: At most this many heuristic decisions are kept in :attr:`ParticipantWatcher.heuristics` (the log keeps all).
+_MAX_REPORTED = 1000
+
 
 class ParticipantWatcher(Service):
     name = "tx-participant"
 
     def __init__(self, router: Any, stubs: Callable[[], Mapping[str, Any]], clock: IReactorTime, *,
-                 timeout: float = 300.0, interval: float = 5.0) -> None:
+                 timeout: float = 300.0, interval: float = 5.0, heuristic: str = "wait",
+                 heuristic_after: float = 3600.0) -> None:
+        if heuristic not in HEURISTIC_POLICIES:
+            raise ValueError(f"heuristic must be one of {', '.join(HEURISTIC_POLICIES)}")
         self.router = router
         self.stubs = stubs
         self.clock = clock
         self.timeout = timeout
         self.interval = interval
-        self.counters = {"asked": 0, "committed": 0, "rolled_back": 0, "heuristic_rollbacks": 0}
+        self.heuristic = heuristic
+        self.heuristic_after = heuristic_after
+        self.counters = {"asked": 0, "committed": 0, "rolled_back": 0, "unanswered": 0, "heuristic_decisions": 0}
+        #: Every unilateral decision taken here, newest last: tx_id, ipath, op, why, at.
+        self.heuristics: list[dict[str, Any]] = []
         self._busy: set[str] = set()
         self._loop = LoopingCall(self.check)
         self._loop.clock = clock
@@ -57,25 +81,31 @@ class ParticipantWatcher(Service):
         if self._loop.running:
             self._loop.stop()
 
-    def check(self) -> None:
-        now = self.clock.seconds()
+    def prepared(self) -> list[tuple[IPath, dict[str, Any]]]:
+        """Every transaction prepared on this router's chains: (the resource's iPath, the stub's listing entry)."""
+        found: list[tuple[IPath, dict[str, Any]]] = []
         for chain, stub in sorted(self.stubs().items()):
             lister = getattr(stub, "prepared_transactions", None)
             if lister is None:
                 continue
             try:
-                prepared = lister()
+                entries = lister()
             except Exception:
                 log.failure("chain {chain}: listing prepared transactions failed", chain=chain)
                 continue
-            for entry in prepared:
-                tx_id = entry.get("tx_id")
-                since = entry.get("since")
-                if not isinstance(tx_id, str) or not isinstance(since, (int, float)) or tx_id in self._busy:
-                    continue
-                if now - since < self.timeout:
-                    continue
-                self._resolve(tx_id, IPath.parse(f"{chain}.{entry['resource']}"), now - since)
+            for entry in entries:
+                if isinstance(entry.get("tx_id"), str) and isinstance(entry.get("since"), (int, float)):
+                    found.append((IPath.parse(f"{chain}.{entry['resource']}"), entry))
+        return found
+
+    def check(self) -> None:
+        now = self.clock.seconds()
+        for path, entry in self.prepared():
+            tx_id = entry["tx_id"]
+            age = now - entry["since"]
+            if tx_id in self._busy or age < self.timeout:
+                continue
+            self._resolve(tx_id, path, age)
 
     def _resolve(self, tx_id: str, path: IPath, age: float) -> None:
         coordinator = tx_id.split(":", 1)[0]
@@ -93,20 +123,44 @@ class ParticipantWatcher(Service):
                      tx=tx_id, age=age, c=coordinator, state=state)
             return None
 
-        def unanswered(failure: Failure) -> Deferred[Any]:
+        def unanswered(failure: Failure) -> Deferred[Any] | None:
             error = failure.value
             code = error.code if isinstance(error, RouterError) else "internal"
             if code == "unknown_tx":
                 return self._carry_out(tx_id, path, OP_TX_ROLLBACK, f"coordinator {coordinator} has no record of it")
-            self.counters["heuristic_rollbacks"] += 1
-            log.warn("tx {tx}: prepared here for {age:.0f} s and coordinator {c} cannot be asked ({code}); rolling "
-                     "back (heuristic decision)", tx=tx_id, age=age, c=coordinator, code=code)
-            return self._carry_out(tx_id, path, OP_TX_ROLLBACK, "the coordinator could not be reached")
+            self.counters["unanswered"] += 1
+            if self.heuristic == "rollback" and age >= self.timeout + self.heuristic_after:
+                return self.decide_alone(tx_id, path, OP_TX_ROLLBACK,
+                                         f"coordinator {coordinator} could not be asked ({code}) for {age:.0f} s "
+                                         "(participant_heuristic = rollback)")
+            log.warn("tx {tx}: prepared here for {age:.0f} s and coordinator {c} cannot be asked ({code}); staying "
+                     "prepared until it or a router that adopted the transaction decides", tx=tx_id, age=age,
+                     c=coordinator, code=code)
+            return None
 
         d = self.router.tx_status(coordinator, tx_id, path)
         d.addCallbacks(decided, unanswered)
         d.addErrback(lambda failure: log.failure("tx {tx}: resolving failed", failure, tx=tx_id))
         d.addBoth(lambda _: self._busy.discard(tx_id))
+
+    def decide_alone(self, tx_id: str, path: IPath | str, op: str, why: str) -> Deferred[Any]:
+        """The operator's way out of a blocked transaction: commit (``txCommit``) or roll back (``txRollback``)
+        ``tx_id`` on the resource at ``path`` without the coordinator's decision. Reported as a heuristic outcome
+        (log error, :attr:`heuristics`); the coordinator records it too when its own decision is contradicted."""
+        if op not in (OP_TX_COMMIT, OP_TX_ROLLBACK):
+            return defer.fail(RouterError("bad_args", f"a participant decides {OP_TX_COMMIT} or {OP_TX_ROLLBACK}"))
+        if isinstance(path, str):
+            try:
+                path = IPath.parse(path)
+            except ValueError as exc:
+                return defer.fail(RouterError("bad_ipath", str(exc)))
+        self.counters["heuristic_decisions"] += 1
+        self.heuristics.append({"tx_id": tx_id, "ipath": str(path), "op": op, "why": why[:500],
+                                "at": self.clock.seconds()})
+        del self.heuristics[:-_MAX_REPORTED]
+        log.error("tx {tx}: {op} on {path} decided by the participant alone: {why} (heuristic outcome)",
+                  tx=tx_id, op=op, path=str(path), why=why[:500])
+        return self._carry_out(tx_id, path, op, f"heuristic: {why[:500]}")
 
     def _carry_out(self, tx_id: str, path: IPath, op: str, why: str) -> Deferred[Any]:
         def done(_: object) -> None:
