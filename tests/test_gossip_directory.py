@@ -13,6 +13,7 @@ from wecross.gossip import (
     ChainClash,
     ChainInfo,
     Directory,
+    LinkInfo,
     RecordError,
     RecordSigner,
     RecordVerifier,
@@ -380,6 +381,126 @@ class QueryTests(SynchronousTestCase):
         d.accept(blob_of(make_record("router-c", 1, 2)), 0.0)
         self.assertEqual(d.clashes(), [])
         self.assertFalse(d.clashing("payment.bank-a"))
+
+
+def restricted_blob(record: RouterRecord, serves: tuple[str, ...]) -> bytes:
+    """A record signed with a certificate for the same router id that authorises only ``serves``."""
+    return signer(record.router_id, serves=serves).sign(record).to_bytes()
+
+
+BANK_A = ChainInfo("payment.bank-a", "embedded", 8, "g1")
+COURT = ChainInfo("evidence.court", "embedded", 3, "g9")
+COURT_KV = ResourceEntry("evidence.court.kv", "kv", {})
+
+
+class ChainAuthorityTests(SynchronousTestCase):
+    """Chain claims count only where the signing certificate names the chain (wecross certs --serves)."""
+
+    def setUp(self) -> None:
+        d = self.directory = Directory("router-a", verifier())
+        d.set_local(signed_of(make_record("router-a", chains=(BANK_A,), resources=(ASSET,))))
+        # router-x may serve nowhere.* only, yet claims payment.bank-a (with another genesis) and evidence.court.
+        self.greedy = make_record("router-x", 1, 1, zones=("payment", "evidence"), transit=True,
+                                  chains=(ChainInfo("payment.bank-a", "embedded", 99, "evil"), COURT),
+                                  resources=(ASSET, COURT_KV), links=(LinkInfo("router-a", 1.0, 0.0, 0.0, 0),))
+        self.stored = d.accept(restricted_blob(self.greedy, ("nowhere.*",)), 0.0)
+
+    def test_unauthorised_claims_are_ignored_and_counted(self) -> None:
+        d = self.directory
+        self.assertIsNotNone(self.stored)  # the record itself is accepted: links, zones, transit still count
+        view = d.records()["router-x"]
+        self.assertEqual((view.chains, view.resources), ((), ()))
+        self.assertEqual((view.links, view.zones, view.transit, view.version),
+                         (self.greedy.links, self.greedy.zones, True, (1, 1)))
+        signed = d.signed("router-x")
+        assert signed is not None
+        self.assertEqual(signed.record, self.greedy)  # as signed, for whoever must see it whole
+        self.assertEqual(d.routers_for_chain("payment.bank-a"), {"router-a"})
+        self.assertEqual(d.routers_for_chain("evidence.court"), frozenset())
+        self.assertEqual(d.chain_claims("payment.bank-a"), {"router-a": "g1"})
+        self.assertEqual(d.clashes(), [])  # a different genesis without authority takes nothing down
+        self.assertFalse(d.clashing("payment.bank-a"))
+        self.assertEqual(d.resources(), [(ASSET, ("router-a",))])
+        self.assertIsNone(d.resource(COURT_KV.ipath))
+        self.assertEqual(d.unauthorized(), {"router-x": ["evidence.court", "payment.bank-a"]})
+        stats = d.stats()
+        self.assertEqual((stats["unauthorized_claims"], stats["unauthorized_chains"], stats["unauthorized_routers"]),
+                         (2, 2, 1))
+        # Every newer record with the same claims is counted again; the current set stays the same.
+        d.accept(restricted_blob(dataclasses.replace(self.greedy, seq=2), ("nowhere.*",)), 0.0)
+        self.assertEqual((d.stats()["unauthorized_claims"], d.stats()["unauthorized_chains"]), (4, 2))
+
+    def test_queries_for_the_router_core(self) -> None:
+        d = self.directory
+        self.assertTrue(d.authorized("router-a", "payment.bank-a"))
+        self.assertTrue(d.authorized("router-x", "nowhere.chain"))  # authority, whether claimed or not
+        self.assertFalse(d.authorized("router-x", "payment.bank-a"))
+        self.assertFalse(d.authorized("router-q", "payment.bank-a"))  # unknown router
+        self.assertEqual(d.serves_patterns("router-x"), ("nowhere.*",))
+        self.assertEqual(d.genesis_of("payment.bank-a", "router-a"), "g1")
+        self.assertIsNone(d.genesis_of("payment.bank-a", "router-x"))  # claimed, but not authorised
+        self.assertIsNone(d.genesis_of("payment.bank-a", "router-q"))
+        key = d.signing_key("router-x")
+        assert key is not None
+        self.assertEqual(key.public_numbers(), router_key("router-x", serves=("nowhere.*",)).key.public_key()
+                         .public_numbers())
+        local_key = d.signing_key("router-a")
+        assert local_key is not None
+        self.assertEqual(local_key.public_numbers(), router_key("router-a").key.public_key().public_numbers())
+        self.assertIsNone(d.signing_key("router-q"))
+
+    def test_empty_genesis_is_none(self) -> None:
+        d = self.directory
+        d.accept(blob_of(make_record("router-b", chains=(ChainInfo("payment.bank-b", "t", 1, ""),))), 0.0)
+        self.assertIsNone(d.genesis_of("payment.bank-b", "router-b"))
+        self.assertEqual(d.routers_for_chain("payment.bank-b"), {"router-b"})
+
+    def test_zone_wildcard_and_exact_patterns(self) -> None:
+        d = self.directory
+        archive = ChainInfo("evidence.archive", "t", 1, "")
+        record = make_record("router-z", chains=(COURT, archive), resources=(COURT_KV,))
+        d.accept(restricted_blob(record, ("evidence.*",)), 0.0)
+        self.assertEqual(d.routers_for_chain("evidence.court"), {"router-z"})
+        self.assertEqual(d.routers_for_chain("evidence.archive"), {"router-z"})
+        self.assertEqual(d.resources(), [(COURT_KV, ("router-z",)), (ASSET, ("router-a",))])
+        record = make_record("router-y", chains=(BANK_A, COURT), resources=(ASSET, COURT_KV))
+        d.accept(restricted_blob(record, ("payment.bank-a",)), 0.0)
+        self.assertEqual(d.routers_for_chain("payment.bank-a"), {"router-a", "router-y"})
+        self.assertEqual(d.routers_for_chain("evidence.court"), {"router-z"})
+        self.assertEqual(d.unauthorized(), {"router-x": ["evidence.court", "payment.bank-a"],
+                                            "router-y": ["evidence.court"]})
+
+    def test_a_new_certificate_changes_routing(self) -> None:
+        """Same content, another certificate: what routing believes changed, so routes must be rebuilt."""
+        d = self.directory
+        before = d.routing_version
+        d.accept(restricted_blob(dataclasses.replace(self.greedy, seq=2), ("*",)), 0.0)
+        self.assertEqual(d.routing_version, before + 1)
+        self.assertEqual(d.routers_for_chain("evidence.court"), {"router-x"})
+        self.assertEqual(d.unauthorized(), {})
+        self.assertEqual(d.stats()["unauthorized_chains"], 0)
+        self.assertTrue(d.clashing("payment.bank-a"))  # now an authorised claim with another genesis: a clash
+        d.accept(restricted_blob(dataclasses.replace(self.greedy, seq=3), ("nowhere.*",)), 0.0)
+        self.assertEqual(d.routing_version, before + 2)
+        self.assertFalse(d.clashing("payment.bank-a"))
+
+    def test_expiry_forgets_the_claims(self) -> None:
+        d = self.directory
+        self.assertEqual(d.expire(1000.0), ["router-x"])
+        self.assertEqual(d.unauthorized(), {})
+        self.assertEqual(d.stats()["unauthorized_chains"], 0)
+        self.assertEqual(d.stats()["unauthorized_claims"], 2)  # the total stays
+        self.assertIsNone(d.signing_key("router-x"))
+        self.assertFalse(d.authorized("router-x", "nowhere.x"))
+
+    def test_our_own_record_is_held_to_the_same_rule(self) -> None:
+        """Our own certificate without the chain: the other routers ignore it, and /status says so here too."""
+        d = Directory("router-y", verifier())
+        d.set_local(signer("router-y", serves=("payment.bank-a",)).sign(
+            make_record("router-y", chains=(BANK_A, COURT), resources=(ASSET, COURT_KV))))
+        self.assertEqual(d.unauthorized(), {"router-y": ["evidence.court"]})
+        self.assertEqual(d.routers_for_chain("payment.bank-a"), {"router-y"})
+        self.assertEqual(d.routers_for_chain("evidence.court"), frozenset())
 
 
 class ConvergenceTests(SynchronousTestCase):

@@ -540,6 +540,27 @@ class VerifierCacheTests(SynchronousTestCase):
         v.verify(blobs[2])
         self.assertEqual(v.cache_misses, 5)
 
+    def test_trusted_leaf_carries_the_chain_authority(self) -> None:
+        v = verifier()
+        signed = signer("router-x", serves=("nowhere.*", "payment.bank-a")).sign(make_record("router-x"))
+        self.assertIs(v.verify_signed(signed), signed)  # callers keep getting the record back
+        leaf = v.trusted_leaf(signed)
+        self.assertEqual(leaf.serves, ("nowhere.*", "payment.bank-a"))
+        self.assertTrue(leaf.authority.authorizes("nowhere.x"))
+        self.assertFalse(leaf.authority.authorizes("payment.bank-b"))
+        self.assertEqual(leaf.public_key.public_numbers(),
+                         router_key("router-x", serves=("nowhere.*", "payment.bank-a")).key.public_key()
+                         .public_numbers())
+        self.assertEqual((v.cache_misses, v.cache_hits), (1, 1))  # the second look is the cached verdict
+        bare = authority.issue_router_cert(pki().issuer, "router-w")  # no --serves: no authority
+        self.assertEqual(v.trusted_leaf(RecordSigner(bare.key, bare.full_chain).sign(make_record("router-w")))
+                         .serves, ())
+
+    def test_trusted_leaf_checks_the_chain_when_not_cached(self) -> None:
+        stranger = authority.issue_router_cert(pki().stranger_root, "router-a", serves=("*",))
+        forged = sign_with(stranger, make_record())
+        self.assertEqual(self.assertRaises(RecordError, verifier().trusted_leaf, forged).reason, "certificate")
+
     def test_cached_chain_expires(self) -> None:
         clock = [time.time()]
         v = verifier(lambda: clock[0])

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import crypto
@@ -20,6 +21,13 @@ from wecross.peer.tls import load_tls_material
 from wecross.pki import authority as ca
 from wecross.pki import cli
 from wecross.pki.authority import CertifiedKey, InvalidNameError, PKIError
+from wecross.pki.serves import (
+    ChainAuthority,
+    ServesPatternError,
+    authorizes,
+    serves_patterns,
+    validate_serves_pattern,
+)
 
 E = TypeVar("E", bound=x509.ExtensionType)
 
@@ -419,3 +427,131 @@ class CLITests(SynchronousTestCase):
         args = top.parse_args(["certs", "--out", str(self.out), "--routers", "router-a"])
         self.assertEqual(args.certs_run(args), 0)
         self.assertTrue((self.out / "routers/router-a/key.pem").exists())
+
+
+class ServesTests(SynchronousTestCase):
+    """Chain authority in certificates: the serves patterns, their encoding, and what they authorise."""
+
+    def test_patterns_are_validated(self) -> None:
+        for good in ("payment.bank-a", "payment.*", "*", "Zone_1.chain-2"):
+            self.assertEqual(validate_serves_pattern(good), good)
+        for bad in ("", "payment", "payment.bank-a.asset", "*.bank-a", "pay*.bank", "payment.", ".x", "a.b*",
+                    "payment.bank a", "-x.y", "**", "payment.**", 7):
+            self.assertRaises(ServesPatternError, validate_serves_pattern, bad)  # type: ignore[arg-type]
+
+    def test_wildcards(self) -> None:
+        cases = [
+            (("payment.bank-a",), "payment.bank-a", True),
+            (("payment.bank-a",), "payment.bank-b", False),
+            (("payment.bank-a",), "Payment.bank-a", False),  # chain paths are case-sensitive
+            (("payment.*",), "payment.bank-b", True),
+            (("payment.*",), "evidence.court", False),
+            (("payment.*",), "payment", False),
+            (("payment.*",), "payment.bank.x", False),
+            (("*",), "evidence.court", True),
+            (("*",), "not a path", False),
+            ((), "payment.bank-a", False),  # no pattern: no authority
+            (("nowhere.*", "evidence.court"), "evidence.court", True),
+            (("bogus", "x.y.z"), "x.y", False),  # invalid patterns grant nothing
+        ]
+        for patterns, chain, expected in cases:
+            self.assertEqual(authorizes(patterns, chain), expected, (patterns, chain))
+            self.assertEqual(ChainAuthority.of(patterns).authorizes(chain), expected, (patterns, chain))
+
+    def test_issued_certificate_carries_uris(self) -> None:
+        _, inter = ca.create_ca_chain(1)
+        leaf = ca.issue_router_cert(inter, "router-a", serves=("payment.bank-a", "evidence.*", "payment.bank-a"))
+        san = ext(leaf.cert, x509.SubjectAlternativeName).value
+        self.assertEqual(san.get_values_for_type(x509.DNSName), ["router-a"])
+        self.assertEqual(san.get_values_for_type(x509.UniformResourceIdentifier),
+                         ["wecross:serves:payment.bank-a", "wecross:serves:evidence.*"])
+        self.assertEqual(serves_patterns(leaf.cert), ("evidence.*", "payment.bank-a"))
+        self.assertEqual(ca.dns_names(leaf.cert), ("router-a",))  # the URIs never pass for router ids
+        self.assertEqual(serves_patterns(ca.issue_router_cert(inter, "router-b").cert), ())
+        self.assertEqual(serves_patterns(ca.issue_router_cert(inter, "router-c", serves="*").cert), ("*",))
+        err = self.assertRaises(InvalidNameError, ca.issue_router_cert, inter, "router-d", serves=("payment",))
+        self.assertEqual(err.code, "bad_serves")
+
+    def test_foreign_and_malformed_uris_grant_nothing(self) -> None:
+        _, inter = ca.create_ca_chain(1)
+        leaf = ca.issue_router_cert(inter, "router-a", serves=("payment.bank-a",))
+        san = x509.SubjectAlternativeName([
+            x509.DNSName("router-a"),
+            x509.UniformResourceIdentifier("wecross:serves:payment.*.x"),
+            x509.UniformResourceIdentifier("https://example.org/wecross:serves:*"),
+            x509.UniformResourceIdentifier("wecross:serves:evidence.court"),
+        ])
+        builder = (x509.CertificateBuilder().subject_name(leaf.cert.subject).issuer_name(inter.cert.subject)
+                   .public_key(leaf.key.public_key()).serial_number(1)
+                   .not_valid_before(leaf.cert.not_valid_before_utc).not_valid_after(leaf.cert.not_valid_after_utc)
+                   .add_extension(san, critical=False))
+        cert = builder.sign(inter.key, hashes.SHA256())
+        self.assertEqual(serves_patterns(cert), ("evidence.court",))
+
+    def test_sample_certificates_authorise_the_sample_chains(self) -> None:
+        """certs/ must let every sample config and topology serve its chains (else routes never reach them)."""
+        from wecross.config import load_settings
+        from wecross.topology import certificate_problems, load_topology
+
+        conf = Path(__file__).resolve().parent.parent / "conf"
+        for sample in sorted((conf / "topologies").glob("*.toml")):
+            self.assertEqual(certificate_problems(load_topology(sample)), [], sample)
+        for path in sorted(conf.glob("router*.toml")):
+            settings = load_settings(path)
+            patterns = serves_patterns(ca.read_certificates(settings.p2p_tls.cert)[0])
+            for stub in settings.stubs:
+                self.assertTrue(authorizes(patterns, f"{stub.zone}.{stub.name}"), (path, stub.name, patterns))
+
+
+class ServesCLITests(SynchronousTestCase):
+    """``wecross certs --serves``: every router, one router, repeated; read back from the files written."""
+
+    setUp = CLITests.setUp
+    certs = CLITests.certs
+
+    def patterns(self, router_id: str) -> tuple[str, ...]:
+        return serves_patterns(ca.read_certificates(self.out / "routers" / router_id / "cert.pem")[0])
+
+    def test_round_trip(self) -> None:
+        code = self.certs("--routers", "router-a,router-b,router-c", "--serves", "evidence.*",
+                          "--serves", "router-a=payment.bank-a,payment.bank-b", "--serves", "router-b=*",
+                          "--serves", "router-a=evidence.court")
+        self.assertEqual(code, 0, self.stderr.getvalue())
+        self.assertEqual(self.patterns("router-a"),
+                         ("evidence.*", "evidence.court", "payment.bank-a", "payment.bank-b"))
+        self.assertEqual(self.patterns("router-b"), ("*", "evidence.*"))
+        self.assertEqual(self.patterns("router-c"), ("evidence.*",))
+        self.assertIn("router router-c may serve: evidence.*", self.stdout.getvalue())
+        # The same certificate still makes a working TLS identity.
+        load_tls_material(self.out / "ca.crt", self.out / "routers/router-a/chain.pem",
+                          self.out / "routers/router-a/key.pem", router_id="router-a")
+
+    def test_without_serves_a_router_is_told_it_serves_nothing(self) -> None:
+        self.assertEqual(self.certs("--routers", "router-a"), 0)
+        self.assertEqual(self.patterns("router-a"), ())
+        self.assertIn("router-a may serve no chain", self.stdout.getvalue())
+
+    def test_issue_from_existing_ca_with_serves(self) -> None:
+        self.assertEqual(self.certs("--intermediates", "1", "--routers", "router-a", "--serves", "*"), 0)
+        code = self.certs("--ca-cert", str(self.out / "intermediate-1.crt"), "--ca-key",
+                          str(self.out / "intermediate-1.key"), "--routers", "router-d",
+                          "--serves", "router-d=payment.bank-d")
+        self.assertEqual(code, 0, self.stderr.getvalue())
+        self.assertEqual(self.patterns("router-d"), ("payment.bank-d",))
+
+    def test_serves_errors(self) -> None:
+        for args, code_text in [
+            (["--routers", "router-a", "--serves", "router-b=payment.bank-b"], "not in --routers: router-b"),
+            (["--clients", "alice", "--serves", "*"], "give --routers too"),
+        ]:
+            self.stderr.truncate(0)
+            self.stderr.seek(0)
+            self.assertEqual(self.certs(*args), 1, args)
+            self.assertIn(code_text, self.stderr.getvalue())
+            self.assertEqual(self.stderr.getvalue().count("\n"), 1)
+        for bad in ("payment", "router-a=", "Router_A=payment.x", "router-a=payment.bank-a,,x.y", "a.b.c"):
+            self.stderr.truncate(0)
+            self.stderr.seek(0)
+            self.assertEqual(self.certs("--routers", "router-a", "--serves", bad), 2, bad)
+            self.assertIn("--serves", self.stderr.getvalue())
+        self.assertFalse(self.out.exists())
