@@ -48,12 +48,15 @@ class UnauthorisedClaim(TestCase):
         a = net.nodes["router-a"].router
 
         def settled() -> bool:
+            """Every record held, with router-x's link, and the route to the chain built; fails the moment the
+            route points at router-x (checked at every poll, from the start)."""
+            route = a.table.route(CHAIN)
+            self.assertNotEqual(route.destination if route else None, "router-x")
             x = a.directory.records().get("router-x")
             return (net.linked() and len(a.directory) == 4 and x is not None and len(x.links) == 1
-                    and a.table.route(CHAIN) is not None)
+                    and route is not None and route.path == ("router-a", "router-c", "router-b"))
 
-        yield support.until(settled, timeout=30)
-        a.rebuild_routes()  # the table as of every record held now (rebuilds are debounced)
+        yield support.until(settled, timeout=30, interval=0.01)
         self.assertEqual(a.directory.routers_for_chain(CHAIN), {"router-b"})
         self.assertEqual(a.directory.unauthorized(), {"router-x": [CHAIN]})
         self.assertGreaterEqual(a.directory.stats()["unauthorized_claims"], 1)
