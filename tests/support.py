@@ -190,3 +190,18 @@ class Network:
         """Every link of the topology between running routers is up on both ends."""
         return all(v in self.nodes[u].peers.links and u in self.nodes[v].peers.links
                    for u, v in self.links if u in self.nodes and v in self.nodes)
+
+
+def signed_request(node: RouterNode, **fields: Any) -> Any:
+    """A wire Request as ``node``'s router would originate it: a signed expiry ``request_deadline`` ahead (unless
+    given) and its signature over the end-to-end fields (wecross.attest.request_body)."""
+    from wecross import attest
+    from wecross.wire.messages import Request
+
+    key = node.router.signing_key
+    assert key is not None
+    fields.setdefault("expires_ms", int((reactor.seconds() + node.settings.limits.request_deadline) * 1000))
+    body = attest.request_body(fields["request_id"], fields["origin"], fields["destination"], fields["expires_ms"],
+                               fields["op"], fields["ipath"], fields["method"], fields["args"], fields["sender"])
+    fields.setdefault("signature", attest.sign(key, body))
+    return Request(**fields)

@@ -141,9 +141,10 @@ class TwoRouters(TwoRoutersBase):
     @defer.inlineCallbacks
     def test_write_replayed_under_same_request_id_runs_once(self) -> Any:
         link = self.a.peers.links["router-b"]
-        request = Request(request_id=b"\x01" * 16, origin="router-a", destination="router-b", hop_limit=4,
-                          deadline_ms=5000, path=["router-a"], op="sendTransaction", ipath="evidence.court.hello",
-                          method="set", args=["once", 1], sender="anonymous")
+        request = support.signed_request(
+            self.a, request_id=b"\x01" * 16, origin="router-a", destination="router-b", hop_limit=4,
+            deadline_ms=5000, path=["router-a"], op="sendTransaction", ipath="evidence.court.hello", method="set",
+            args=["once", 1], sender="anonymous")
         first, second = yield defer.gatherResults([link.request(request, 5), link.request(request, 5)])
         self.assertEqual(first.result["tx_hash"], second.result["tx_hash"])
         self.assertTrue(second.result.get("replayed"))

@@ -62,23 +62,43 @@ class Base(TestCase):
         return self.net.nodes["router-a"].router
 
     def tamper(self, change: Callable[[dict[str, Any], Any], None], *,
-               ops: tuple[str, ...] = ("sendTransaction",)) -> None:
-        """Make router-b alter the answers it relays for ``ops`` (``change(result, request_args)`` edits in place)."""
-        relay = self.net.nodes["router-b"].router
-        forward = relay._forward
+               ops: tuple[str, ...] = ("sendTransaction",), at: str = "relay") -> None:
+        """Make a router alter the answers for ``ops`` (``change(result, request_args)`` edits in place): the relay
+        router-b on their way back, as a compromised router in the path would (its changes break the owner's
+        signature), or the owner router-c before it signs them (a dishonest owner: only proofs can catch it)."""
 
-        def dishonest(path: Any, op: str, method: str, args: list[Any], *rest: Any) -> Any:
-            d = forward(path, op, method, args, *rest)
-            if op in ops:
-                def alter(result: dict[str, Any]) -> dict[str, Any]:
-                    result = copy.deepcopy(result)
-                    change(result, args)
-                    return result
-                d.addCallback(alter)
-            return d
+        def alter(result: dict[str, Any], args: Any) -> dict[str, Any]:
+            result = copy.deepcopy(result)
+            change(result, args)
+            return result
 
-        relay._forward = dishonest
-        self.addCleanup(setattr, relay, "_forward", forward)
+        if at == "relay":
+            relay = self.net.nodes["router-b"].router
+            forward = relay._forward
+
+            def dishonest(out: Any, tried: Any) -> Any:
+                d = forward(out, tried)
+                if out.op in ops:
+                    d.addCallback(alter, out.args)
+                return d
+
+            relay._forward = dishonest
+            self.addCleanup(setattr, relay, "_forward", forward)
+            return
+        owner = self.net.nodes["router-c"].router
+        run_local, answer_events = owner._run_local, owner._answer_events
+
+        def dishonest_run(path: Any, op: str, method: str, args: list[Any], *rest: Any) -> Any:
+            d = run_local(path, op, method, args, *rest)
+            return d.addCallback(alter, args) if op in ops else d
+
+        def dishonest_events(path: Any, args: list[Any], trail: Any) -> Any:
+            d = answer_events(path, args, trail)
+            return d.addCallback(alter, args) if "events" in ops else d
+
+        owner._run_local, owner._answer_events = dishonest_run, dishonest_events
+        self.addCleanup(setattr, owner, "_run_local", run_local)
+        self.addCleanup(setattr, owner, "_answer_events", answer_events)
 
     @defer.inlineCallbacks
     def refused(self, invocation: Invocation, check: str) -> Any:
@@ -225,10 +245,15 @@ class Events(Base):
         def change(result: dict[str, Any], args: Any) -> None:
             for event in result["output"]["events"]:
                 event["args"] = {"key": "forged"}
-        self.tamper(change, ops=("events",))
-        code, body = yield self.get("/z/ledger/hello/events?from_block=0")
-        self.assertEqual((code, body["error"]["code"]), (502, "proof_invalid"))
-        self.assertEqual(body["error"]["details"]["check"], "event_mismatch")
+        # A relay breaks the owner's signature on the answer; a dishonest owner is caught by the event proofs.
+        relay = self.net.nodes["router-b"].router
+        honest = relay._forward
+        for at, check in (("relay", "result_signature"), ("owner", "event_mismatch")):
+            relay._forward = honest
+            self.tamper(change, ops=("events",), at=at)
+            code, body = yield self.get("/z/ledger/hello/events?from_block=0")
+            self.assertEqual((code, body["error"]["code"]), (502, "proof_invalid"))
+            self.assertEqual(body["error"]["details"]["check"], check)
 
     @defer.inlineCallbacks
     def test_a_cancelled_long_poll_stops_quietly(self) -> Any:
@@ -240,9 +265,9 @@ class Events(Base):
         forward = self.entry._forward
         polls: list[str] = []
 
-        def counting(path: Any, op: str, *rest: Any) -> Any:
-            polls.append(op)
-            return forward(path, op, *rest)
+        def counting(out: Any, tried: Any) -> Any:
+            polls.append(out.op)
+            return forward(out, tried)
 
         self.entry._forward = counting
         self.addCleanup(setattr, self.entry, "_forward", forward)
@@ -254,8 +279,12 @@ class Events(Base):
         self.assertEqual(polls, ["events"])  # no poll after the client left
 
 
-class DishonestRelay(Base):
-    """Every way a relay can lie about a write is caught before the client sees the answer."""
+class DishonestOwnerWrites(Base):
+    """Every way an owner can lie about a write it signs is caught by the proofs before the client sees it."""
+
+    def tamper(self, change: Callable[[dict[str, Any], Any], None], *,
+               ops: tuple[str, ...] = ("sendTransaction",), at: str = "owner") -> None:
+        super().tamper(change, ops=ops, at=at)
 
     def test_altered_output(self) -> Any:
         self.tamper(lambda result, args: result.update(output="forged"))
@@ -307,8 +336,8 @@ class DishonestRelay(Base):
         def change(result: dict[str, Any], args: Any) -> None:
             for header in result["output"]["headers"]:
                 header["prev_hash"] = "11" * 32
-        self.tamper(change, ops=("headers",))
-        return self.refused(write("k", "v"), "header_hash")
+        self.tamper(change, ops=("headers",), at="relay")
+        return self.refused(write("k", "v"), "result_signature")
 
 
 class DishonestRelayOnReads(Base):
@@ -466,12 +495,19 @@ class EvmChain(Base):
         def header(result: dict[str, Any], args: Any) -> None:
             result["proof"]["header"]["extras"]["rlp"] = result["proof"]["header"]["extras"]["rlp"][:-2] + "00"
 
+        owner = self.net.nodes["router-c"].router
         for change, check in ((replay, "tx_mismatch"), (node, "tx_inclusion"), (logs, "receipt_mismatch"),
                               (header, "header_hash")):
+            run_local = owner._run_local
+            self.tamper(change, at="owner")
+            yield self.refused(self.evm_write("second", "2"), check)
+            owner._run_local = run_local
             relay = self.net.nodes["router-b"].router
             forward = relay._forward
-            self.tamper(change)
-            yield self.refused(self.evm_write("second", "2"), check)
+            self.tamper(change, at="relay")
+            failure = yield self.assertFailure(self.entry.invoke(self.evm_write("second", "2")), RouterError)
+            # (An answer replayed whole carries no signature of the owner's for this request at all.)
+            self.assertIn(failure.details.get("check"), ("result_signature", "unattested"), failure.message)
             relay._forward = forward
 
 
@@ -496,9 +532,9 @@ class ForgedCommitAcknowledgement(Base):
         self.addCleanup(setattr, relay, "_forward", forward)
         seen: list[dict[str, Any]] = []
 
-        def capture(path: Any, op: str, *rest: Any) -> Any:
-            d = forward(path, op, *rest)
-            if op == "txCommit":
+        def capture(out: Any, tried: Any) -> Any:
+            d = forward(out, tried)
+            if out.op == "txCommit":
                 d.addCallback(lambda result: (seen.append(copy.deepcopy(result)), result)[1])
             return d
 
@@ -508,9 +544,9 @@ class ForgedCommitAcknowledgement(Base):
         yield coordinator.commit(first["tx_id"])
         self.assertEqual(len(seen), 1)
 
-        def replay(path: Any, op: str, *rest: Any) -> Any:
-            d = forward(path, op, *rest)
-            if op == "txCommit":  # the genuine commit of the first transaction, again
+        def replay(out: Any, tried: Any) -> Any:
+            d = forward(out, tried)
+            if out.op == "txCommit":  # the genuine commit of the first transaction, again
                 d.addCallback(lambda _: copy.deepcopy(seen[0]))
             return d
 
@@ -519,6 +555,44 @@ class ForgedCommitAcknowledgement(Base):
         yield coordinator.execute(second["tx_id"], ipath, "set", ["b", 2])
         record = yield coordinator.commit(second["tx_id"], wait=1.0)
         self.assertEqual(record["state"], "committing")
-        self.assertGreaterEqual(self.entry.trust.counters["refused"], 1)
+        # Refused by the owner's signature on the answer (a relay cannot make one for this transaction).
+        self.assertGreaterEqual(self.entry.auth_refused["result_signature"], 1)
         relay._forward = forward  # the relay turns honest (or the route moves): the real answer gets through
         yield support.until(lambda: coordinator.get(second["tx_id"])["state"] == "committed", timeout=30)
+
+
+class DishonestRelay(Base):
+    """A relay that changes anything in a signed answer breaks the owner's signature: refused before any proof is
+    even looked at, whatever it changed."""
+
+    @defer.inlineCallbacks
+    def test_every_alteration_of_a_write_breaks_the_signature(self) -> Any:
+        old = yield self.entry.invoke(write("first", 1))
+
+        def receipt(result: dict[str, Any], args: Any) -> None:
+            result["receipt"]["status"] = "forged"
+
+        changes: list[Callable[[dict[str, Any], Any], None]] = [
+            lambda result, args: result.update(output="forged"),
+            receipt,
+            lambda result, args: result["proof"]["header"].update(timestamp=1),
+            lambda result, args: (result.clear(), result.update(copy.deepcopy(old))),
+            lambda result, args: result.pop("attestation"),
+        ]
+        relay = self.net.nodes["router-b"].router
+        honest = relay._forward
+        for change in changes:
+            relay._forward = honest
+            self.tamper(change)
+            failure = yield self.assertFailure(self.entry.invoke(write("second", 2)), RouterError)
+            self.assertEqual(failure.code, "proof_invalid", failure.message)
+            self.assertIn(failure.details["check"], ("result_signature", "unattested"), failure.message)
+        # The owner named in the answer is not believed either (no downgrade): it is the router the request was
+        # signed for, so renaming it changes nothing.
+        relay._forward = honest
+        self.tamper(lambda result, args: result.update(router="router-x"))
+        result = yield self.entry.invoke(write("third", 3))
+        self.assertEqual((result["router"], result["verified"]["proof"]), ("router-c", True))
+        relay._forward = honest
+        result = yield self.entry.invoke(write("fourth", 4))  # honest traffic after: served
+        self.assertTrue(result["verified"]["proof"])

@@ -94,7 +94,10 @@ class RouterNode(MultiService):
         # Certificate validity is wall-clock time, whatever clock drives the router (the simulator's is virtual).
         self.directory = Directory(settings.router_id, record_verifier or RecordVerifier(self.material.trust_roots),
                                    parse=record_parser)
-        self.router = Router(settings, self.stubs, reactor, self.directory)
+        # The same key signs the requests this router originates, its answers and its chains' headers
+        # (wecross.attest), checked by others against the verified certificate of its gossip record.
+        self.router = Router(settings, self.stubs, reactor, self.directory,
+                             signing_key=self.material.private_key)
         if transports is None:
             transports = TLSTransports(reactor, self.material, settings.p2p_listen, ciphers=tls.ciphers,
                                        connect_timeout=settings.timing.handshake_timeout)

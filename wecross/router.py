@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -22,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import wecross
+from wecross import attest
 from wecross.chain.trust import TrustedResults
 from wecross.errors import RouterError
 from wecross.facade import Invocation
@@ -33,6 +35,8 @@ from wecross.routing.graph import build_graph
 from wecross.routing.replay import ReplayGuard
 from wecross.routing.table import Route, RoutingTable
 from wecross.stub.interfaces import (
+    OP_CALL,
+    OP_GET_DATA,
     OP_TX_COMMIT,
     OPERATIONS,
     TX_OPERATIONS,
@@ -51,6 +55,10 @@ OP_EVENTS = "events"
 OP_TX_STATUS = "txStatus"
 #: Operations that change state: deduplicated by request id at the owner, never re-sent once they may have run.
 _STATEFUL = WRITE_OPERATIONS | TX_OPERATIONS
+#: Reads whose answer may come back unsigned by its owner when it carries a proof the entry router checks.
+_PROVABLE_READS = frozenset({OP_CALL, OP_GET_DATA})
+#: How many (chain, transaction hash) pairs of verified writes an entry router remembers (see _check_fresh).
+_USED_TXS = 65_536
 #: Longest a client may wait for events in one request, and how often the entry router looks again meanwhile.
 MAX_EVENTS_WAIT = 60.0
 EVENTS_POLL_INTERVAL = 0.5
@@ -77,8 +85,40 @@ def _as_router_error(failure: Failure) -> Failure:
     return Failure(RouterError("internal", "internal error in the router"))
 
 
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One request on its way out of this router, as the origin made it or as a relay received it.
+
+    ``destination`` None: the origin picks the best replica of the chain (and may pick another when a read fails
+    over); otherwise the request goes to that router only (relays, retried writes, txStatus, header fetches).
+    ``signature`` is the origin's (wecross.attest.request_body): a relay passes it on unchanged, the origin signs
+    each attempt for the destination it chose.
+    """
+
+    path: IPath
+    op: str
+    method: str
+    args: list[Any]
+    sender: str
+    request_id: bytes
+    #: Local clock time after which the request is not sent on.
+    deadline: float
+    #: The signed expiry, origin's wall clock, milliseconds.
+    expires_ms: int
+    #: Routers crossed so far, this one last.
+    trail: list[str]
+    hop_limit: int
+    destination: str | None
+    signature: bytes = b""
+
+    @property
+    def originated_here(self) -> bool:
+        return len(self.trail) == 1
+
+
 class Router:
-    def __init__(self, settings: Settings, stubs: StubService, clock: IReactorTime, directory: Directory) -> None:
+    def __init__(self, settings: Settings, stubs: StubService, clock: IReactorTime, directory: Directory,
+                 signing_key: attest.PrivateKey | None = None) -> None:
         self.settings = settings
         self.local_id = settings.router_id
         self.stubs = stubs
@@ -112,6 +152,13 @@ class Router:
         self.coordinator: Any = None
         #: The HTLC service (wecross.tx.htlc.HtlcService), set by the node.
         self.htlc_service: Any = None
+        #: This router's certificate key: signs the requests it originates, its answers and its chains' headers.
+        self.signing_key = signing_key
+        self.header_signer = attest.HeaderSigner(signing_key) if signing_key is not None else None
+        #: End-to-end checks refused, by check (bad_signature, unknown_signer, no_authority, expired, ...).
+        self.auth_refused: Counter[str] = Counter()
+        #: (chain, tx hash) of writes verified here: an answer naming one again is a replayed receipt.
+        self._used_txs: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     # -- lifecycle (driven by the node) -----------------------------------------------------------------------------
 
@@ -221,13 +268,22 @@ class Router:
             d = self._run_local(path, invocation.op, invocation.method, invocation.args, invocation.sender,
                                 [self.local_id])
             return self._count(d, "local")
-        deadline = self.clock.seconds() + self.settings.limits.request_deadline
-        request_id = self.id_prefix + next(self._id_counter).to_bytes(8, "big")
-        d = self._forward(path, invocation.op, invocation.method, invocation.args, invocation.sender,
-                          request_id, deadline, [self.local_id], self.settings.limits.hop_limit, None, set())
+        d = self._originate(path, invocation.op, invocation.method, list(invocation.args), invocation.sender)
         if self.trust is not None:
             d.addCallback(self.trust.verify, invocation)
+        d.addCallback(self._proven_or_attested, path.chain_path)
         return self._count(d, "forwarded")
+
+    def _originate(self, path: IPath, op: str, method: str, args: list[Any], sender: str,
+                   destination: str | None = None) -> Deferred[dict[str, Any]]:
+        """The one way a request leaves its entry router: a new request id, its deadline and signed expiry."""
+        now = self.clock.seconds()
+        lifetime = self.settings.limits.request_deadline
+        out = Outbound(path=path, op=op, method=method, args=args, sender=sender,
+                       request_id=self.id_prefix + next(self._id_counter).to_bytes(8, "big"),
+                       deadline=now + lifetime, expires_ms=int((now + lifetime) * 1000), trail=[self.local_id],
+                       hop_limit=self.settings.limits.hop_limit, destination=destination)
+        return self._forward(out, set())
 
     def _serves(self, chain_path: str) -> bool:
         return self.stubs.serves(chain_path)
@@ -292,13 +348,11 @@ class Router:
             return RouterError("unreachable", f"every path to {chain} failed or was excluded: {sorted(tried)}")
         return RouterError("unreachable", f"no path to a router serving {chain}")
 
-    def _forward(
-        self, path: IPath, op: str, method: str, args: list[Any], sender: str, request_id: bytes,
-        deadline: float, trail: list[str], hop_limit: int, destination: str | None, tried: set[str],
-    ) -> Deferred[dict[str, Any]]:
+    def _forward(self, out: Outbound, tried: set[str]) -> Deferred[dict[str, Any]]:
         """Send towards the router that serves the chain, along the routing table; reads fail over."""
         if self.peer_service is None:
             return defer.fail(RouterError("unreachable", "this router has no peer links"))
+        path, destination, trail = out.path, out.destination, out.trail
         avoid = set(trail) | tried
         avoid.discard(self.local_id)
         if destination is None and self._clashing(path.chain_path):
@@ -307,56 +361,174 @@ class Router:
         route = self._choose(path, destination, avoid)
         if route is None:
             return defer.fail(self._no_route(path, destination, tried))
-        if len(route.path) - 1 > hop_limit:
+        if len(route.path) - 1 > out.hop_limit:
             # Say so here rather than let the request die hops later: the router before us can still try a path
             # with fewer hops (a relay routing around a dead link may have only a long detour left).
             return defer.fail(RouterError(
                 "hop_limit", f"the path from {self.local_id} to {route.destination} takes {len(route.path) - 1} "
-                             f"hops, more than the {hop_limit} the request has left"))
+                             f"hops, more than the {out.hop_limit} the request has left"))
         if destination is None and self.directory.resource(str(path)) is None:
             # Only the entry router checks: relays carry what the entry already resolved.
             return defer.fail(RouterError("unknown_resource", f"chain {path.chain_path} has no resource "
                                                               f"{path.resource!r}"))
         link = self.peer_service.links.get(route.next_hop)
         if link is None:  # the table is a rebuild behind a link that just died: route around it now
-            return self._forward(path, op, method, args, sender, request_id, deadline, trail, hop_limit,
-                                 destination, tried | {route.next_hop})
-        remaining = deadline - self.clock.seconds()
+            return self._forward(out, tried | {route.next_hop})
+        remaining = out.deadline - self.clock.seconds()
         if remaining <= 0:
             return defer.fail(RouterError("timeout", "the request's deadline passed before it could be sent"))
+        signature = out.signature
+        if out.originated_here:
+            if self.signing_key is None:
+                return defer.fail(RouterError("internal", "this router has no key to sign requests with"))
+            try:
+                signature = attest.sign(self.signing_key, attest.request_body(
+                    out.request_id, self.local_id, route.destination, out.expires_ms, out.op, str(path), out.method,
+                    out.args, out.sender))
+            except attest.AttestError as exc:
+                return defer.fail(RouterError("bad_args", f"the request cannot be sent: {exc.message}"))
         request = Request(
-            request_id=request_id, origin=trail[0], destination=route.destination, hop_limit=hop_limit,
-            deadline_ms=int(remaining * 1000), path=list(trail), op=op, ipath=str(path), method=method,
-            args=list(args), sender=sender,
+            request_id=out.request_id, origin=trail[0], destination=route.destination, hop_limit=out.hop_limit,
+            deadline_ms=int(remaining * 1000), path=list(trail), op=out.op, ipath=str(path), method=out.method,
+            args=list(out.args), sender=out.sender, expires_ms=out.expires_ms, signature=signature,
         )
+        owner = route.destination
 
         def answered(response: Response) -> dict[str, Any]:
-            return dict(response.result, path=list(response.path))
+            result = dict(response.result, path=list(response.path))
+            if out.originated_here:
+                # The owner is the router this request was signed for, whatever the answer says about itself.
+                result["router"] = owner
+                self._authenticate_result(result, out, owner)
+            return result
 
         def failed(failure: Failure) -> Deferred[dict[str, Any]] | Failure:
             error = failure.value
             if not isinstance(error, RouterError) or error.code not in ("peer_lost", "unreachable", "hop_limit"):
                 return failure
-            if op not in _STATEFUL or error.code != "peer_lost":
+            if out.op not in _STATEFUL or error.code != "peer_lost":
                 # Try the next path, never the one that failed. Safe for reads whatever happened; safe for writes
                 # when the request provably never reached the chain (no route or hop limit on the way).
-                log.info("{kind} {rid} fails over from {hop}: {error}", rid=request_id.hex(), hop=route.next_hop,
-                         error=error.message, kind="write" if op in _STATEFUL else "read")
+                log.info("{kind} {rid} fails over from {hop}: {error}", rid=out.request_id.hex(),
+                         hop=route.next_hop, error=error.message, kind="write" if out.op in _STATEFUL else "read")
                 self.outcomes["failovers"] += 1
-                return self._forward(path, op, method, args, sender, request_id, deadline, trail, hop_limit,
-                                     destination, tried | {route.next_hop})
-            if len(trail) > 1:
+                return self._forward(out, tried | {route.next_hop})
+            if not out.originated_here:
                 return failure  # a relay passes the loss back as it is; the entry router words it, once
-            if error.code == "peer_lost":
-                return Failure(RouterError(
-                    "peer_lost",
-                    f"{error.message}; the write may or may not have run on {path.chain_path}: it is not retried "
-                    f"(request id {request_id.hex()}; sending it again with the same id runs it at most once)",
-                    {"request_id": request_id.hex(), **error.details},
-                ))
-            return failure
+            return Failure(RouterError(
+                "peer_lost",
+                f"{error.message}; the write may or may not have run on {path.chain_path}: it is not retried "
+                f"(request id {out.request_id.hex()}; sending it again with the same id runs it at most once)",
+                {"request_id": out.request_id.hex(), **error.details},
+            ))
 
         return link.request(request, remaining).addCallbacks(answered, failed)
+
+    # -- end-to-end authentication (wecross.attest) ------------------------------------------------------------------
+
+    def _refuse_auth(self, code: str, check: str, message: str, **details: Any) -> NoReturn:
+        self.auth_refused[check] += 1
+        raise RouterError(code, f"{message} ({check})", {"check": check, **details})
+
+    def _authenticate_request(self, request: Request) -> None:
+        """At the destination, before anything runs: the request is the one its origin signed, not expired, and
+        not claiming to live longer than any request may. The origin's key comes from its verified gossip record;
+        the sender named inside is the identity the origin vouches for."""
+        key = self.directory.signing_key(request.origin)
+        try:
+            attest.verify(key, request.signature, attest.request_body(
+                request.request_id, request.origin, request.destination, request.expires_ms, request.op,
+                request.ipath, request.method, request.args, request.sender), request.origin)
+        except attest.AttestError as exc:
+            code = "unknown_signer" if exc.check == "unknown_signer" else "bad_signature"
+            self._refuse_auth(code, exc.check, f"request refused by {self.local_id}: {exc.message}",
+                              origin=request.origin)
+        now_ms = self.clock.seconds() * 1000
+        skew_ms = self.settings.limits.clock_skew * 1000
+        if now_ms > request.expires_ms + skew_ms:
+            self._refuse_auth("timeout", "expired", f"request refused by {self.local_id}: it expired at "
+                                                    f"{request.expires_ms} ms (now {int(now_ms)} ms)")
+        if request.expires_ms > now_ms + self.settings.limits.request_deadline * 1000 + skew_ms:
+            self._refuse_auth("bad_request", "expiry_too_far",
+                              f"request refused by {self.local_id}: it claims to live until {request.expires_ms} "
+                              f"ms, beyond the longest deadline a request may have")
+
+    def authenticate_header(self, chain: str, wire: Mapping[str, Any], signer: str, signature: Any) -> None:
+        """A header is taken as ``signer``'s vote only with ``signer``'s signature over it and only if the chain's
+        authority (its certificate: wecross.pki serves) admits ``signer`` for ``chain``; otherwise it is refused,
+        counted, and never reaches the header store."""
+        if not self.directory.authorized(signer, chain):
+            self._refuse_auth("proof_invalid", "no_authority", f"{signer} is not authorised to serve {chain}: its "
+                                                               f"headers are not taken", router=signer)
+        try:
+            attest.verify(self.directory.signing_key(signer), signature, attest.header_body(chain, wire), signer)
+        except attest.AttestError as exc:
+            self._refuse_auth("proof_invalid", "header_signature" if exc.check == "bad_signature" else exc.check,
+                              f"header {wire.get('number')!r} of {chain} from {signer}: {exc.message}",
+                              router=signer)
+
+    def _attest_result(self, result: dict[str, Any], request: Request) -> dict[str, Any]:
+        """The owner signs its answer, binding it to the request it answers; a read that carries a proof is
+        checked against trusted headers instead and saves the signature."""
+        if (request.op in _PROVABLE_READS and "proof" in result) or self.signing_key is None:
+            return result
+        try:
+            result["attestation"] = attest.sign(self.signing_key, attest.result_body(
+                request.request_id, request.origin, self.local_id, result))
+        except attest.AttestError as exc:
+            raise RouterError("internal", f"the answer cannot be signed: {exc.message}") from None
+        return result
+
+    def _authenticate_result(self, result: dict[str, Any], out: Outbound, owner: str) -> None:
+        """At the entry router: a signed answer must carry the owner's signature over this very request; an
+        unsigned one is let through only as a read with a proof, which the trusted-results check must then prove
+        (:meth:`_proven_or_attested`)."""
+        signature = result.pop("attestation", None)
+        if signature is None:
+            if out.op in _PROVABLE_READS and "proof" in result:
+                result["_attested"] = False
+                return
+            self._refuse_auth("proof_invalid", "unattested",
+                              f"the answer from {owner} is not signed by it", router=owner)
+        try:
+            attest.verify(self.directory.signing_key(owner), signature,
+                          attest.result_body(out.request_id, self.local_id, owner, result), owner)
+        except attest.AttestError as exc:
+            self._refuse_auth("proof_invalid", "result_signature" if exc.check == "bad_signature" else exc.check,
+                              f"the answer from {owner} failed its signature check: {exc.message}", router=owner)
+        result["_attested"] = True
+
+    @staticmethod
+    def _drop_attestation_marks(result: dict[str, Any]) -> dict[str, Any]:
+        """Answers that are signed by their owner (every non-read answer is: :meth:`_authenticate_result`) and not
+        put through the read/write verifier: the marks are ours, not the answer's."""
+        result.pop("_attested", None)
+        result.pop("header_sig", None)
+        return result
+
+    def _proven_or_attested(self, result: dict[str, Any], chain: str) -> dict[str, Any]:
+        """No downgrade: every forwarded answer is signed by its owner or proven against trusted headers (an
+        unsigned read whose proof was not checked is refused); a verified write names a transaction no earlier
+        answer named."""
+        attested = result.pop("_attested", True)
+        result.pop("header_sig", None)
+        verified = result.get("verified")
+        proven = isinstance(verified, dict) and verified.get("proof") is True
+        owner = result.get("router")
+        if not attested and not proven:
+            self._refuse_auth("proof_invalid", "unattested",
+                              f"the read answered by {owner} is neither signed nor proven", router=owner)
+        tx_hash = result.get("tx_hash")
+        if proven and isinstance(tx_hash, str) and tx_hash and not result.get("replayed"):
+            # (An answer marked replayed is the owner's own repeat of one request id's first answer.)
+            key = (chain, tx_hash)
+            if key in self._used_txs:
+                self._refuse_auth("proof_invalid", "replayed_receipt",
+                                  f"transaction {tx_hash} answered an earlier request already", router=owner)
+            self._used_txs[key] = None
+            if len(self._used_txs) > _USED_TXS:
+                self._used_txs.popitem(last=False)
+        return result
 
     def _count(self, d: Deferred[dict[str, Any]], kind: str) -> Deferred[dict[str, Any]]:
         def ok(result: dict[str, Any]) -> dict[str, Any]:
@@ -395,31 +567,53 @@ class Router:
         except IPathError as exc:
             raise RouterError("bad_ipath", str(exc)) from None
         trail = [*request.path, self.local_id]
-        if request.op == OP_TX_STATUS and request.destination == self.local_id:
-            return self._answer_tx_status(list(request.args), trail)
-        if request.op != OP_TX_STATUS and (request.destination == self.local_id or self._serves(path.chain_path)):
-            if not self._serves(path.chain_path):
-                raise RouterError("unknown_chain", f"router {self.local_id} does not serve {path.chain_path}")
-            if request.op == OP_HEADERS:
-                return self._answer_headers(path.chain_path, list(request.args), trail)
-            if request.op == OP_EVENTS:
-                return self._answer_events(path, list(request.args), trail)
-
-            def execute() -> Deferred[dict[str, Any]]:
-                return self._run_local(path, request.op, request.method, list(request.args), request.sender, trail)
-
-            if request.op in _STATEFUL:
-                return self.replays.run(request.request_id, execute)
-            return execute()
+        if request.destination == self.local_id:
+            # Only the router the origin signed the request for runs it (a replica on the way relays it): nothing
+            # runs before the signature, the expiry and the signer check out.
+            self._authenticate_request(request)
+            return self._execute(request, path, trail).addCallback(self._attest_result, request)
         if not self.settings.transit:
             raise RouterError("forbidden", f"router {self.local_id} does not relay for others (transit = false)")
         if request.hop_limit <= 1:
             raise RouterError("hop_limit", f"hop limit reached at {self.local_id} on the way to "
                                            f"{request.destination}")
-        deadline = self.clock.seconds() + request.deadline_ms / 1000.0
-        # A relay keeps the destination the origin chose: a write must reach the owner that deduplicates it.
-        return self._forward(path, request.op, request.method, list(request.args), request.sender,
-                             request.request_id, deadline, trail, request.hop_limit - 1, request.destination, set())
+        # A relay keeps the destination, expiry and signature the origin chose: a write must reach the owner that
+        # deduplicates it, and the owner checks that nothing was changed on the way.
+        out = Outbound(path=path, op=request.op, method=request.method, args=list(request.args),
+                       sender=request.sender, request_id=request.request_id,
+                       deadline=self.clock.seconds() + request.deadline_ms / 1000.0, expires_ms=request.expires_ms,
+                       trail=trail, hop_limit=request.hop_limit - 1, destination=request.destination,
+                       signature=request.signature)
+        return self._forward(out, set())
+
+    def _execute(self, request: Request, path: IPath, trail: list[str]) -> Deferred[dict[str, Any]]:
+        """Run an authenticated request addressed to this router."""
+        if request.op == OP_TX_STATUS:
+            return self._answer_tx_status(list(request.args), trail)
+        if not self._serves(path.chain_path):
+            raise RouterError("unknown_chain", f"router {self.local_id} does not serve {path.chain_path}")
+        if request.op == OP_HEADERS:
+            return self._answer_headers(path.chain_path, list(request.args), trail)
+        if request.op == OP_EVENTS:
+            return self._answer_events(path, list(request.args), trail)
+
+        def execute() -> Deferred[dict[str, Any]]:
+            return self._run_local(path, request.op, request.method, list(request.args), request.sender, trail) \
+                .addCallback(self._sign_proof_header, path.chain_path)
+
+        if request.op in _STATEFUL:
+            # Keyed by origin too: one origin cannot pick another's request id to be answered with its result.
+            return self.replays.run(request.origin.encode() + b"\x00" + request.request_id, execute)
+        return execute()
+
+    def _sign_proof_header(self, result: dict[str, Any], chain: str) -> dict[str, Any]:
+        """A proof names its block's header; signed here (once per block) so that the entry router may take it as
+        the next trusted header without a fetch."""
+        proof = result.get("proof")
+        header = proof.get("header") if isinstance(proof, dict) else None
+        if isinstance(header, dict) and self.header_signer is not None:
+            result["header_sig"] = self.header_signer.sign(chain, header)
+        return result
 
     # -- the transaction layer ---------------------------------------------------------------------------------------
 
@@ -441,12 +635,10 @@ class Router:
             return defer.fail(RouterError("bad_request", f"{op!r} is not a transaction operation"))
         if self._serves(path.chain_path):
             return self._count(self._run_local(path, op, method, args, sender, [self.local_id]), "local")
-        deadline = self.clock.seconds() + self.settings.limits.request_deadline
-        request_id = self.id_prefix + next(self._id_counter).to_bytes(8, "big")
-        d = self._forward(path, op, method, args, sender, request_id, deadline, [self.local_id],
-                          self.settings.limits.hop_limit, None, set())
+        d = self._originate(path, op, method, list(args), sender)
         if self.trust is not None and op == OP_TX_COMMIT:
             d.addCallback(self.trust.verify_commit, path, list(args), sender)
+        d.addCallback(self._drop_attestation_marks)
         return self._count(d, "forwarded")
 
     def tx_status(self, coordinator: str, tx_id: str, path: IPath) -> Deferred[dict[str, Any]]:
@@ -457,10 +649,8 @@ class Router:
                 return defer.succeed(self._answer_tx_status_now([tx_id]))
             except RouterError as exc:
                 return defer.fail(exc)
-        deadline = self.clock.seconds() + self.settings.limits.request_deadline
-        request_id = self.id_prefix + next(self._id_counter).to_bytes(8, "big")
-        return self._forward(path, OP_TX_STATUS, "", [tx_id], f"router:{self.local_id}", request_id, deadline,
-                             [self.local_id], self.settings.limits.hop_limit, coordinator, set())
+        return self._originate(path, OP_TX_STATUS, "", [tx_id], f"router:{self.local_id}", coordinator) \
+            .addCallback(self._drop_attestation_marks)
 
     def _answer_tx_status(self, args: list[Any], trail: list[str]) -> Deferred[dict[str, Any]]:
         return defer.succeed(dict(self._answer_tx_status_now(args), router=self.local_id, path=trail))
@@ -493,8 +683,13 @@ class Router:
                 return found
             return defer.gatherResults([stub.header(n) for n in range(start, last + 1)], consumeErrors=True)
 
+        signer = self.header_signer
+
         def answer(found: list[Any]) -> dict[str, Any]:
-            return {"output": {"headers": [h.to_wire() for h in found]}, "router": self.local_id, "path": trail}
+            wires = [h.to_wire() for h in found]
+            # Each header signed by us, the chain's authority, once per block (HeaderSigner keeps them).
+            signatures = [signer.sign(chain, wire) for wire in wires] if signer is not None else []
+            return {"output": {"headers": wires, "signatures": signatures}, "router": self.local_id, "path": trail}
 
         return stub.chain_state().addCallback(headers).addCallback(answer)
 
@@ -538,10 +733,8 @@ class Router:
             if self._serves(path.chain_path):
                 d = self._answer_events(path, [from_block], [self.local_id])
             else:
-                request_id = self.id_prefix + next(self._id_counter).to_bytes(8, "big")
-                d = self._forward(path, OP_EVENTS, "poll", [from_block], "router", request_id,
-                                  self.clock.seconds() + self.settings.limits.request_deadline, [self.local_id],
-                                  self.settings.limits.hop_limit, None, set())
+                d = self._originate(path, OP_EVENTS, "poll", [from_block], "router")
+                d.addCallback(self._drop_attestation_marks)
                 if self.trust is not None:
                     d.addCallback(self.trust.verify_events, path)
             d.addCallbacks(polled, lambda failure: None if result.called else result.errback(failure))
@@ -569,17 +762,22 @@ class Router:
         if source == self.local_id:
             d = self._answer_headers(chain, [start, count], [self.local_id])
         else:
-            deadline = self.clock.seconds() + self.settings.limits.request_deadline
-            request_id = self.id_prefix + next(self._id_counter).to_bytes(8, "big")
-            d = self._forward(path, OP_HEADERS, "range", [start, count], f"router:{self.local_id}", request_id,
-                              deadline, [self.local_id], self.settings.limits.hop_limit, source, set())
+            d = self._originate(path, OP_HEADERS, "range", [start, count], f"router:{self.local_id}", source) \
+                .addCallback(self._drop_attestation_marks)
 
         def unpack(result: dict[str, Any]) -> list[Any]:
             output = result.get("output")
             headers = output.get("headers") if isinstance(output, dict) else None
-            if not isinstance(headers, list):
+            signatures = output.get("signatures") if isinstance(output, dict) else None
+            if not isinstance(headers, list) or not all(isinstance(h, dict) for h in headers):
                 raise RouterError("proof_invalid", f"{source} answered headers of {chain} with no header list",
                                   {"check": "malformed"})
+            if source != self.local_id:
+                if not isinstance(signatures, list) or len(signatures) != len(headers):
+                    self._refuse_auth("proof_invalid", "header_signature",
+                                      f"headers of {chain} from {source} are not each signed", router=source)
+                for wire, signature in zip(headers, signatures, strict=True):
+                    self.authenticate_header(chain, wire, source, signature)
             return headers
 
         return d.addCallback(unpack)
