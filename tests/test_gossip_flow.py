@@ -214,3 +214,41 @@ class SimWindowTests(SynchronousTestCase):
         clock.advance(0.011)
         self.assertEqual(producer.resumes, 1)
         self.assertLessEqual(connection.in_flight[0], RESUME_BELOW)
+
+
+class OwnAuthorityWarningTests(SynchronousTestCase):
+    """A router whose own certificate lacks a chain it serves is told so, once per change, not per re-signing."""
+
+    def test_warned_once(self) -> None:
+        from twisted.logger import globalLogPublisher
+
+        from wecross.gossip import ChainInfo
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = Clock()
+        directory = Directory("router-y", verifier())
+        chains = [(ChainInfo("payment.bank-a", "embedded", 1, "g"), ChainInfo("evidence.court", "embedded", 1, "h"))]
+        service = GossipService(
+            directory=directory, signer=signer("router-y", serves=("payment.bank-a",)), clock=clock, epoch=1,
+            content=lambda: LocalContent(zones=("payment", "evidence"), transit=True, listen="", chains=chains[0],
+                                         resources=(), links=()),
+            links=lambda: {}, on_change=lambda: None,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+
+        def warnings() -> list[dict[str, Any]]:
+            return [e for e in events if "does not authorise" in e.get("log_format", "")]
+
+        clock.advance(0)
+        self.assertEqual(directory.unauthorized_of("router-y"), ("evidence.court",))
+        self.assertEqual(len(warnings()), 1)
+        self.assertEqual(warnings()[0]["chains"], "evidence.court")
+        self.assertEqual(warnings()[0]["allowed"], "payment.bank-a")
+        service.publish("refresh")
+        self.assertEqual(len(warnings()), 1)
+        chains[0] = chains[0][:1]
+        service.publish("chain dropped")
+        self.assertEqual((directory.unauthorized_of("router-y"), len(warnings())), ((), 1))

@@ -483,6 +483,10 @@ class Directory:
         genesis = self._chains.get(chain_path, {}).get(router_id)
         return genesis or None
 
+    def unauthorized_of(self, router_id: str) -> tuple[str, ...]:
+        """The chain paths the router's current record claims without its certificate's authority (ignored)."""
+        return self._unauthorized.get(router_id, ())
+
     def unauthorized(self) -> dict[str, list[str]]:
         """Router id -> the chain paths its current record claims without its certificate's authority (ignored);
         only routers with such claims, for /status."""

@@ -87,6 +87,7 @@ class GossipService(Service):
         self.rng = rng or random.Random()
         self.counters: Counter[str] = Counter()
         self._published: LocalContent | None = None
+        self._warned_unauthorized: tuple[str, ...] = ()  # our chains the certificate does not name, as last logged
         self._published_at = -math.inf
         self._loop = LoopingCall(self.round)
         self._loop.clock = clock
@@ -131,6 +132,15 @@ class GossipService(Service):
         )
         signed = self.signer.sign(record)
         self.directory.set_local(signed)
+        unauthorized = self.directory.unauthorized_of(self.directory.local_id)
+        if unauthorized != self._warned_unauthorized:
+            self._warned_unauthorized = unauthorized
+            if unauthorized:
+                # Once per change, not per re-signing: the operator must issue a new certificate (docs/certificates.md).
+                log.warn("gossip: our certificate does not authorise chain(s) {chains} (it allows: {allowed}); other "
+                         "routers will ignore them: issue a certificate with `wecross certs --serves`",
+                         chains=", ".join(unauthorized),
+                         allowed=", ".join(self.directory.serves_patterns(self.directory.local_id)) or "none")
         self._published = content
         self._published_at = self.clock.seconds()
         self.counters["published"] += 1
