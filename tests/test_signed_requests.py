@@ -1,0 +1,183 @@
+"""Requests are authenticated end to end: a dishonest relay can drop or delay a request, never change, redirect,
+invent or replay one (docs/trusted-results.md, "Threat model").
+
+```
+router-a (entry) -- router-b (relay, sometimes dishonest) -- router-c (serves z.ledger)
+```
+
+Real routers on 127.0.0.1 with mutual TLS. The dishonest relay is router-b with its forwarding wrapped: it changes
+the request it passes on (keeping the origin's signature, which it cannot redo), or makes up requests of its own.
+Every attempt must be refused by the owner with the check named, nothing must run, and honest traffic before and
+after must be served.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from tests import support
+from wecross import attest
+from wecross.errors import RouterError
+from wecross.facade import Invocation
+from wecross.ipath import IPath
+
+ROUTERS = {"router-a": {"zones": ["z"]}, "router-b": {"zones": ["z"]}, "router-c": {"zones": ["z"], "chain": "ledger"}}
+LINKS = [("router-a", "router-b"), ("router-b", "router-c")]
+CHAIN = "z.ledger"
+
+
+def transfer(to: str, amount: int) -> Invocation:
+    return Invocation(IPath.parse(f"{CHAIN}.asset"), "sendTransaction", "transfer", [to, amount], "alice")
+
+
+def balance(who: str) -> Invocation:
+    return Invocation(IPath.parse(f"{CHAIN}.asset"), "call", "balanceOf", [who])
+
+
+class SignedRequests(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        work = Path(self.mktemp())
+        work.mkdir()
+        self.net = support.Network(work, ROUTERS, LINKS)
+        self.addCleanup(self.net.stop)
+        yield self.net.start()
+        yield support.until(lambda: self.net.linked() and all(
+            self.net.nodes[r].router.table.route(CHAIN) is not None for r in ("router-a", "router-b")), timeout=30)
+        self.entry = self.net.nodes["router-a"].router
+        self.relay = self.net.nodes["router-b"].router
+        self.owner = self.net.nodes["router-c"].router
+        self.honest_forward = self.relay._forward
+        self.addCleanup(self.turn_honest)
+
+    def turn_honest(self) -> None:
+        self.relay._forward = self.honest_forward
+
+    def rewrite(self, **changes: Any) -> list[Any]:
+        """Make the relay change fields of the requests it passes on (the origin's signature stays as it was)."""
+        seen: list[Any] = []
+
+        def dishonest(out: Any, tried: Any) -> Any:
+            seen.append(out)
+            return self.honest_forward(dataclasses.replace(out, **changes), tried)
+
+        self.relay._forward = dishonest
+        return seen
+
+    @defer.inlineCallbacks
+    def balances(self) -> Any:
+        alice = yield self.entry.invoke(balance("alice"))
+        mallory = yield self.entry.invoke(balance("mallory"))
+        return alice["output"], mallory["output"]
+
+    @defer.inlineCallbacks
+    def assert_refused_and_nothing_ran(self, invocation: Invocation, code: str, check: str) -> Any:
+        dishonest, self.relay._forward = self.relay._forward, self.honest_forward
+        before = yield self.balances()
+        self.relay._forward = dishonest
+        refused_before = self.owner.auth_refused[check]
+        failure = yield self.assertFailure(self.entry.invoke(invocation), RouterError)
+        # (Details do not cross the wire; the owner's message names the check.)
+        self.assertEqual(failure.code, code, failure.message)
+        self.assertIn(f"({check})", failure.message)
+        self.assertEqual(self.owner.auth_refused[check], refused_before + 1)
+        self.turn_honest()
+        after = yield self.balances()
+        self.assertEqual(after, before)  # nothing ran
+        result = yield self.entry.invoke(transfer("bob", 1))  # honest traffic still served
+        self.assertTrue(result["verified"]["proof"])
+
+    def test_rewritten_arguments_are_refused(self) -> Any:
+        self.rewrite(args=["mallory", 1])
+        return self.assert_refused_and_nothing_ran(transfer("bob", 1), "bad_signature", "bad_signature")
+
+    def test_rewritten_sender_is_refused(self) -> Any:
+        """The relay cannot act as another user: the sender is inside what the entry router signed."""
+        self.rewrite(sender="bob", args=["mallory", 1])
+        return self.assert_refused_and_nothing_ran(transfer("mallory", 1), "bad_signature", "bad_signature")
+
+    def test_rewritten_method_and_resource_are_refused(self) -> Any:
+        self.rewrite(method="mint")
+        yield self.assert_refused_and_nothing_ran(transfer("mallory", 1), "bad_signature", "bad_signature")
+        self.rewrite(path=IPath.parse(f"{CHAIN}.hello"))
+        yield self.assert_refused_and_nothing_ran(transfer("mallory", 1), "bad_signature", "bad_signature")
+
+    test_rewritten_method_and_resource_are_refused = defer.inlineCallbacks(  # type: ignore[assignment]
+        test_rewritten_method_and_resource_are_refused)
+
+    def test_prolonged_expiry_is_refused(self) -> Any:
+        self.rewrite(expires_ms=int((reactor.seconds() + 3600) * 1000))
+        return self.assert_refused_and_nothing_ran(transfer("mallory", 1), "bad_signature", "bad_signature")
+
+    @defer.inlineCallbacks
+    def test_a_request_made_up_by_the_relay_is_refused(self) -> Any:
+        """The relay signs with its own key but names router-a as origin, or sends a request without a
+        signature: refused either way."""
+        link = self.relay.peer_service.links["router-c"]
+        base = dict(request_id=os.urandom(16), origin="router-a", destination="router-c", hop_limit=4,
+                    deadline_ms=5000, path=["router-a", "router-b"], op="sendTransaction", ipath=f"{CHAIN}.asset",
+                    method="transfer", args=["mallory", 5], sender="alice")
+        forged = support.signed_request(self.net.nodes["router-b"], **base)  # router-b's key, router-a's name
+        failure = yield self.assertFailure(link.request(forged, 5), RouterError)
+        self.assertEqual(failure.code, "bad_signature", failure.message)
+        unsigned = dataclasses.replace(forged, signature=b"")
+        failure = yield self.assertFailure(link.request(unsigned, 5), RouterError)
+        self.assertEqual(failure.code, "bad_signature", failure.message)
+        unknown = support.signed_request(self.net.nodes["router-b"], **dict(base, origin="router-q"))
+        failure = yield self.assertFailure(link.request(unknown, 5), RouterError)
+        self.assertEqual(failure.code, "unknown_signer", failure.message)
+        _, mallory = yield self.balances()
+        self.assertEqual(mallory, 0)
+
+    @defer.inlineCallbacks
+    def test_a_captured_request_replayed_runs_once_and_not_after_it_expires(self) -> Any:
+        seen = self.rewrite()
+        first = yield self.entry.invoke(transfer("bob", 2))
+        self.turn_honest()
+        captured = seen[0]
+        link = self.relay.peer_service.links["router-c"]
+        request = support.signed_request(
+            self.net.nodes["router-a"], request_id=captured.request_id, origin="router-a", destination="router-c",
+            hop_limit=4, deadline_ms=5000, path=["router-a", "router-b"], op=captured.op, ipath=str(captured.path),
+            method=captured.method, args=captured.args, sender=captured.sender, expires_ms=captured.expires_ms)
+        again = yield link.request(request, 5)  # the same signed request: answered from the replay guard
+        self.assertEqual(again.result["tx_hash"], first["tx_hash"])
+        self.assertTrue(again.result.get("replayed"))
+        expired = support.signed_request(
+            self.net.nodes["router-a"], request_id=os.urandom(16), origin="router-a", destination="router-c",
+            hop_limit=4, deadline_ms=5000, path=["router-a", "router-b"], op=captured.op, ipath=str(captured.path),
+            method=captured.method, args=captured.args, sender=captured.sender,
+            expires_ms=int((reactor.seconds() - 3600) * 1000))
+        failure = yield self.assertFailure(link.request(expired, 5), RouterError)
+        self.assertEqual(failure.code, "timeout", failure.message)
+        self.assertIn("(expired)", failure.message)
+
+    @defer.inlineCallbacks
+    def test_redirected_to_another_destination_is_refused(self) -> Any:
+        """A request signed for router-c, relabelled by the relay for another router: that router refuses it."""
+        seen = self.rewrite()
+        yield self.entry.invoke(transfer("bob", 1))
+        self.turn_honest()
+        captured = seen[0]
+        link = self.relay.peer_service.links["router-c"]
+        body = attest.request_body(captured.request_id, "router-a", "router-c", captured.expires_ms, captured.op,
+                                   str(captured.path), captured.method, captured.args, captured.sender)
+        signature = attest.sign(self.entry.signing_key, body)
+        from wecross.wire.messages import Request
+
+        # The relay keeps the genuine signature and says the request is for router-b (itself) ... then for router-c
+        # with another request id: neither matches what router-a signed.
+        moved = Request(request_id=os.urandom(16), origin="router-a", destination="router-c", hop_limit=4,
+                        deadline_ms=5000, path=["router-a", "router-b"], op=captured.op, ipath=str(captured.path),
+                        method=captured.method, args=captured.args, sender=captured.sender,
+                        expires_ms=captured.expires_ms, signature=signature)
+        failure = yield self.assertFailure(link.request(moved, 5), RouterError)
+        self.assertEqual(failure.code, "bad_signature", failure.message)
