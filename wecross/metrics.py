@@ -91,6 +91,13 @@ class RouterCollector(Collector):
                 verification.add_metric([rid, outcome], value)
             yield verification
 
+        refused = CounterMetricFamily("wecross_auth_refused", "Requests, answers and headers refused by their "
+                                      "end-to-end signature or authority check (wecross.attest), by check",
+                                      labels=["router", "check"])
+        for check, value in sorted(router.auth_refused.items()):
+            refused.add_metric([rid, check], value)
+        yield refused
+
         coordinator = router.coordinator
         if coordinator is not None:
             stats = coordinator.stats()

@@ -33,6 +33,7 @@ from wecross.gossip.service import GossipService, LocalContent
 from wecross.ipath import IPath, IPathError
 from wecross.routing.graph import build_graph
 from wecross.routing.replay import ReplayGuard
+from wecross.routing.replicas import ClashVerdict, replicas
 from wecross.routing.table import Route, RoutingTable
 from wecross.stub.interfaces import (
     OP_CALL,
@@ -159,6 +160,8 @@ class Router:
         self.auth_refused: Counter[str] = Counter()
         #: (chain, tx hash) of writes verified here: an answer naming one again is a replayed receipt.
         self._used_txs: OrderedDict[tuple[str, str], None] = OrderedDict()
+        #: chain -> how the last route rebuild settled routers disagreeing on its genesis.
+        self._clash_verdicts: dict[str, ClashVerdict] = {}
 
     # -- lifecycle (driven by the node) -----------------------------------------------------------------------------
 
@@ -204,6 +207,7 @@ class Router:
             "bad_frames": dict(peers.counters.bad_frames) if peers else {},
             "refused_links": dict(peers.counters.refused) if peers else {},
             "replayed_writes": self.replays.replays,
+            "auth_refused": dict(self.auth_refused),
             "routers_known": len(self.directory),
             "routes": self.table.reachable(),
             "route_changes": self.route_changes,
@@ -331,8 +335,12 @@ class Router:
         return alternatives[0] if alternatives else None
 
     def _clashing(self, chain: str) -> bool:
-        """Routers disagree on the chain's genesis; we cannot tell who is right (we do not serve it ourselves)."""
-        return self.directory.clashing(chain) and not self._serves(chain)
+        """Routers disagree on the chain's genesis and the last rebuild could not tell who is right (by the chain
+        we serve or a pinned genesis: wecross.routing.replicas); a clash newer than that rebuild counts too."""
+        if not self.directory.clashing(chain) or self._serves(chain):
+            return False
+        verdict = self._clash_verdicts.get(chain)
+        return verdict is None or verdict.by == "unresolved"
 
     def _no_route(self, path: IPath, destination: str | None, tried: set[str]) -> RouterError:
         chain = path.chain_path
@@ -884,18 +892,18 @@ class Router:
             return
         self._built_version = self.directory.routing_version
         records = self.directory.records()
-        chains: dict[str, list[str]] = {}
-        clashing = {c.path: c for c in self.directory.clashes()}
-        for router_id, record in records.items():
-            for chain in record.chains:
-                clash = clashing.get(chain.path)
-                if clash is not None:
-                    # Only the replicas that agree with the chain we serve ourselves; none if we cannot tell.
-                    ours = self.chain_states.get(chain.path)
-                    if ours is None or chain.genesis_hash != ours.genesis_hash:
-                        continue
-                chains.setdefault(chain.path, []).append(router_id)
-        changes = self.table.rebuild(self.graph_builder(records), chains)
+        served = {path: state.genesis_hash for path, state in self.chain_states.items()}
+        pinned = dict(self.settings.trust.checkpoints)
+        if self.trust is not None:
+            for header_chain in self.trust.store.chains.values():
+                if header_chain.checkpoint is not None and header_chain.checkpoint_number == 0:
+                    pinned.setdefault(header_chain.chain, header_chain.checkpoint)
+        chosen = replicas(records, self.directory.authorized, served, pinned)
+        for verdict in chosen.clashes.values():
+            if self._clash_verdicts.get(verdict.path) != verdict:
+                log.warn("router {id}: {verdict}", id=self.local_id, verdict=verdict.describe())
+        self._clash_verdicts = dict(chosen.clashes)
+        changes = self.table.rebuild(self.graph_builder(records), chosen)
         for change in changes:
             self.route_changes += 1
             old = " -> ".join(change.old.path) if change.old else "none"
