@@ -18,6 +18,9 @@ The body is a canonical msgpack array (fixed field order, sorted collections), s
 encoding and decoding can insist on it: a body that decodes but would not re-encode to the same bytes is refused.
 
 Nothing here does I/O or reads a clock on its own; :class:`RecordVerifier` takes its clock as an argument.
+
+Why one long module: the field rules, the canonical encoding, signing and verification are one contract (what a
+signer may produce is exactly what a verifier accepts); kept together, a change to one side cannot miss the other.
 """
 
 from __future__ import annotations

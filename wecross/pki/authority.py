@@ -7,6 +7,9 @@ name is the user name the permission layer sees.
 
 Everything here is pure computation on ``cryptography`` objects except the explicit ``write_*`` / ``load_*``
 helpers, so the simulator and the tests can mint whole PKIs in memory without touching the disk.
+
+Why one long module: issuing and loading share the name rules, the CA checks and the error codes an operator sees,
+and ``wecross certs`` uses all of it; the chain patterns a router certificate may carry live in ``serves``.
 """
 
 from __future__ import annotations
