@@ -18,7 +18,7 @@ from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, globalLogPublisher, textFileLogObserver
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -34,7 +34,7 @@ from wecross.embedded.stub import EmbeddedStub
 from wecross.errors import RouterError
 from wecross.facade import Invocation
 from wecross.ipath import IPath
-from wecross.logs import UNTRUSTED_MAX, untrusted
+from wecross.logs import UNTRUSTED_MAX, rotating_log_file, untrusted
 from wecross.peer.protocol import ERROR_MESSAGE_MAX, PeerLink, error_frame
 from wecross.peer.tls import client_options, load_tls_material
 from wecross.rest.api import make_site
@@ -355,3 +355,25 @@ class HttpFraming(SynchronousTestCase):
         channel, transport = self.connect(port=41020)
         channel.dataReceived(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(parse_response(transport.value())[0], 200)
+
+
+class BoundedLogFiles(SynchronousTestCase):
+    """Finding 7: the rotating log observers keep a bounded number of files however much is logged."""
+
+    def test_rotation_keeps_a_bounded_number_of_files(self) -> None:
+        directory = Path(self.mktemp())
+        env = {"WECROSS_LOG_FILE": str(directory / "router.log"), "WECROSS_LOG_ROTATE_BYTES": "2000",
+               "WECROSS_LOG_KEEP": "3"}
+        log_file = rotating_log_file(env)
+        self.addCleanup(log_file.close)
+        observer = textFileLogObserver(log_file)
+        for i in range(500):
+            observer({"log_format": "event {i}: {text}", "i": i, "text": untrusted("\n" * 1000),
+                      "log_time": 0.0, "log_level": LogLevel.info, "log_namespace": "test"})
+        names = sorted(p.name for p in directory.iterdir())
+        self.assertEqual(names, ["router.log", "router.log.1", "router.log.2", "router.log.3"])
+        self.assertLess(sum(p.stat().st_size for p in directory.iterdir()), 4 * 2000 + 2000)
+
+    def test_bad_settings_are_refused(self) -> None:
+        with self.assertRaises(ValueError):
+            rotating_log_file({"WECROSS_LOG_FILE": self.mktemp(), "WECROSS_LOG_KEEP": "0"})

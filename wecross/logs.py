@@ -8,6 +8,13 @@ Each line is Twisted's JSON form of the event (``log_format``, ``log_level``, ``
 the event's own fields: router ids, peers, chains, error codes...), separated by the record separator twisted's
 ``eventsFromJSONLogFile`` reads back.
 
+twistd's own ``--logfile`` rotates at 1 MB and keeps every rotated file (its LogFile has no cap by default), so a
+peer that makes a router log a lot fills the disk. :func:`rotating_text` and :func:`rotating_json` write the same
+text or JSON events to a file that rotates at ``WECROSS_LOG_ROTATE_BYTES`` (default 10 MB) and keeps at most
+``WECROSS_LOG_KEEP`` rotated files (default 10); the file is ``WECROSS_LOG_FILE`` (default ``wecross.log``)::
+
+    WECROSS_LOG_FILE=/var/log/wecross/router-a.log twistd --logger wecross.logs.rotating_text wecross --config ...
+
 Text that a peer or a client chose (a BYE reason, an ERROR message, a request path, a router id in a HELLO) goes
 through :func:`untrusted` before it is put in a log event: a peer could otherwise write up to a frame's worth of
 characters (1 Mi) per event, or forge log lines with newlines and control characters. The bound and the escaping
@@ -16,10 +23,13 @@ are checked by ``tests.test_hostile_input.UntrustedText``.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from twisted.logger import ILogObserver, jsonFileLogObserver
+from twisted.logger import ILogObserver, jsonFileLogObserver, textFileLogObserver
+from twisted.python.logfile import LogFile
 
 #: Longest piece of untrusted text kept in a log event, in characters after escaping (the rest is counted, not kept).
 UNTRUSTED_MAX = 200
@@ -58,3 +68,45 @@ def _bounded_repr(value: Any, limit: int) -> str:
 def json_stdout() -> ILogObserver:
     """The observer factory for ``twistd --logger``: JSON events on standard output."""
     return jsonFileLogObserver(sys.stdout)
+
+
+#: Defaults of the rotating observers: 10 files of 10 MB, so a router's log never takes more than ~110 MB.
+DEFAULT_ROTATE_BYTES = 10 * 1000 * 1000
+DEFAULT_KEEP = 10
+
+
+def rotating_log_file(environ: dict[str, str] | None = None) -> LogFile:
+    """The log file the rotating observers write to, bounded in size and number of files by the environment.
+
+    ``maxRotatedFiles`` is what bounds the number: LogFile deletes rotated files past it. A value that is not a
+    positive integer is refused (ValueError) rather than read as "no bound".
+    """
+    env = os.environ if environ is None else environ
+    path = Path(env.get("WECROSS_LOG_FILE", "wecross.log")).absolute()
+    rotate = _positive(env, "WECROSS_LOG_ROTATE_BYTES", DEFAULT_ROTATE_BYTES)
+    keep = _positive(env, "WECROSS_LOG_KEEP", DEFAULT_KEEP)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return LogFile(path.name, str(path.parent), rotateLength=rotate, maxRotatedFiles=keep)
+
+
+def _positive(env: Any, name: str, default: int) -> int:
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {text!r}")
+    return value
+
+
+def rotating_text() -> ILogObserver:
+    """The observer factory for ``twistd --logger``: twistd's text format, to a bounded rotating file."""
+    return textFileLogObserver(rotating_log_file())
+
+
+def rotating_json() -> ILogObserver:
+    """The observer factory for ``twistd --logger``: JSON events, to a bounded rotating file."""
+    return jsonFileLogObserver(rotating_log_file())
