@@ -1,12 +1,12 @@
 """Proven EVM events and proven htlcStatus reads, on a real anvil.
 
 Events: every event the stub reports carries the block's header (with its RLP), Merkle-Patricia proofs of its
-transaction and receipt, and the log's position in the receipt; :func:`wecross.chain.evm_checks.check_event` accepts
+transaction and receipt, and the log's position in the receipt; :func:`wecross.evm.checks.check_event` accepts
 them against the block's real hash (taken from anvil, not from the stub) and names the check a tampered one fails.
 Blocks with one and with several transactions, receipts with several logs, built-in and generic resources.
 
 htlcStatus: the record of an HTLC is read with the eth_getProof of its six slots (and its strings' data slots);
-:func:`wecross.chain.evm_checks.check_read` rebuilds the record from them. Locked, unlocked (short and long secrets),
+:func:`wecross.evm.checks.check_read` rebuilds the record from them. Locked, unlocked (short and long secrets),
 refunded and unknown HTLCs verify; a tampered field or proof fails with its check.
 """
 
@@ -24,9 +24,9 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests import support
-from wecross.chain import evm_checks
-from wecross.chain.evm_checks import EvmCheckError, check_event, check_read
+from wecross.evm import checks as evm_checks
 from wecross.evm.anvil import Anvil
+from wecross.evm.checks import EvmCheckError, check_event, check_read
 from wecross.evm.stub import ARTIFACT_DIR
 from wecross.stub.interfaces import StubSettings
 from wecross.stub.loader import build_stub, discover

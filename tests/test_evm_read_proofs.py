@@ -1,5 +1,5 @@
 """State proofs of EVM reads on a real anvil: the stub's getData and call results carry the eth_getProof of the
-slots holding the value and the header of the block read at; :func:`wecross.chain.evm_checks.check_read` accepts
+slots holding the value and the header of the block read at; :func:`wecross.evm.checks.check_read` accepts
 them against the block's real hash (taken from anvil, not from the stub) and names the check a tampered one fails.
 
 Short strings (one slot), strings of 32 bytes and more (a length slot and data slots at keccak(slot) + i), missing
@@ -17,9 +17,9 @@ from eth_account import Account
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from wecross.chain import evm_checks
-from wecross.chain.evm_checks import EvmCheckError, check_read
+from wecross.evm import checks as evm_checks
 from wecross.evm.anvil import Anvil
+from wecross.evm.checks import EvmCheckError, check_read
 from wecross.stub.interfaces import StubSettings
 from wecross.stub.loader import build_stub, discover
 

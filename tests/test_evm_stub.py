@@ -320,7 +320,7 @@ class Sending(EvmStubBase):
     router's check."""
 
     def verified(self, result: Result, method: str, args: list[Any], kind: str = "kv") -> list[str]:
-        from wecross.chain.evm_checks import check_write
+        from wecross.evm.checks import check_write
 
         block = self.anvil.rpc("eth_getBlockByNumber", [hex(result.block_number), False])
         return check_write(result.to_wire(), block["hash"][2:], resource_kind=kind, method=method, args=args,

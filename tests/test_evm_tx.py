@@ -15,7 +15,7 @@ from twisted.internet import defer
 
 from tests import support
 from tests.test_evm_stub import EvmStubBase
-from wecross.chain.evm_checks import check_write
+from wecross.evm.checks import check_write
 from wecross.evm.stub import contract_call
 from wecross.stub.interfaces import (
     OP_HTLC_LOCK,

@@ -22,7 +22,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from wecross.chain.store import HeaderStore
-from wecross.chain.trust import TrustedResults, rehash_for
+from wecross.chain.trust import TrustedResults
+from wecross.chain.verifier import rehash_lookup
 from wecross.config import Settings
 from wecross.gossip.directory import Directory
 from wecross.gossip.record import RecordSigner, RecordVerifier, SignedRecord
@@ -131,11 +132,16 @@ class RouterNode(MultiService):
         )
         self.router.gossip = self.gossip
         # The abstract chain: headers of remote chains, checked before any proof against them is believed.
-        self.headers = HeaderStore(settings.data_dir, settings.trust, reactor, rehash_for)
+        # Both look the chain type's verifier up in the stub service's mapping, filled when the stubs load.
+        self.headers = HeaderStore(settings.data_dir, settings.trust, reactor, rehash_lookup(self.stubs.verifiers))
         self.router.trust = TrustedResults(self.headers, self.router.fetch_headers, self.router.chain_type_of,
                                            self.router.replicas_of, batch=settings.trust.batch,
                                            resource_kind=self.router.resource_kind,
-                                           max_read_lag=settings.trust.max_read_lag)
+                                           max_read_lag=settings.trust.max_read_lag,
+                                           verifiers=self.stubs.verifiers)
+        # Headers inside proofs count only with the chain authority's signature; genesis from signed records.
+        self.router.trust.authenticate_header = self.router.authenticate_header
+        self.router.trust.genesis_of = lambda chain, owner: self.directory.genesis_of(chain, owner)
         self.coordinator: Coordinator | None = None
         self.participant: ParticipantWatcher | None = None
         self.htlc: HtlcService | None = None

@@ -1,7 +1,7 @@
 """End-to-end verification at the entry router: a result that crossed other routers is checked before the client
 sees it.
 
-For a write on a chain type we can verify (the embedded chain today), the entry router makes sure it trusts the
+For a write on a chain type we can verify (one with a verifier), the entry router makes sure it trusts the
 header of the block the owner says holds the transaction (fetching and linking headers back to the pinned genesis,
 from ``quorum`` routers serving the chain when the policy asks for more than one), then checks the proofs against
 that header: the transaction and the receipt are in the block, the receipt is the one returned, the output is the
@@ -16,6 +16,10 @@ known). A proof shows "this was the value at block N", so a genuine but old answ
 block more than ``max_read_lag`` blocks behind the newest header we trust for its chain is refused as
 ``stale_read``. Other EVM calls carry no proof (which storage slots a contract reads is known only to its code), and
 say so in ``verified``.
+
+Nothing here knows a chain type: what a chain's proofs look like is its verifier's business
+(:class:`~wecross.chain.verifier.IChainVerifier`, supplied by its stub plugin), found in the ``verifiers`` mapping
+by the chain type the directory gives for the owner. A chain type without a verifier is answered as not verified.
 """
 
 from __future__ import annotations
@@ -27,28 +31,16 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from wecross.chain.headers import HeaderChain, HeaderError, Rehash
+from wecross.chain.headers import HeaderChain, HeaderError
 from wecross.chain.store import HeaderStore
+from wecross.chain.verifier import OP_EVENTS, ProvenRequest, VerificationError
 from wecross.errors import RouterError
 from wecross.facade import Invocation
 from wecross.ipath import IPath
-from wecross.stub.interfaces import OP_GET_DATA, OP_TX_COMMIT, WRITE_OPERATIONS
+from wecross.stub.interfaces import OP_TX_COMMIT, WRITE_OPERATIONS
 
 #: Asks ``source`` for headers ``start`` .. ``start + count - 1`` of a chain: (chain, source, start, count).
 Fetch = Callable[[str, str, int, int], Deferred[Sequence[Mapping[str, Any]]]]
-
-
-def rehash_for(chain_type: str) -> Rehash | None:
-    """How to recompute a header's hash from its abstract form, per chain type (None: linkage and quorum only)."""
-    if chain_type == "embedded":
-        from wecross.embedded.block import Header
-
-        return lambda wire: Header.from_wire(wire).hash.hex()
-    if chain_type == "evm":
-        from wecross.chain.evm_checks import header_hash
-
-        return header_hash
-    return None
 
 
 class TrustedResults:
@@ -62,8 +54,17 @@ class TrustedResults:
         batch: int = 256,
         resource_kind: Callable[[str], str | None] = lambda ipath: None,
         max_read_lag: int = 16,
+        verifiers: Mapping[str, Any] | None = None,
     ) -> None:
+        """``verifiers``: chain type -> IChainVerifier (wecross.stub.service.StubService.verifiers); looked up per
+        result, so it may be filled after construction."""
         self.store = store
+        self.verifiers: Mapping[str, Any] = {} if verifiers is None else verifiers
+        #: (chain, header wire, signer, signature) -> None or raises RouterError: the chain authority's signature
+        #: over a header that came inside a proof (set by the router; None: such headers are fetched instead).
+        self.authenticate_header: Callable[[str, Mapping[str, Any], str, Any], None] | None = None
+        #: (chain, owner) -> the genesis hash in the owner's signed gossip record (set by the router).
+        self.genesis_of: Callable[[str, str], str | None] | None = None
         self.fetch = fetch
         self.chain_type_of = chain_type_of
         self.replicas_of = replicas_of
@@ -81,21 +82,22 @@ class TrustedResults:
         owner = result.get("router")
         chain = invocation.path.chain_path
         chain_type = self.chain_type_of(chain, owner) if isinstance(owner, str) else None
-        if invocation.op not in WRITE_OPERATIONS and not (
-                chain_type == "embedded" or (chain_type == "evm" and self._evm_read_provable(invocation))):
-            reason = ("this EVM call carries no state proof: which storage slots a contract's method reads is known "
-                      "only to its code (built-in resources' reads are proven)" if chain_type == "evm"
-                      else "reads carry no proof on this chain type")
+        verifier = self.verifiers.get(chain_type) if chain_type is not None else None
+        request = ProvenRequest(invocation.path.resource, self.resource_kind(str(invocation.path)), invocation.op,
+                                invocation.method, tuple(invocation.args), invocation.sender)
+        if invocation.op not in WRITE_OPERATIONS and (verifier is None or not verifier.read_provable(request)):
+            reason = ("reads carry no proof on this chain type" if verifier is None
+                      else str(verifier.unproven_read_reason))
             result["verified"] = {"proof": False, "reason": reason}
             self.counters["unverifiable"] += 1
             return result
-        if chain_type not in ("embedded", "evm"):
+        if verifier is None:
             return self._unverifiable(result, chain_type)
         assert chain_type is not None
         number = self._block_of(result, owner, chain, chain_type)
         assert isinstance(owner, str)
         hashed = self.trusted_hash(chain, chain_type, number, owner)
-        return hashed.addCallback(self._check, result, invocation, chain, owner)
+        return hashed.addCallback(self._check, result, invocation.op, request, verifier, chain, owner)
 
     def _unverifiable(self, result: dict[str, Any], chain_type: str | None) -> dict[str, Any]:
         result["verified"] = {"proof": False, "reason": f"no verifier for chain type {chain_type!r} yet"}
@@ -121,34 +123,20 @@ class TrustedResults:
         owner = result.get("router")
         chain = path.chain_path
         chain_type = self.chain_type_of(chain, owner) if isinstance(owner, str) else None
-        if chain_type not in ("embedded", "evm"):
+        verifier = self.verifiers.get(chain_type) if chain_type is not None else None
+        if verifier is None:
             return self._unverifiable(result, chain_type)
         assert chain_type is not None
         number = self._block_of(result, owner, chain, chain_type)
         assert isinstance(owner, str)
+        request = ProvenRequest(path.resource, self.resource_kind(str(path)), OP_TX_COMMIT, "", tuple(args), sender)
+        tx_id = str(args[0]) if args else ""
 
         def check(expected: str) -> dict[str, Any]:
-            if chain_type == "evm":
-                from wecross.chain.evm_checks import EvmCheckError, check_write
-                from wecross.evm.stub import contract_call
-
-                kind = self.resource_kind(str(path)) or ""
-                try:
-                    name, call_args = contract_call(kind, OP_TX_COMMIT, "", list(args), sender)
-                    checks = check_write(result, expected, resource_kind=kind, method=name, args=call_args,
-                                         sender=sender)
-                except EvmCheckError as exc:
-                    self._refuse(exc.check, exc.message, owner)
-                except RouterError as exc:  # StubError: not a resource that commits
-                    self._refuse("tx_mismatch", exc.message, owner)
-            else:
-                from wecross.embedded.verify import check_commit_proof
-
-                failed = check_commit_proof(result, tx_id=str(args[0]), resource=path.resource,
-                                            expected_header_hash=expected)
-                if failed is not None:
-                    self._refuse(failed[0], failed[1], owner)
-                checks = ["header_linked", "tx_inclusion", "receipt_inclusion", "commit_of_this_tx"]
+            try:
+                checks: list[str] = verifier.check_commit(result, expected, request, tx_id)
+            except VerificationError as exc:
+                self._refuse(exc.check, exc.message, owner)
             result["verified"] = {"proof": True, "checks": checks, "block": number, "header_hash": expected}
             self.counters["verified"] += 1
             return result
@@ -168,8 +156,8 @@ class TrustedResults:
             return answer
         if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
             self._refuse("malformed", "the events answer is not a list of events", owner)
-        checker = self._event_checker(chain_type, path)
-        if checker is None or not all("proof" in e for e in events):
+        verifier = self.verifiers.get(chain_type) if chain_type is not None else None
+        if verifier is None or not all("proof" in e for e in events):
             for event in events:
                 event["verified"] = {"proof": False, "reason": f"no event proofs for chain type {chain_type!r} yet"}
             self.counters["unverifiable"] += len(events)
@@ -188,10 +176,15 @@ class TrustedResults:
             d.addCallback(lambda h: hashes.__setitem__(number, h))
             return d.addCallback(next_block, remaining[1:])
 
+        request = ProvenRequest(path.resource, self.resource_kind(str(path)), OP_EVENTS, "", (), "")
+
         def check_all(_: object) -> dict[str, Any]:
             for event in events:
                 number = event["block_number"]
-                checks = checker(event, hashes[number], owner)
+                try:
+                    checks: list[str] = verifier.check_event(event, hashes[number], request)
+                except VerificationError as exc:
+                    self._refuse(exc.check, exc.message, owner)
                 event["verified"] = {"proof": True, "checks": checks, "block": number,
                                      "header_hash": hashes[number]}
             self.counters["verified"] += len(events)
@@ -201,57 +194,16 @@ class TrustedResults:
         d.addCallback(next_block, numbers)
         return d.addCallback(check_all)
 
-    def _event_checker(self, chain_type: str | None,
-                       path: IPath) -> Callable[[dict[str, Any], str, Any], list[str]] | None:
-        if chain_type == "embedded":
-            try:
-                from wecross.embedded.verify import EVENT_PROOF_CHECKS, check_event_proof
-            except ImportError:
-                return None
-
-            def embedded(event: dict[str, Any], expected: str, owner: Any) -> list[str]:
-                failed = check_event_proof(event, expected_header_hash=expected, resource=path.resource)
-                if failed is not None:
-                    self._refuse(failed[0], failed[1], owner)
-                return ["header_linked", *EVENT_PROOF_CHECKS]
-
-            return embedded
-        if chain_type == "evm":
-            try:
-                from wecross.chain.evm_checks import EvmCheckError, check_event
-            except ImportError:
-                return None
-
-            def evm(event: dict[str, Any], expected: str, owner: Any) -> list[str]:
-                try:
-                    checks: list[str] = check_event(event, expected,
-                                                    resource_kind=self.resource_kind(str(path)))
-                except EvmCheckError as exc:
-                    self._refuse(exc.check, exc.message, owner)
-                if event.get("resource") != path.resource:
-                    self._refuse("event_mismatch", f"an event of {event.get('resource')!r} in the stream of "
-                                                   f"{path.resource!r}", owner)
-                return checks
-
-            return evm
-        return None
-
-    def _check(self, expected: str, result: dict[str, Any], invocation: Invocation, chain: str,
-               owner: str) -> dict[str, Any]:
-        if invocation.op not in WRITE_OPERATIONS:
-            checks = self._check_read(expected, result, invocation, chain, owner)
-        elif self.chain_type_of(chain, owner) == "evm":
-            checks = self._check_evm(expected, result, invocation, owner)
-        else:
-            from wecross.embedded.verify import check_write_proof
-
-            expected_tx: dict[str, Any] = {"resource": invocation.path.resource, "method": invocation.method,
-                                           "args": list(invocation.args), "sender": invocation.sender}
-            failed = check_write_proof(result, expected_header_hash=expected, expected_tx=expected_tx)
-            if failed is not None:
-                self._refuse(failed[0], failed[1], owner)
-            checks = ["header_linked", "tx_inclusion", "receipt_inclusion", "receipt_matches", "output_matches",
-                      "tx_matches_request"]
+    def _check(self, expected: str, result: dict[str, Any], op: str, request: ProvenRequest, verifier: Any,
+               chain: str, owner: str) -> dict[str, Any]:
+        try:
+            if op not in WRITE_OPERATIONS:
+                self._check_fresh(result, chain, owner)
+                checks: list[str] = verifier.check_read(result, expected, request)
+            else:
+                checks = verifier.check_write(result, expected, request)
+        except VerificationError as exc:
+            self._refuse(exc.check, exc.message, owner)
         header_chain = self.store.chains[chain]
         result["verified"] = {
             "proof": True,
@@ -264,55 +216,14 @@ class TrustedResults:
         self.counters["verified"] += 1
         return result
 
-    def _check_read(self, expected: str, result: dict[str, Any], invocation: Invocation, chain: str,
-                    owner: str) -> list[str]:
+    def _check_fresh(self, result: dict[str, Any], chain: str, owner: str) -> None:
+        """A proven read names its block: one more than ``max_read_lag`` behind the trusted head is refused (a
+        genuine but old answer proves itself as well as a fresh one)."""
         header_chain = self.store.chains[chain]
         number = result["block_number"]
         if header_chain.height - number > self.max_read_lag:
             self._refuse("stale_read", f"the read was answered at block {number} but block {header_chain.height} "
                                        f"is trusted already (max_read_lag {self.max_read_lag})", owner)
-        if self.chain_type_of(chain, owner) == "evm":
-            from wecross.chain.evm_checks import EvmCheckError, check_read
-
-            kind = self.resource_kind(str(invocation.path))
-            try:
-                if invocation.op == OP_GET_DATA:
-                    return check_read(result, expected, resource_kind=kind,
-                                      key=invocation.args[0] if invocation.args else None)
-                return check_read(result, expected, resource_kind=kind, method=invocation.method,
-                                  args=list(invocation.args))
-            except EvmCheckError as exc:
-                self._refuse(exc.check, exc.message, owner)
-        from wecross.embedded.verify import READ_PROOF_CHECKS, check_read_proof
-
-        expected_read = {"resource": invocation.path.resource, "op": invocation.op, "method": invocation.method,
-                         "args": list(invocation.args)}
-        try:
-            failed = check_read_proof(result, expected_header_hash=expected, expected_read=expected_read)
-        except ValueError as exc:  # the request itself is not a read the chain could have answered
-            self._refuse("read_mismatch", str(exc), owner)
-        if failed is not None:
-            self._refuse(failed[0], failed[1], owner)
-        return ["header_linked", *READ_PROOF_CHECKS]
-
-    def _evm_read_provable(self, invocation: Invocation) -> bool:
-        if invocation.op == OP_GET_DATA:
-            return True
-        from wecross.chain.evm_checks import read_plan
-
-        return read_plan(self.resource_kind(str(invocation.path)), invocation.method, list(invocation.args)) is not None
-
-    def _check_evm(self, expected: str, result: dict[str, Any], invocation: Invocation, owner: str) -> list[str]:
-        from wecross.chain.evm_checks import EvmCheckError, check_write
-
-        method, args = invocation.method, list(invocation.args)
-        if invocation.op == "setData":
-            method = "set"
-        try:
-            return check_write(result, expected, resource_kind=self.resource_kind(str(invocation.path)),
-                               method=method, args=args, sender=invocation.sender)
-        except EvmCheckError as exc:
-            self._refuse(exc.check, exc.message, owner)
 
     def _extend_from_proof(self, chain: str, chain_type: str, number: int, owner: str,
                            result: Mapping[str, Any]) -> None:
@@ -324,14 +235,31 @@ class TrustedResults:
             return
         proof = result.get("proof")
         header = proof.get("header") if isinstance(proof, Mapping) else None
-        if not isinstance(header, Mapping):
-            return
+        signature = result.get("header_sig")
+        if not isinstance(header, Mapping) or signature is None or self.authenticate_header is None:
+            return  # not signed by the chain's authority: fetched (and authenticated) from the owner instead
+        # The owner's signature over the header, by a router the chain's authority admits: a relay cannot slip a
+        # self-consistent block of its own above our trusted head (raises proof_invalid, nothing stored).
+        self.authenticate_header(chain, header, owner, signature)
         try:
             accepted = header_chain.offer([header], owner)
         except HeaderError as exc:
             self._refuse(exc.check, exc.message, owner)
         if accepted:
             self.store.persist(header_chain, number)
+
+    def _pin(self, header_chain: HeaderChain, owner: str) -> None:
+        """A chain with no configured checkpoint is pinned to the genesis its owner states in its signed gossip
+        record (checked against its certificate and the chain authority by the directory), never to the first
+        header that happens to arrive through a relay."""
+        if header_chain.checkpoint is not None or self.genesis_of is None:
+            return
+        genesis = self.genesis_of(header_chain.chain, owner)
+        if not genesis:
+            self._refuse("checkpoint", f"no checkpoint is configured for {header_chain.chain} and {owner}'s signed "
+                                       f"record states no genesis for it", owner)
+        header_chain.checkpoint = genesis.lower().removeprefix("0x")
+        header_chain.pinned_by = f"signed record of {owner}"
 
     def _refuse(self, check: str, message: str, owner: object) -> NoReturn:
         self.counters["refused"] += 1
@@ -347,6 +275,10 @@ class TrustedResults:
         known = header_chain.hash_of(number)
         if known is not None:
             return defer.succeed(known)
+        try:
+            self._pin(header_chain, owner)
+        except RouterError as exc:
+            return defer.fail(exc)
         waiting = self._fetching.get(chain)
         if waiting is not None:
             # Wait for the fetch under way, then look again. (Not a DeferredLock: releasing one hands over to the

@@ -12,8 +12,8 @@ An event: the header against its RLP, the receipt of its transaction under the h
 transaction under the transactions root (so ``tx_hash`` is the proven one), and the log at the proven position in that
 receipt, which must be the event's contract, topics and data (its decoding re-done with the built-in ABI).
 
-Kept apart from :mod:`wecross.chain.trust` because it needs the EVM codecs (rlp, keccak, the built-in ABIs), which
-a router without EVM chains never has to import.
+Kept apart from :mod:`wecross.chain.trust` (and imported by :mod:`wecross.evm.verifier` on first use) because it
+needs the EVM codecs (rlp, keccak, the built-in ABIs), which a router without EVM chains never has to import.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import rlp  # type: ignore[import-untyped,unused-ignore]
 from eth_utils.crypto import keccak
 
 from wecross.chain import mpt
+from wecross.chain.verifier import VerificationError
 
 #: Where the calldata sits in each transaction type's RLP payload.
 _DATA_POSITION = {0: 5, 1: 6, 2: 7, 3: 7, 4: 7}
@@ -33,11 +34,8 @@ _DATA_POSITION = {0: 5, 1: 6, 2: 7, 3: 7, 4: 7}
 _RLP_FIELDS = {"prev_hash": 0, "state_root": 3, "tx_root": 4, "receipt_root": 5}
 
 
-class EvmCheckError(Exception):
-    def __init__(self, check: str, message: str) -> None:
-        super().__init__(message)
-        self.check = check
-        self.message = message
+#: The checks here fail with the one exception every chain verifier raises (the name stays for their callers).
+EvmCheckError = VerificationError
 
 
 # -- storage layout of the built-in contracts ------------------------------------------------------------------

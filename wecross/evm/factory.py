@@ -8,10 +8,12 @@ from typing import cast
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from wecross.chain.verifier import IChainVerifier, IVerifierFactory
+from wecross.evm.verifier import EvmVerifier
 from wecross.stub.interfaces import IStub, IStubFactory, StubSettings
 
 
-@implementer(IPlugin, IStubFactory)
+@implementer(IPlugin, IStubFactory, IVerifierFactory)
 class EvmStubFactory:
     stub_type = "evm"
     description = "any Ethereum JSON-RPC node through web3 (anvil, geth, besu, FISCO BCOS 3 web3 mode)"
@@ -22,5 +24,13 @@ class EvmStubFactory:
 
         return cast(IStub, EvmStub(settings, data_dir))  # @implementer is invisible to plain mypy
 
+    def verifier(self) -> IChainVerifier:
+        # wecross.evm.verifier imports no EVM codec and no web3 until the first EVM result is checked.
+        return cast(IChainVerifier, _VERIFIER)
+
     def __repr__(self) -> str:
         return "<EvmStubFactory>"
+
+
+#: Verifiers hold no per-request state: one serves every router of the process.
+_VERIFIER = EvmVerifier()

@@ -13,11 +13,11 @@ and the higher of the two wins, so a nonce taken by another sender with the same
 
 Reads. ``get``, ``balanceOf``, ``totalSupply`` and ``htlcStatus`` of the built-in contracts are read at one
 block, with the ``eth_getProof`` of the storage slots that hold the value and that block's header; see
-:func:`wecross.chain.evm_checks.check_read`. Other reads carry no proof.
+:func:`wecross.evm.checks.check_read`. Other reads carry no proof.
 
 Events carry Merkle-Patricia proofs of their transaction and receipt and the position of their log in it, built
 per block from the block's own transactions and receipts; see :meth:`EvmStub.events` and
-:func:`wecross.chain.evm_checks.check_event`.
+:func:`wecross.evm.checks.check_event`.
 
 ABI. Arguments arrive as JSON values and are checked against the contract's ABI here, before anything is sent, so
 a malformed request fails with ``bad_args`` naming the argument. Values leave as wire values: addresses as EIP-55
@@ -77,7 +77,8 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception
 from zope.interface import implementer
 
-from wecross.chain import evm_checks, mpt
+from wecross.chain import mpt
+from wecross.evm import checks as evm_checks
 from wecross.ipath import IPath, IPathError
 from wecross.stub.interfaces import (
     OP_HTLC_LOCK,
@@ -1319,7 +1320,7 @@ def contract_call(kind: str, op: str, method: str, args: list[Any], sender: str)
 
     ``op``, ``method``, ``args`` and ``sender`` are the router operation's (see TX_OPERATIONS in
     wecross.stub.interfaces): the stub's hooks build their transactions with this function, and an entry router
-    checking a proven transaction (:func:`wecross.chain.evm_checks.check_write` with the returned name and
+    checking a proven transaction (:func:`wecross.evm.checks.check_write` with the returned name and
     arguments) gets the very same calldata:
 
     - ``txPrepare`` ``set`` ``[tx_id, [key, value]]`` (kv) -> ``prepareSet(tx_id, key, value)``;
@@ -1425,7 +1426,7 @@ class EvmResource:
 
     def call(self, method: str, args: list[Any], sender: str) -> Deferred[Result]:
         """A read; for the built-in contracts' storage reads (kv ``get``, asset ``balanceOf``, ``totalSupply`` and
-        ``htlcStatus``: see :data:`wecross.chain.evm_checks.LAYOUT`) with a state proof, read at one fixed block."""
+        ``htlcStatus``: see :data:`wecross.evm.checks.LAYOUT`) with a state proof, read at one fixed block."""
         try:
             address = self._ready(sender)
             self._public(method, READ)
@@ -1455,7 +1456,7 @@ class EvmResource:
 
     def _proven_call(self, address: str, function: AbiFunction, data: bytes, plan: evm_checks.ReadPlan) -> Result:
         """The read at the head block, with the eth_getProof of the slots that hold its value and the block's
-        header: what :func:`wecross.chain.evm_checks.check_read` verifies.
+        header: what :func:`wecross.evm.checks.check_read` verifies.
 
         Two round trips (the head block; the proof and the eth_call together at that block), three when the value
         has strings of 32 bytes or more (their data slots, known once their length slots are read). The value
@@ -2317,7 +2318,7 @@ class EvmStub:
         to check its decoding with). ``proof`` (unless ``proofs`` is false) is {"kind": "mpt", "header": the
         block's header (wire form, with its RLP), "receipt": the Merkle-Patricia proof of the transaction's receipt
         under the receipts root, "tx": that of the raw transaction under the transactions root, "log_position": the
-        log's index in the receipt's logs}: see :func:`wecross.chain.evm_checks.check_event`. An event whose block
+        log's index in the receipt's logs}: see :func:`wecross.evm.checks.check_event`. An event whose block
         the stub cannot prove (a node whose tries do not give its header's roots, a block reorganised meanwhile)
         comes without a proof.
 

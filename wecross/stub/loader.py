@@ -25,6 +25,7 @@ from typing import Any, cast
 from twisted.plugin import getPlugins
 
 import wecross
+from wecross.chain.verifier import IVerifierFactory
 from wecross.stub.interfaces import IStub, IStubFactory, StubSettings
 
 DROPIN_PACKAGE = "wecross_stub_dropins"
@@ -115,6 +116,26 @@ def discover(dirs: Iterable[Path] | None = None) -> dict[str, Any]:
         factories[stub_type] = factory
         where[stub_type] = module
     return factories
+
+
+def verifiers_of(factories: Mapping[str, Any]) -> dict[str, Any]:
+    """chain type -> IChainVerifier of every factory that provides IVerifierFactory (a chain type without one is
+    "no verifier": its results are answered as not verified). Keyed by the verifier's own ``chain_type``, the value
+    stubs of that type advertise, which TrustedResults looks up."""
+    verifiers: dict[str, Any] = {}
+    for stub_type, factory in sorted(factories.items()):
+        if not IVerifierFactory.providedBy(factory):
+            continue
+        verifier = factory.verifier()
+        chain_type = getattr(verifier, "chain_type", None)
+        if not isinstance(chain_type, str) or not chain_type:
+            raise StubLoadError(f"the verifier of stub type {stub_type!r} ({_module_of(factory)}) has no chain_type "
+                                "string")
+        if chain_type in verifiers:
+            raise StubLoadError(f"chain type {chain_type!r} has two verifiers: {verifiers[chain_type]!r} and "
+                                f"{verifier!r}")
+        verifiers[chain_type] = verifier
+    return verifiers
 
 
 def build_stub(factories: Mapping[str, Any], settings: StubSettings, data_dir: Path) -> IStub:

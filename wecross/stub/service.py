@@ -39,7 +39,7 @@ from wecross.stub.interfaces import (
     StubError,
     StubSettings,
 )
-from wecross.stub.loader import StubLoadError, build_stub, default_plugin_dirs, discover
+from wecross.stub.loader import StubLoadError, build_stub, default_plugin_dirs, discover, verifiers_of
 
 log = Logger()
 
@@ -74,6 +74,10 @@ class StubService(Service):
         self._stubs: dict[str, Any] = {}
         self._started: list[Any] = []
         self._loaded = False
+        #: chain type -> IChainVerifier of every stub plugin found, also of chain types served nowhere here (an
+        #: entry router checks results of chains other routers serve). Filled in place by :meth:`load`, so that a
+        #: holder of this dict (TrustedResults, the header store) sees it once the plugins are discovered.
+        self.verifiers: dict[str, Any] = {}
         #: Fires (with None) once every stub has started; fails with StubStartError naming the first that did not.
         self.ready: Deferred[None] = Deferred()
 
@@ -83,10 +87,14 @@ class StubService(Service):
         configuration mistakes before the reactor runs; startService calls it if nobody did."""
         if self._loaded:
             return dict(self._stubs)
-        if not self._settings:  # a pure relay: nothing to discover (the simulator starts thousands of these)
+        # Discovered also for a pure relay, which verifies the results its clients get from other routers (after
+        # the first router of a process, discovery finds the plugin modules imported and costs a fraction of a ms).
+        factories = discover([*default_plugin_dirs(), *self._plugin_dirs])
+        self.verifiers.clear()
+        self.verifiers.update(verifiers_of(factories))
+        if not self._settings:  # a pure relay: no stub to build
             self._loaded = True
             return {}
-        factories = discover([*default_plugin_dirs(), *self._plugin_dirs])
         stubs: dict[str, Any] = {}
         for settings in self._settings:
             key = f"{settings.zone}.{settings.name}"
