@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -224,10 +225,14 @@ class CoordinatorCrash(TestCase):
         tx_id = yield self.prepared_transfer()
         self.request("router-a", b"POST", f"/tx/{tx_id}/commit", {}).addErrback(lambda _: None)
 
-        @defer.inlineCallbacks
-        def decided() -> Any:
-            record = yield self.ok("router-a", b"GET", f"/tx/{tx_id}")
-            return record["state"] == "committing"
+        def decided() -> bool:
+            """The durable fact, from the coordinator's log itself (GET shows a decision only once logged too)."""
+            db = sqlite3.connect(f"file:{self.work / 'router-a' / 'tx-log.sqlite'}?mode=ro", uri=True, timeout=5)
+            try:
+                rows = db.execute("SELECT state FROM tx WHERE tx_id = ?", (tx_id,)).fetchall()
+            finally:
+                db.close()
+            return rows == [("committing",)]
 
         yield self.until(decided, "the decision to be logged")
         yield self.sigkill("router-a")
