@@ -6,7 +6,9 @@ elsewhere on the machine hits them alike:
 
 - ``write_verified``: ``sendTransaction set(key, value)`` through router-a, which checks the transaction and
   receipt proofs against the header it trusts (the header chain was linked once, before timing);
-- ``write_unverified``: the same with router-a's verifier switched off (``router.trust = None``): the baseline;
+- ``write_unverified``: the same with router-a's verifier switched off (``router.trust = None``) and no end-to-end
+  signature made or checked anywhere (wecross.attest's sign and verify stubbed out in this process, the entry's
+  unsigned-or-unproven refusal bypassed): the baseline;
 - ``call_verified`` / ``call_unverified``: ``call balanceOf(alice)`` on the asset, the state proof checked and the
   read replayed over the proven values, or not (the owner builds the proof either way: it cannot know);
 - ``getData_verified`` / ``getData_unverified``: ``getData`` of a key on the kv resource, likewise;
@@ -14,7 +16,8 @@ elsewhere on the machine hits them alike:
 
 Each request runs closed-loop (one at a time); the table gives the median latency per case and the ratio of the
 verified case to the unverified one, and the CPU microseconds of the checks themselves. Goal (issue 5):
-verification costs < 20 %.
+verification costs < 20 % (issue 5); with the request and answer signatures of issue 11, verification plus
+signatures cost < 25 %.
 
 Run from the repository root: ``.venv/bin/python bench/verify.py`` (about 30 s; ``--quick``: a few seconds).
 Prints a table and writes ``bench/results/verify.json``.
@@ -69,12 +72,36 @@ def measure(args: argparse.Namespace) -> Any:
         sample = yield write()  # links the header chain once, outside the timing
         read_sample = yield call()
         kinds = {"write": write, "call": call, "getData": get}
+        owner = net.nodes["router-b"].router
+        routers = (entry, owner)
+        real = [(r.auth, r._proven_or_attested, r.header_signer) for r in routers]
+
+        class Plain:
+            """Authenticates nothing: the baseline's stand-in for wecross.attest.Authenticator."""
+
+            def tag(self, *args: Any, **kwargs: Any) -> bytes:
+                return b"\x01-"
+
+            def check(self, *args: Any, **kwargs: Any) -> None:
+                return None
+
+        def plain(on: bool) -> None:
+            """The baseline: nothing verified, nothing signed (patched on these two routers only)."""
+            for router, (auth, proven_or_attested, header_signer) in zip(routers, real, strict=True):
+                if on:
+                    router.auth, router.header_signer = Plain(), None
+                    router._proven_or_attested = lambda result, chain: result
+                else:
+                    router.auth, router._proven_or_attested, router.header_signer = \
+                        auth, proven_or_attested, header_signer
+
         times: dict[str, list[float]] = {f"{kind}_{mode}": [] for kind in kinds for mode in ("verified", "unverified")}
         for round_ in range(args.rounds):
             modes = ["verified", "unverified"] if round_ % 2 == 0 else ["unverified", "verified"]
             for kind, op in kinds.items():
                 for mode in modes:
                     entry.trust = trust if mode == "verified" else None
+                    plain(mode != "verified")
                     for _ in range(args.requests):
                         started = time.perf_counter()
                         result = yield op()
@@ -82,6 +109,7 @@ def measure(args: argparse.Namespace) -> Any:
                         if mode == "verified":
                             assert result["verified"]["proof"], result
         entry.trust = trust
+        plain(False)
         expected = trust.store.chains["z.ledger"].hash_of(sample["block_number"])
         expected_tx = {"resource": "hello", "method": "set", "args": ["k0", 0], "sender": "anonymous"}
         repeats = args.requests * 20
@@ -107,13 +135,13 @@ def measure(args: argparse.Namespace) -> Any:
     print(f"check_write_proof alone: {check_us:.1f} µs CPU per result; check_read_proof (balanceOf): "
           f"{check_read_us:.1f} µs")
     for kind, ratio in ratios.items():
-        print(f"{kind}: verified / unverified p50 {ratio:.3f} (goal: verification costs < 20 %: "
-              f"{'met' if ratio < 1.2 else 'MISSED'})")
+        print(f"{kind}: verified+signed / plain p50 {ratio:.3f} (goal: verification and signatures cost < 25 %: "
+              f"{'met' if ratio < 1.25 else 'MISSED'})")
     ratio = max(ratios.values())
     write_results(RESULTS / "verify.json", {
         "machine": machine_info(), "rounds": args.rounds, "requests_per_round": args.requests,
         "p50_ms": p50, "ratios": ratios, "ratio": ratio, "check_us": check_us, "check_read_us": check_read_us,
-        "goal": {"ratio_below": 1.2, "met": ratio < 1.2},
+        "goal": {"ratio_below": 1.25, "met": ratio < 1.25},
         "samples_ms": {case: [v * 1000 for v in values] for case, values in times.items()},
     })
     print(f"wrote {RESULTS / 'verify.json'}")

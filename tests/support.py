@@ -194,7 +194,8 @@ class Network:
 
 def signed_request(node: RouterNode, **fields: Any) -> Any:
     """A wire Request as ``node``'s router would originate it: a signed expiry ``request_deadline`` ahead (unless
-    given) and its signature over the end-to-end fields (wecross.attest.request_body)."""
+    given) and its signature over the end-to-end fields (wecross.attest.request_body), in the authenticator form
+    (scheme byte 1: a signature, never a MAC: a test may name any origin)."""
     from wecross import attest
     from wecross.wire.messages import Request
 
@@ -203,5 +204,5 @@ def signed_request(node: RouterNode, **fields: Any) -> Any:
     fields.setdefault("expires_ms", int((reactor.seconds() + node.settings.limits.request_deadline) * 1000))
     body = attest.request_body(fields["request_id"], fields["origin"], fields["destination"], fields["expires_ms"],
                                fields["op"], fields["ipath"], fields["method"], fields["args"], fields["sender"])
-    fields.setdefault("signature", attest.sign(key, body))
+    fields.setdefault("signature", bytes((attest.SCHEME_SIGNATURE,)) + attest.sign(key, body))
     return Request(**fields)

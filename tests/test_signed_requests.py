@@ -170,7 +170,7 @@ class SignedRequests(TestCase):
         link = self.relay.peer_service.links["router-c"]
         body = attest.request_body(captured.request_id, "router-a", "router-c", captured.expires_ms, captured.op,
                                    str(captured.path), captured.method, captured.args, captured.sender)
-        signature = attest.sign(self.entry.signing_key, body)
+        signature = bytes((attest.SCHEME_SIGNATURE,)) + attest.sign(self.entry.signing_key, body)
         from wecross.wire.messages import Request
 
         # The relay keeps the genuine signature and says the request is for router-b (itself) ... then for router-c

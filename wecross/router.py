@@ -58,6 +58,11 @@ OP_TX_STATUS = "txStatus"
 _STATEFUL = WRITE_OPERATIONS | TX_OPERATIONS
 #: Reads whose answer may come back unsigned by its owner when it carries a proof the entry router checks.
 _PROVABLE_READS = frozenset({OP_CALL, OP_GET_DATA})
+#: Requests whose authenticator must be a signature (wecross.attest: the origin cannot deny them later); other
+#: requests may carry a MAC under the key the two routers share. Answers: the same, and txStatus, on which
+#: participants commit or roll back.
+_SIGNED = _STATEFUL
+_SIGNED_ANSWERS = _STATEFUL | {OP_TX_STATUS}
 #: How many (chain, transaction hash) pairs of verified writes an entry router remembers (see _check_fresh).
 _USED_TXS = 65_536
 #: Longest a client may wait for events in one request, and how often the entry router looks again meanwhile.
@@ -155,6 +160,7 @@ class Router:
         self.htlc_service: Any = None
         #: This router's certificate key: signs the requests it originates, its answers and its chains' headers.
         self.signing_key = signing_key
+        self.auth = attest.Authenticator(self.local_id, signing_key) if signing_key is not None else None
         self.header_signer = attest.HeaderSigner(signing_key) if signing_key is not None else None
         #: End-to-end checks refused, by check (bad_signature, unknown_signer, no_authority, expired, ...).
         self.auth_refused: Counter[str] = Counter()
@@ -387,12 +393,14 @@ class Router:
             return defer.fail(RouterError("timeout", "the request's deadline passed before it could be sent"))
         signature = out.signature
         if out.originated_here:
-            if self.signing_key is None:
+            if self.auth is None:
                 return defer.fail(RouterError("internal", "this router has no key to sign requests with"))
             try:
-                signature = attest.sign(self.signing_key, attest.request_body(
-                    out.request_id, self.local_id, route.destination, out.expires_ms, out.op, str(path), out.method,
-                    out.args, out.sender))
+                signature = self.auth.tag(
+                    route.destination, self.directory.signing_key(route.destination),
+                    attest.request_body(out.request_id, self.local_id, route.destination, out.expires_ms, out.op,
+                                        str(path), out.method, out.args, out.sender),
+                    signed=out.op in _SIGNED)
             except attest.AttestError as exc:
                 return defer.fail(RouterError("bad_args", f"the request cannot be sent: {exc.message}"))
         request = Request(
@@ -442,11 +450,14 @@ class Router:
         """At the destination, before anything runs: the request is the one its origin signed, not expired, and
         not claiming to live longer than any request may. The origin's key comes from its verified gossip record;
         the sender named inside is the identity the origin vouches for."""
-        key = self.directory.signing_key(request.origin)
         try:
-            attest.verify(key, request.signature, attest.request_body(
-                request.request_id, request.origin, request.destination, request.expires_ms, request.op,
-                request.ipath, request.method, request.args, request.sender), request.origin)
+            if self.auth is None:
+                raise attest.AttestError("unknown_signer", "this router has no key to check requests with")
+            self.auth.check(request.origin, self.directory.signing_key(request.origin), request.signature,
+                            attest.request_body(request.request_id, request.origin, request.destination,
+                                                request.expires_ms, request.op, request.ipath, request.method,
+                                                request.args, request.sender),
+                            signed=request.op in _SIGNED)
         except attest.AttestError as exc:
             code = "unknown_signer" if exc.check == "unknown_signer" else "bad_signature"
             self._refuse_auth(code, exc.check, f"request refused by {self.local_id}: {exc.message}",
@@ -478,11 +489,13 @@ class Router:
     def _attest_result(self, result: dict[str, Any], request: Request) -> dict[str, Any]:
         """The owner signs its answer, binding it to the request it answers; a read that carries a proof is
         checked against trusted headers instead and saves the signature."""
-        if (request.op in _PROVABLE_READS and "proof" in result) or self.signing_key is None:
+        if (request.op in _PROVABLE_READS and "proof" in result) or self.auth is None:
             return result
         try:
-            result["attestation"] = attest.sign(self.signing_key, attest.result_body(
-                request.request_id, request.origin, self.local_id, result))
+            result["attestation"] = self.auth.tag(
+                request.origin, self.directory.signing_key(request.origin),
+                attest.result_body(request.request_id, request.origin, self.local_id, result),
+                signed=request.op in _SIGNED_ANSWERS)
         except attest.AttestError as exc:
             raise RouterError("internal", f"the answer cannot be signed: {exc.message}") from None
         return result
@@ -499,8 +512,10 @@ class Router:
             self._refuse_auth("proof_invalid", "unattested",
                               f"the answer from {owner} is not signed by it", router=owner)
         try:
-            attest.verify(self.directory.signing_key(owner), signature,
-                          attest.result_body(out.request_id, self.local_id, owner, result), owner)
+            assert self.auth is not None  # it made the request
+            self.auth.check(owner, self.directory.signing_key(owner), signature,
+                            attest.result_body(out.request_id, self.local_id, owner, result),
+                            signed=out.op in _SIGNED_ANSWERS)
         except attest.AttestError as exc:
             self._refuse_auth("proof_invalid", "result_signature" if exc.check == "bad_signature" else exc.check,
                               f"the answer from {owner} failed its signature check: {exc.message}", router=owner)
