@@ -22,9 +22,14 @@ from wecross.pki import authority as ca
 from wecross.pki import cli
 from wecross.pki.authority import CertifiedKey, InvalidNameError, PKIError
 from wecross.pki.serves import (
+    SERVES_OID,
     ChainAuthority,
+    ServesEncodingError,
     ServesPatternError,
     authorizes,
+    decode_serves_value,
+    encode_serves_value,
+    serves_extension,
     serves_patterns,
     validate_serves_pattern,
 )
@@ -429,6 +434,29 @@ class CLITests(SynchronousTestCase):
         self.assertTrue((self.out / "routers/router-a/key.pem").exists())
 
 
+def _der_strings(*strings: str | bytes) -> bytes:
+    """DER SEQUENCE OF UTF8String written independently of wecross.pki.serves (short lengths only); ``bytes``
+    items go in unchanged, to make invalid UTF-8."""
+    raw = [s.encode() if isinstance(s, str) else s for s in strings]
+    body = b"".join(bytes([0x0C, len(r)]) + r for r in raw)
+    assert len(body) < 0x80
+    return bytes([0x30, len(body)]) + body
+
+
+def _cert_with(inter: CertifiedKey, extensions: list[x509.ExtensionType], *, critical: bool = False
+               ) -> x509.Certificate:
+    """A leaf signed by ``inter`` carrying exactly ``extensions`` (what a CA might sign, well-formed or not)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "router-a")]))
+               .issuer_name(inter.cert.subject).public_key(key.public_key()).serial_number(1)
+               .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1)))
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(inter.key, hashes.SHA256())
+
+
 class ServesTests(SynchronousTestCase):
     """Chain authority in certificates: the serves patterns, their encoding, and what they authorise."""
 
@@ -458,35 +486,110 @@ class ServesTests(SynchronousTestCase):
             self.assertEqual(authorizes(patterns, chain), expected, (patterns, chain))
             self.assertEqual(ChainAuthority.of(patterns).authorizes(chain), expected, (patterns, chain))
 
-    def test_issued_certificate_carries_uris(self) -> None:
-        _, inter = ca.create_ca_chain(1)
+    def test_issued_certificate_carries_the_extension(self) -> None:
+        root, inter = ca.create_ca_chain(1)
         leaf = ca.issue_router_cert(inter, "router-a", serves=("payment.bank-a", "evidence.*", "payment.bank-a"))
+        found = leaf.cert.extensions.get_extension_for_oid(SERVES_OID)
+        self.assertFalse(found.critical)  # TLS libraries that do not know it must still accept the certificate
+        self.assertIsInstance(found.value, x509.UnrecognizedExtension)
+        self.assertEqual(decode_serves_value(found.value.value), ("payment.bank-a", "evidence.*"))
         san = ext(leaf.cert, x509.SubjectAlternativeName).value
-        self.assertEqual(san.get_values_for_type(x509.DNSName), ["router-a"])
-        self.assertEqual(san.get_values_for_type(x509.UniformResourceIdentifier),
-                         ["wecross:serves:payment.bank-a", "wecross:serves:evidence.*"])
+        self.assertEqual(list(san), [x509.DNSName("router-a")])  # the SAN holds the router id and nothing else
         self.assertEqual(serves_patterns(leaf.cert), ("evidence.*", "payment.bank-a"))
-        self.assertEqual(ca.dns_names(leaf.cert), ("router-a",))  # the URIs never pass for router ids
-        self.assertEqual(serves_patterns(ca.issue_router_cert(inter, "router-b").cert), ())
+        self.assertEqual(ca.dns_names(leaf.cert), ("router-a",))
+        bare = ca.issue_router_cert(inter, "router-b").cert
+        self.assertRaises(x509.ExtensionNotFound, bare.extensions.get_extension_for_oid, SERVES_OID)
+        self.assertEqual(serves_patterns(bare), ())
         self.assertEqual(serves_patterns(ca.issue_router_cert(inter, "router-c", serves="*").cert), ("*",))
         err = self.assertRaises(InvalidNameError, ca.issue_router_cert, inter, "router-d", serves=("payment",))
         self.assertEqual(err.code, "bad_serves")
+        self.assertTrue(verifies(root.cert, leaf.cert, leaf.chain))  # OpenSSL accepts it in a chain
 
-    def test_foreign_and_malformed_uris_grant_nothing(self) -> None:
+    def test_service_identity_accepts_router_certificates(self) -> None:
+        """Hostname verification (the SDK's, any Python TLS client's) passes with serves patterns present: they
+        used to be subjectAltName URIs, on which service_identity raised "Invalid URI pattern"."""
+        from service_identity import VerificationError
+        from service_identity.cryptography import verify_certificate_hostname
+
         _, inter = ca.create_ca_chain(1)
-        leaf = ca.issue_router_cert(inter, "router-a", serves=("payment.bank-a",))
+        for serves in (("*",), ("payment.bank-a", "evidence.*"), ()):
+            leaf = ca.issue_router_cert(inter, "router-a", serves=serves).cert
+            verify_certificate_hostname(leaf, "router-a")
+            self.assertRaises(VerificationError, verify_certificate_hostname, leaf, "router-b")
+
+    def test_der_encoding(self) -> None:
+        """The value is DER ``SEQUENCE OF UTF8String``, byte for byte, including long-form lengths."""
+        self.assertEqual(encode_serves_value(["*"]), bytes.fromhex("30030c012a"))
+        self.assertEqual(encode_serves_value(["a.b", "*", "a.b"]), bytes.fromhex("30080c03612e620c012a"))
+        self.assertEqual(encode_serves_value([]), bytes.fromhex("3000"))
+        self.assertEqual(encode_serves_value("*"), bytes.fromhex("30030c012a"))  # a lone string is one pattern
+        many = [f"zone-{i:03d}.chain-{i:03d}" for i in range(40)]  # 40 * 20 bytes: a 2-byte long-form length
+        value = encode_serves_value(many)
+        self.assertEqual(value[:4], bytes([0x30, 0x82]) + (40 * 20).to_bytes(2, "big"))
+        self.assertEqual(decode_serves_value(value), tuple(many))
+        self.assertEqual(decode_serves_value(bytes.fromhex("3000")), ())
+        self.assertRaises(ServesPatternError, encode_serves_value, ["payment"])
+        self.assertEqual(encode_serves_value(["a.b", "*"]), _der_strings("a.b", "*"))
+        extension = serves_extension(["x.y"])
+        self.assertEqual((extension.oid, extension.value), (SERVES_OID, _der_strings("x.y")))
+
+    def test_malformed_values_are_refused(self) -> None:
+        good = bytes.fromhex("30080c03612e620c012a")
+        malformed = {
+            "empty": b"",
+            "not a sequence": bytes.fromhex("31030c012a"),
+            "a SET, not a SEQUENCE": bytes.fromhex("31080c03612e620c012a"),
+            "IA5String inside": bytes.fromhex("300316012a"),
+            "trailing bytes": good + b"\x00",
+            "sequence too long": bytes.fromhex("30090c03612e620c012a"),
+            "string too long": bytes.fromhex("30030c022a"),
+            "truncated header": bytes.fromhex("30"),
+            "truncated inner header": bytes.fromhex("30010c"),
+            "indefinite length": bytes.fromhex("30800c012a0000"),
+            "non-minimal long form": bytes.fromhex("3081030c012a"),
+            "leading zero length byte": bytes.fromhex("308200030c012a"),
+            "length field of 5 bytes": bytes.fromhex("3085000000000300"),
+            "truncated length field": bytes.fromhex("3082"),
+            "invalid UTF-8": bytes.fromhex("30030c01ff"),
+        }
+        for why, value in malformed.items():
+            err = self.assertRaises(ServesEncodingError, decode_serves_value, value)
+            self.assertLess(len(str(err)), 80, why)  # says what is wrong, never echoes the value
+        self.assertEqual(decode_serves_value(good), ("a.b", "*"))
+
+    def test_malformed_extension_grants_nothing(self) -> None:
+        """A malformed value grants nothing at all, even next to valid patterns; a well-formed string that is not
+        a pattern is skipped while the valid ones still count (never widened)."""
+        _, inter = ca.create_ca_chain(1)
+        court = encode_serves_value(["evidence.court"])
+        cases = [
+            (court, ("evidence.court",)),
+            (court + b"\x00", ()),  # trailing byte: the whole extension is refused
+            (court[:-1], ()),  # truncated
+            (_der_strings("evidence.court", b"\xff.x"), ()),  # invalid UTF-8 in one string
+            (_der_strings("payment.*.x", "https://example.org/*", "evidence.court", "*.x"), ("evidence.court",)),
+            (_der_strings("PAYMENT.bank-a", "payment.bank-a"), ("PAYMENT.bank-a", "payment.bank-a")),
+        ]
+        for value, expected in cases:
+            cert = _cert_with(inter, [x509.UnrecognizedExtension(SERVES_OID, value)])
+            self.assertEqual(serves_patterns(cert), expected, value.hex())
+        # Critical or not, the CA signed it: it is read the same way (wecross certs always writes it non-critical).
+        critical = _cert_with(inter, [x509.UnrecognizedExtension(SERVES_OID, court)], critical=True)
+        self.assertEqual(serves_patterns(critical), ("evidence.court",))
+
+    def test_subject_alt_name_uris_grant_nothing(self) -> None:
+        """Certificates from before the extension (patterns as ``wecross:serves:`` URIs) authorise no chain:
+        reissue them with ``wecross certs --serves``; topology checks (certificate_problems) say so."""
+        _, inter = ca.create_ca_chain(1)
         san = x509.SubjectAlternativeName([
-            x509.DNSName("router-a"),
-            x509.UniformResourceIdentifier("wecross:serves:payment.*.x"),
-            x509.UniformResourceIdentifier("https://example.org/wecross:serves:*"),
-            x509.UniformResourceIdentifier("wecross:serves:evidence.court"),
+            x509.DNSName("router-a"), x509.UniformResourceIdentifier("wecross:serves:*"),
         ])
-        builder = (x509.CertificateBuilder().subject_name(leaf.cert.subject).issuer_name(inter.cert.subject)
-                   .public_key(leaf.key.public_key()).serial_number(1)
-                   .not_valid_before(leaf.cert.not_valid_before_utc).not_valid_after(leaf.cert.not_valid_after_utc)
-                   .add_extension(san, critical=False))
-        cert = builder.sign(inter.key, hashes.SHA256())
-        self.assertEqual(serves_patterns(cert), ("evidence.court",))
+        self.assertEqual(serves_patterns(_cert_with(inter, [san])), ())
+
+    def test_other_extensions_with_the_oid_are_ignored(self) -> None:
+        _, inter = ca.create_ca_chain(1)
+        other = x509.UnrecognizedExtension(x509.ObjectIdentifier("2.25.1"), encode_serves_value(["*"]))
+        self.assertEqual(serves_patterns(_cert_with(inter, [other])), ())
 
     def test_sample_certificates_authorise_the_sample_chains(self) -> None:
         """certs/ must let every sample config and topology serve its chains (else routes never reach them)."""

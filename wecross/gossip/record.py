@@ -10,7 +10,7 @@ along with it (:class:`SignedRecord`). :class:`RecordVerifier` accepts a record 
 * the record's ``router_id`` is a DNS subjectAltName of the leaf (the rule the link handshake applies to HELLO),
 * the signature over the exact body bytes checks with the leaf's key.
 
-The verified leaf also says which chains the router may serve (its ``wecross:serves:`` patterns,
+The verified leaf also says which chains the router may serve (the serves patterns of its certificate extension,
 wecross.pki.serves): :meth:`RecordVerifier.trusted_leaf` hands them out with the leaf's key, and the directory
 ignores chain claims they do not cover.
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from wecross.pki.serves import ServesPatternError, serves_uri
+from wecross.pki.serves import ServesPatternError, serves_extension
 
 KeyType = Literal["ec", "rsa"]
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -377,6 +377,7 @@ def _leaf(
     now: datetime.datetime | None,
     usages: Sequence[x509.ObjectIdentifier],
     san: Sequence[x509.GeneralName],
+    private: Sequence[x509.UnrecognizedExtension] = (),
 ) -> CertifiedKey:
     _check_can_issue(issuer, for_ca=False)
     builder = (
@@ -387,6 +388,8 @@ def _leaf(
     )
     if san:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
+    for extension in private:  # non-critical: TLS libraries that do not know them must still accept the certificate
+        builder = builder.add_extension(extension, critical=False)
     chain = () if is_self_signed(issuer.cert) else (issuer.cert, *issuer.chain)
     return CertifiedKey(_sign(builder, issuer.key), key, chain)
 
@@ -405,22 +408,19 @@ def issue_router_cert(
     """A router certificate: CN and DNS SAN are the router id; good for both TLS ends since links are dialled
     either way (serverAuth + clientAuth).
 
-    ``serves`` are the chain patterns (``zone.chain``, ``zone.*``, ``*``) the router may announce, written as
-    ``wecross:serves:<pattern>`` URI subjectAltNames (wecross.pki.serves); without any, other routers ignore every
-    chain it claims.
+    ``serves`` are the chain patterns (``zone.chain``, ``zone.*``, ``*``) the router may announce, written into the
+    non-critical serves extension (wecross.pki.serves, never the subjectAltName, which holds the router id only);
+    without any, the certificate has no such extension and other routers ignore every chain it claims.
     """
     names = [validate_router_id(router_id)]
     for extra in extra_dns_names:
         if validate_router_id(extra) not in names:
             names.append(extra)
-    uris: list[str] = []
-    for pattern in [serves] if isinstance(serves, str) else serves:
-        try:
-            uri = serves_uri(pattern)
-        except ServesPatternError as exc:
-            raise InvalidNameError(str(exc), code="bad_serves") from None
-        if uri not in uris:
-            uris.append(uri)
+    patterns = [serves] if isinstance(serves, str) else list(serves)
+    try:
+        private = [serves_extension(patterns)] if patterns else []
+    except ServesPatternError as exc:
+        raise InvalidNameError(str(exc), code="bad_serves") from None
     return _leaf(
         issuer,
         _name(router_id, _validate_org(org)),
@@ -428,7 +428,8 @@ def issue_router_cert(
         days,
         now,
         (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
-        [*(x509.DNSName(n) for n in names), *(x509.UniformResourceIdentifier(u) for u in uris)],
+        [x509.DNSName(n) for n in names],
+        private,
     )
 
 

@@ -42,7 +42,7 @@ layout written under --out:
   routers/<id>/key.pem                    private key, mode 0600
   clients/<name>/{cert.pem,chain.pem,key.pem}   same for REST users
 
-serves patterns (subjectAltName URI wecross:serves:<pattern>, one per pattern):
+serves patterns (in a private certificate extension, see docs/certificates.md):
   zone.chain                              that chain
   zone.*                                  every chain of the zone
   *                                       any chain (test networks, single-organisation deployments)

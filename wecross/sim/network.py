@@ -41,7 +41,7 @@ from wecross.gossip.directory import Directory
 from wecross.gossip.record import DEFAULT_RECORD_LIMITS, RecordVerifier, RouterRecord, SignedRecord
 from wecross.node import RouterNode
 from wecross.peer.tls import TLSMaterial
-from wecross.pki.serves import serves_uri
+from wecross.pki.serves import serves_extension
 from wecross.routing.graph import build_graph
 from wecross.sim.clock import SimClock
 from wecross.sim.links import SimNet, SimTransports
@@ -71,7 +71,7 @@ def simulated_pki(
     serials, dates and (deterministic ECDSA) signatures, hence the same record sizes and the same run.
 
     Certificates the way ``wecross certs`` makes them for routers (CN and DNS SAN the router id, digitalSignature,
-    not a CA, the chains it may serve as ``wecross:serves:`` URIs), but valid from 2025 to 2100 so that a run never
+    not a CA, the chains it may serve in the serves extension), but valid from 2025 to 2100 so that a run never
     depends on the day it is made. ``serves`` gives each router's chain patterns; a router it does not list (or
     every router, without it) may serve any chain (``*``).
     """
@@ -94,7 +94,6 @@ def simulated_pki(
     for serial, rid in enumerate(router_ids, start=2):
         key = _seeded_key(seed, rid)
         patterns = ("*",) if serves is None or rid not in serves else tuple(serves[rid])
-        san = [x509.DNSName(rid), *(x509.UniformResourceIdentifier(serves_uri(p)) for p in patterns)]
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, rid)])).issuer_name(root_name)
@@ -103,7 +102,8 @@ def simulated_pki(
             .add_extension(usage, critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)
-            .add_extension(x509.SubjectAlternativeName(san), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(rid)]), critical=False)
+            .add_extension(serves_extension(patterns), critical=False)
             .sign(root_key, hashes.SHA256(), ecdsa_deterministic=True)
         )
         materials[rid] = TLSMaterial(trust_roots=(root,), certificate=cert, private_key=key, chain=())
