@@ -9,8 +9,8 @@ by round so that drift on a shared machine hits them alike:
 - ``web3_direct``: the baseline, the least a client with its own key can do with web3: eth_account signs with
   the chain id, gas limit, fees and nonce it already knows, web3 sends and polls for the receipt
   (``wait_for_transaction_receipt``) -- two JSON-RPC requests when the node mines at once;
-- ``raw_direct``: the same two requests with the stub's own signer and HTTP transport (``_Node.sign``,
-  ``_Node.rpc``): the floor. The stub signs and speaks HTTP more cheaply than eth_account and requests do, so
+- ``raw_direct``: the same two requests with the stub's own signer and HTTP transport (``EvmNode.sign``,
+  ``EvmNode.rpc``): the floor. The stub signs and speaks HTTP more cheaply than eth_account and requests do, so
   against ``web3_direct`` the router path gains on that what it spends elsewhere; against ``raw_direct`` only
   what the router adds shows: its third request (gas estimate, fees, nonce), the block and receipts for the
   proofs, the overlay hop and the verification;
@@ -82,8 +82,10 @@ def measure(args: argparse.Namespace) -> Any:
     from eth_account import Account
     from web3 import Web3
 
+    from wecross.evm.abi import builtin_abi
     from wecross.evm.anvil import Anvil
-    from wecross.evm.stub import EvmOptions, _Node, builtin_abi
+    from wecross.evm.node import EvmNode
+    from wecross.evm.options import EvmOptions
 
     anvil = yield Anvil().start_in_thread()
     work = Path(tempfile.mkdtemp(prefix="wecross-bench-evm-"))
@@ -113,7 +115,7 @@ def measure(args: argparse.Namespace) -> Any:
         abi = builtin_abi("kv")
         function = abi.lookup("bench", "set", ["k", "v"], "write")
         nonce = [w3.eth.get_transaction_count(client_key.address)]
-        raw_client = _Node("bench", EvmOptions(rpc=anvil.url, private_key_file=str(client_key_file)))
+        raw_client = EvmNode("bench", EvmOptions(rpc=anvil.url, private_key_file=str(client_key_file)))
         yield threads.deferToThread(raw_client.open)
 
         def direct(n: int, like_stub: bool) -> None:

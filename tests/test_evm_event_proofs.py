@@ -25,9 +25,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests import support
 from wecross.evm import checks as evm_checks
+from wecross.evm.abi import ARTIFACT_DIR
 from wecross.evm.anvil import Anvil
 from wecross.evm.checks import EvmCheckError, check_event, check_read
-from wecross.evm.stub import ARTIFACT_DIR
 from wecross.stub.interfaces import StubSettings
 from wecross.stub.loader import build_stub, discover
 
@@ -180,14 +180,14 @@ class HonestEvents(EventBase):
 
     @defer.inlineCallbacks
     def test_a_node_that_cannot_give_receipts_gives_events_without_proof(self) -> Any:
-        from wecross.evm.stub import _RpcError
+        from wecross.evm.rpc import RpcError
 
         node = self.stub.node
         batch = node.batch
 
         def refusing(method: str) -> Callable[[list[tuple[str, list[Any]]]], list[Any]]:
             def answer(calls: list[tuple[str, list[Any]]]) -> list[Any]:
-                return [_RpcError(name, -32601, "method not found", None) if name == method else found
+                return [RpcError(name, -32601, "method not found", None) if name == method else found
                         for (name, _), found in zip(calls, batch(calls), strict=True)]
             return answer
 

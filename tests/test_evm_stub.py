@@ -22,8 +22,8 @@ from twisted.trial.unittest import TestCase
 
 from tests import support
 from wecross.config import StubConfig
+from wecross.evm.abi import ARTIFACT_DIR, ContractAbi
 from wecross.evm.anvil import Anvil
-from wecross.evm.stub import ARTIFACT_DIR, ContractAbi
 from wecross.facade import Invocation
 from wecross.ipath import IPath
 from wecross.stub.interfaces import IResource, IStub, Result, StubError, StubSettings
@@ -409,9 +409,10 @@ class Sending(EvmStubBase):
         """Transactions signed by the stub are byte for byte eth_account's (deterministic signatures)."""
         from eth_keys.datatypes import PrivateKey
 
-        from wecross.evm.stub import EvmOptions, _Node
+        from wecross.evm.node import EvmNode
+        from wecross.evm.options import EvmOptions
 
-        node = _Node("test", EvmOptions(rpc="http://127.0.0.1:1"))
+        node = EvmNode("test", EvmOptions(rpc="http://127.0.0.1:1"))
         node._key = PrivateKey(bytes(self.account.key))
         base = {"value": 0, "gas": 90_000, "chainId": 31337}
         dynamic = {"maxFeePerGas": 3 * 10**9, "maxPriorityFeePerGas": 10**9}

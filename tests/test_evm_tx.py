@@ -3,7 +3,7 @@ contracts (tentative steps, locks, commit, rollback, their idempotence, a restar
 HTLCs on the asset (unlock with the secret, a wrong secret, refund once the chain's clock passed the time lock).
 
 Every hook's Result is checked the way an entry router checks a write: the proof against the block's hash, and
-the proven calldata against :func:`wecross.evm.stub.contract_call` of the operation.
+the proven calldata against :func:`wecross.evm.builtin.contract_call` of the operation.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from twisted.internet import defer
 
 from tests import support
 from tests.test_evm_stub import EvmStubBase
+from wecross.evm.builtin import contract_call
 from wecross.evm.checks import check_write
-from wecross.evm.stub import contract_call
 from wecross.stub.interfaces import (
     OP_HTLC_LOCK,
     OP_HTLC_TIMEOUT,
@@ -246,7 +246,7 @@ class TwoPhaseCommit(TxBase):
     def test_a_generic_contract_takes_no_part(self) -> Any:
         stub = yield self.started()
         path = self.work / "Hello.json"
-        from wecross.evm.stub import ARTIFACT_DIR
+        from wecross.evm.abi import ARTIFACT_DIR
 
         path.write_text((ARTIFACT_DIR / "HelloWeCross.json").read_text())
         generic = yield self.started(resources=[{"name": "x", "kind": "contract", "abi": str(path),

@@ -24,8 +24,8 @@ from trie.hexary import HexaryTrie  # type: ignore[import-untyped,unused-ignore]
 from twisted.trial.unittest import SynchronousTestCase
 from web3 import Web3
 
-from wecross.chain import mpt
-from wecross.chain.mpt import (
+from wecross.evm import mpt
+from wecross.evm.mpt import (
     CHECKS,
     EMPTY_TRIE_ROOT,
     IndexedTrie,

@@ -25,8 +25,10 @@ from typing import Any
 import rlp  # type: ignore[import-untyped,unused-ignore]
 from eth_utils.crypto import keccak
 
-from wecross.chain import mpt
 from wecross.chain.verifier import VerificationError
+from wecross.evm import mpt
+from wecross.evm.abi import WRITE, builtin_abi
+from wecross.evm.builtin import HTLC_STATES, embedded_style
 
 #: Where the calldata sits in each transaction type's RLP payload.
 _DATA_POSITION = {0: 5, 1: 6, 2: 7, 3: 7, 4: 7}
@@ -71,7 +73,7 @@ _WORD = 1 << 256
 HTLC_SLOTS = 6
 _HTLC_HASH_LOCK, _HTLC_AMOUNT, _HTLC_SENDER, _HTLC_RECEIVER, _HTLC_SECRET = 1, 2, 3, 4, 5
 #: AssetLedger's HTLC states as htlcStatus outputs name them (0: no such HTLC, output None).
-HTLC_STATE_NAMES = {1: "locked", 2: "unlocked", 3: "refunded"}
+HTLC_STATE_NAMES = HTLC_STATES
 _HTLC_UNLOCKED = 2
 _UINT64 = (1 << 64) - 1
 
@@ -329,8 +331,6 @@ def check_write(result: Mapping[str, Any], expected_header_hash: str, *, resourc
             raise EvmCheckError("receipt_mismatch", "a log of the receipt comes from another contract than proven")
     checks = ["header_linked", "header_rlp", "tx_inclusion", "receipt_inclusion", "receipt_matches"]
     if resource_kind in ("kv", "asset"):
-        from wecross.evm.stub import WRITE, builtin_abi, embedded_style
-
         args = embedded_style(resource_kind, method, list(args), sender)
         abi = builtin_abi(resource_kind)
         try:
@@ -513,8 +513,6 @@ def _event_matches(event: Mapping[str, Any], log: Mapping[str, Any], resource_ki
     else:
         kinds = ()
     if kinds:
-        from wecross.evm.stub import builtin_abi
-
         entry = {"address": "0x" + log["address"], "topics": [bytes.fromhex(t) for t in log["topics"]],
                  "data": bytes.fromhex(log["data"])}
         for kind in kinds:

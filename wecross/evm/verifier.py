@@ -67,7 +67,7 @@ class EvmVerifier:
 
     def check_commit(self, result: Mapping[str, Any], expected_header_hash: str, request: ProvenRequest,
                      tx_id: str) -> list[str]:
-        from wecross.evm.stub import contract_call
+        from wecross.evm.builtin import contract_call
 
         kind = request.resource_kind or ""
         try:
