@@ -110,6 +110,8 @@ class LedgerIsolation(TestCase):
             asset.send_transaction("transfer", [SURROGATE, 1], "alice"),
             asset.send_transaction("transfer", ["bob", 1], SURROGATE),
             kv.call("get", [SURROGATE], "alice"),
+            kv.prepare("tx" + SURROGATE, "set", ["k", "v"], "alice"),
+            kv.commit("tx" + SURROGATE),
         ]
         codes = [await self.code_of(d) for d in attempts]
         self.assertEqual(codes, ["bad_args"] * len(attempts))

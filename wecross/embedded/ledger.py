@@ -738,6 +738,15 @@ class Ledger:
             raise StubError("overloaded", f"chain {self.chain_id} has {len(self._queue)} transactions "
                                           "waiting for a block; try again later")
 
+    @staticmethod
+    def _check_tx_id(tx_id: Any) -> None:
+        """check_tx_id, and text SQLite can store: the id is written with the round's 2PC records."""
+        check_tx_id(tx_id)
+        try:
+            check_text(tx_id)
+        except ValueError as exc:
+            raise StubError("bad_args", f"the transaction id {exc}") from None
+
     def _enqueue(self, work: _Work) -> Deferred[Result]:
         self._queue.append(work)
         self._next_round()
@@ -776,7 +785,7 @@ class Ledger:
         output once the step, the participant's changes and its locks are on disk."""
         try:
             self._admit(sender)
-            check_tx_id(tx_id)
+            self._check_tx_id(tx_id)
             normal = self._contract(resource).check(OP_SEND_TRANSACTION, method, args)
         except StubError as exc:
             return defer.fail(exc)
@@ -796,7 +805,7 @@ class Ledger:
     def _end(self, kind: str, tx_id: str, resource: str) -> Deferred[Result]:
         try:
             self._admit()
-            check_tx_id(tx_id)
+            self._check_tx_id(tx_id)
             self._contract(resource)
         except StubError as exc:
             return defer.fail(exc)

@@ -47,6 +47,7 @@ from twisted.web.server import version as _SERVER_VERSION
 from wecross.errors import RouterError
 from wecross.facade import Invocation, RouterFacade
 from wecross.ipath import IPath, IPathError, IPathPattern
+from wecross.logs import untrusted
 from wecross.rest.http import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
@@ -377,7 +378,8 @@ class _Exchange:
     @property
     def label(self) -> str:
         """How log events name the request; built only when something is logged."""
-        return f"{self.request.method.decode('latin-1')} {self.request.uri.decode('latin-1')}"
+        # The client chose both (a request line may be 16 KiB of anything): bounded and escaped like peer text.
+        return f"{untrusted(self.request.method.decode('latin-1'), 16)} {untrusted(self.request.uri.decode('latin-1'))}"
 
     def start(self) -> None:
         api = self.api
@@ -1008,7 +1010,7 @@ class RestRequest(Request):
     def processingFailed(self, reason: Failure) -> Failure:
         """A failure that escaped the resource: answered in the JSON envelope, never as twisted.web's HTML page."""
         ref = _new_ref()
-        _log.failure("{uri} failed (ref {ref})", failure=reason, uri=self.uri, ref=ref)
+        _log.failure("{uri} failed (ref {ref})", failure=reason, uri=untrusted(self.uri.decode("latin-1")), ref=ref)
         if self.finished or self._disconnected:
             return reason
         payload = error_body(_internal_error(ref))
