@@ -28,6 +28,8 @@ from wecross.stub.interfaces import (
     PROOFS_WANTED,
     BlockHeader,
     ChainState,
+    EventPages,
+    IEventSource,
     IResource,
     IStub,
     ResourceInfo,
@@ -36,7 +38,7 @@ from wecross.stub.interfaces import (
     StubSettings,
 )
 
-#: Most blocks one :meth:`EmbeddedStub.events` call scans (the router's events poll relies on it).
+#: Most blocks one :meth:`EmbeddedStub.events` call scans (its event pages end there: EventPages.events_window).
 EVENTS_WINDOW = 64
 
 #: Stub options (the ``options`` table of a stub's config) with their defaults.
@@ -120,11 +122,13 @@ class EmbeddedResource:
         return f"<EmbeddedResource {self._ledger.chain_id}.{self._name} ({self.info.kind})>"
 
 
-@implementer(IStub)
-class EmbeddedStub:
+@implementer(IStub, IEventSource)
+class EmbeddedStub(EventPages):
     """An in-process chain persisted under ``data_dir`` (one SQLite file: ``chain.sqlite``)."""
 
     chain_type = CHAIN_TYPE
+    #: An events poll scans this many blocks at most (see :meth:`events`): its page ends there.
+    events_window = EVENTS_WINDOW
 
     def __init__(self, settings: StubSettings, data_dir: Path, *, reactor: Any = None) -> None:
         where = settings.checked_where()

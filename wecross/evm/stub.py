@@ -65,6 +65,8 @@ from wecross.evm.rpc import block_from_json, rpc_data
 from wecross.stub.interfaces import (
     BlockHeader,
     ChainState,
+    EventPages,
+    IEventSource,
     IResource,
     IStub,
     Result,
@@ -93,8 +95,8 @@ def _revert_reason(exc: ContractLogicError) -> str:
     return message[len(prefix):] if message.startswith(prefix) else message
 
 
-@implementer(IStub)
-class EvmStub:
+@implementer(IStub, IEventSource)
+class EvmStub(EventPages):
     """One EVM chain reached over JSON-RPC; ``data_dir`` keeps the addresses of contracts it deployed."""
 
     chain_type = CHAIN_TYPE

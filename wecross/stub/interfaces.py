@@ -221,6 +221,54 @@ class IStub(Interface):
 
 
 @dataclass(frozen=True, slots=True)
+class EventPage:
+    """One answer to an events poll: the events found and the block the next poll starts at (``next_block``)."""
+
+    events: list[dict[str, Any]]
+    next_block: int
+
+
+class IEventSource(Interface):
+    """A stub that serves its resources' events (an optional capability beside IStub; test it with
+    ``IEventSource.providedBy(stub)``). The stub decides how far one poll scans, so that the router needs to know
+    nothing of the chain type: it forwards the page as it is."""
+
+    def events(resource: str, from_block: int) -> Deferred[list[dict[str, Any]]]:
+        """Events of ``resource`` from block ``from_block`` up, each with its ``block_number`` (and a proof where
+        the chain gives one); StubError ``unknown_resource`` or ``bad_args``."""
+
+    def event_page(resource: str, from_block: int) -> Deferred[EventPage]:
+        """:meth:`events` and where the next poll starts: past every block this one scanned (never before
+        ``from_block``), so a poll that found nothing still moves on."""
+
+
+class EventPages:
+    """:meth:`IEventSource.event_page` for a stub with ``events`` and ``chain_state``: the head is read first, the
+    events scanned from ``from_block``, and the next poll starts after the head (or after the last event, if the
+    chain grew meanwhile). A stub whose ``events`` scans at most ``events_window`` blocks a call sets that
+    attribute, and the next poll starts after the window instead."""
+
+    #: Most blocks one ``events`` call scans; None: up to the head.
+    events_window: int | None = None
+
+    def event_page(self, resource: str, from_block: int) -> Deferred[EventPage]:
+        stub: Any = self
+
+        def scanned(state: ChainState) -> Deferred[EventPage]:
+            def page(events: list[dict[str, Any]]) -> EventPage:
+                last = max([state.height, *(e.get("block_number", 0) for e in events)])
+                if self.events_window is not None:
+                    last = min(last, from_block + self.events_window - 1)
+                return EventPage(events, max(from_block, last + 1))
+
+            found: Deferred[list[dict[str, Any]]] = stub.events(resource, from_block)
+            return found.addCallback(page)
+
+        state: Deferred[ChainState] = stub.chain_state()
+        return state.addCallback(scanned)
+
+
+@dataclass(frozen=True, slots=True)
 class StubSettings:
     """What the router's config says about one stub (see wecross.config)."""
 
