@@ -31,6 +31,7 @@ from wecross.gossip.directory import Directory
 from wecross.gossip.record import ChainInfo, ResourceEntry, RouterRecord
 from wecross.gossip.service import GossipService, LocalContent
 from wecross.ipath import IPath, IPathError
+from wecross.logs import untrusted
 from wecross.routing.graph import build_graph
 from wecross.routing.replay import ReplayGuard
 from wecross.routing.replicas import ClashVerdict, replicas
@@ -46,6 +47,7 @@ from wecross.stub.interfaces import (
     Result,
     StubError,
 )
+from wecross.wire.errors import WireError
 from wecross.wire.messages import GossipDigest, GossipRecords, GossipSummary, Request, Response
 
 #: Router-level operation (not a resource's): block headers of a chain, for other routers' header stores.
@@ -403,11 +405,14 @@ class Router:
                     signed=out.op in _SIGNED)
             except attest.AttestError as exc:
                 return defer.fail(RouterError("bad_args", f"the request cannot be sent: {exc.message}"))
-        request = Request(
-            request_id=out.request_id, origin=trail[0], destination=route.destination, hop_limit=out.hop_limit,
-            deadline_ms=int(remaining * 1000), path=list(trail), op=out.op, ipath=str(path), method=out.method,
-            args=list(out.args), sender=out.sender, expires_ms=out.expires_ms, signature=signature,
-        )
+        try:
+            request = Request(
+                request_id=out.request_id, origin=trail[0], destination=route.destination, hop_limit=out.hop_limit,
+                deadline_ms=int(remaining * 1000), path=list(trail), op=out.op, ipath=str(path), method=out.method,
+                args=list(out.args), sender=out.sender, expires_ms=out.expires_ms, signature=signature,
+            )
+        except WireError as exc:  # values the wire cannot carry: the caller's mistake, refused before anything
+            return defer.fail(RouterError("bad_args", f"the request cannot be sent: {exc}"))
         owner = route.destination
 
         def answered(response: Response) -> dict[str, Any]:
@@ -426,7 +431,8 @@ class Router:
                 # Try the next path, never the one that failed. Safe for reads whatever happened; safe for writes
                 # when the request provably never reached the chain (no route or hop limit on the way).
                 log.info("{kind} {rid} fails over from {hop}: {error}", rid=out.request_id.hex(),
-                         hop=route.next_hop, error=error.message, kind="write" if out.op in _STATEFUL else "read")
+                         hop=route.next_hop, error=untrusted(error.message),
+                         kind="write" if out.op in _STATEFUL else "read")
                 self.outcomes["failovers"] += 1
                 return self._forward(out, tried | {route.next_hop})
             if not out.originated_here:

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from wecross.gossip.directory import Directory
 from wecross.gossip.pushlog import PushLog
 from wecross.gossip.record import ChainInfo, LinkInfo, RecordError, RecordSigner, ResourceEntry, RouterRecord
+from wecross.logs import untrusted
 from wecross.wire.messages import GossipDigest, GossipRecords, GossipSummary
 
 if TYPE_CHECKING:
@@ -256,7 +257,7 @@ class GossipService(Service):
                 record = self.directory.accept(blob, now)
             except RecordError as exc:  # counted by reason in directory.rejected
                 log.warn("gossip: record from {peer} refused ({reason}): {message}", peer=link.peer_id,
-                         reason=exc.reason, message=exc.message)
+                         reason=exc.reason, message=untrusted(exc.message))
                 continue
             if record is not None:
                 fresh.append(record.router_id)
