@@ -1,5 +1,8 @@
 """Merkle-Patricia inclusion proofs for EVM chains: transactions, receipts and accounts against a block header.
 
+Over 600 lines as one concern: the proof builder and the verifier must agree byte for byte on every encoding, and
+keeping both beside the encodings is what makes that checkable in one place (tests/test_mpt.py).
+
 An EVM block header commits to three hexary Merkle-Patricia tries (Yellow Paper, appendix D): the transactions
 trie, the receipts trie and the state trie. A router that holds a trusted header can check that a transaction or a
 receipt a stub reports really is in that block, with no trust in the stub, by walking a short list of trie nodes
