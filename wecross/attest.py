@@ -41,6 +41,7 @@ import hashlib
 import hmac
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -55,6 +56,7 @@ PAIR_CONTEXT = b"wecross-pairwise-mac-v1\x00"
 SCHEME_SIGNATURE = 1
 SCHEME_MAC = 2
 REQUEST_CONTEXT = b"wecross-request-v1\x00"
+CLIENT_CONTEXT = b"wecross-client-request-v1\x00"
 RESULT_CONTEXT = b"wecross-result-v1\x00"
 HEADER_CONTEXT = b"wecross-header-v1\x00"
 
@@ -98,6 +100,48 @@ def request_body(request_id: bytes, origin: str, destination: str, expires_ms: i
     request's life, which is the delay it can cause anyway."""
     return REQUEST_CONTEXT + _pack([request_id, origin, destination, expires_ms, op, ipath, method, list(args),
                                     sender])
+
+
+def client_body(sender: str, ipath: str, op: str, method: str, args: Sequence[Any], nonce: bytes,
+                expires_ms: int) -> bytes:
+    """What a user holding a client certificate signs for one resource operation (``method`` and ``args``
+    normalised as wecross.rest.json_body.parse_operation_body does), so that no router, the entry router included,
+    can run an operation in that user's name that the user did not ask for: the owner checks it against the user's
+    certificate. ``nonce`` (16 random bytes) makes each signed operation usable once; ``expires_ms`` (the client's
+    wall clock, ms) bounds how long the owner must remember the nonce."""
+    return CLIENT_CONTEXT + _pack([sender, ipath, op, method, list(args), nonce, expires_ms])
+
+
+@dataclass(frozen=True, slots=True)
+class ClientProof:
+    """A user's signature of one operation, carried from the entry router to the owner (Request.client_auth):
+    the user's certificate chain (leaf first, DER), the nonce, the expiry and the signature over
+    :func:`client_body`."""
+
+    chain: tuple[bytes, ...]
+    nonce: bytes
+    expires_ms: int
+    signature: bytes
+
+    def encode(self) -> bytes:
+        return _pack([list(self.chain), self.nonce, self.expires_ms, self.signature])
+
+    @classmethod
+    def decode(cls, blob: bytes) -> ClientProof:
+        """Raises :class:`AttestError` ('bad_client_proof') for anything but the four fields with their types."""
+        try:
+            value = msgpack.unpackb(blob, raw=False, strict_map_key=True, max_bin_len=1 << 16, max_str_len=1 << 10,
+                                    max_array_len=16, max_map_len=0)
+        except Exception:
+            raise AttestError("bad_client_proof", "the client's proof is not readable") from None
+        if type(value) is not list or len(value) != 4:
+            raise AttestError("bad_client_proof", "the client's proof must be [chain, nonce, expires_ms, signature]")
+        chain, nonce, expires_ms, signature = value
+        if type(chain) is not list or not 1 <= len(chain) <= 8 or not all(type(c) is bytes and c for c in chain) \
+                or type(nonce) is not bytes or len(nonce) != 16 or type(expires_ms) is not int \
+                or not 0 <= expires_ms < 1 << 63 or type(signature) is not bytes or not signature:
+            raise AttestError("bad_client_proof", "the client's proof has a field of the wrong type or size")
+        return cls(tuple(chain), nonce, expires_ms, signature)
 
 
 def result_body(request_id: bytes, origin: str, owner: str, result: Mapping[str, Any]) -> bytes:

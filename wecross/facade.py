@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
+from wecross.attest import ClientProof
 from wecross.ipath import IPath
 
 
@@ -27,6 +28,9 @@ class Invocation:
     method: str
     args: list[Any] = field(default_factory=list)
     sender: str = "anonymous"
+    #: The user's own signature of this operation (wecross.attest.ClientProof), when the client holds a key: the
+    #: owner then runs it in ``sender``'s name only if the signature is ``sender``'s.
+    client_proof: ClientProof | None = None
 
 
 class RouterFacade(Protocol):
