@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
@@ -181,3 +182,90 @@ class SignedRequests(TestCase):
                         expires_ms=captured.expires_ms, signature=signature)
         failure = yield self.assertFailure(link.request(moved, 5), RouterError)
         self.assertEqual(failure.code, "bad_signature", failure.message)
+
+
+def client_proof(sender: str, cert_dir: Path, invocation: Invocation, *, nonce: bytes | None = None,
+                 expires_ms: int | None = None) -> attest.ClientProof:
+    """What the SDK sends for a user holding ``cert_dir``'s certificate and key (chain.pem, key.pem)."""
+    from wecross.pki import authority
+
+    chain = tuple(c.public_bytes(Encoding.DER) for c in authority.read_certificates(cert_dir / "chain.pem"))
+    key = authority.read_private_key(cert_dir / "key.pem")
+    nonce = os.urandom(16) if nonce is None else nonce
+    expires_ms = int((reactor.seconds() + 30) * 1000) if expires_ms is None else expires_ms
+    body = attest.client_body(sender, str(invocation.path), invocation.op, invocation.method, invocation.args, nonce,
+                              expires_ms)
+    return attest.ClientProof(chain, nonce, expires_ms, attest.sign(key, body))  # type: ignore[arg-type]
+
+
+class ClientSignatures(TestCase):
+    """A user holding a key signs its operations: the owner checks the signature against the user's certificate,
+    so even the entry router (the one that vouches for the user) cannot run an operation the user did not ask for.
+    With ``[trust] client_signatures = "required"`` it cannot act as a user at all."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        from wecross.config import TrustSettings
+
+        work = Path(self.mktemp())
+        work.mkdir()
+        required = TrustSettings(client_signatures="required")
+        self.net = support.Network(
+            work, ROUTERS, LINKS,
+            adjust=lambda rid, s: dataclasses.replace(s, trust=required) if rid == "router-c" else s)
+        self.addCleanup(self.net.stop)
+        yield self.net.start()
+        yield support.until(lambda: self.net.linked() and all(
+            self.net.nodes[r].router.table.route(CHAIN) is not None for r in ("router-a", "router-b")), timeout=30)
+        self.entry = self.net.nodes["router-a"].router
+        self.owner = self.net.nodes["router-c"].router
+        self.alice = support.pki() / "alice"
+
+    def signed(self, invocation: Invocation, **kwargs: Any) -> Invocation:
+        return dataclasses.replace(invocation, client_proof=client_proof("alice", self.alice, invocation, **kwargs))
+
+    @defer.inlineCallbacks
+    def refused(self, invocation: Invocation, code: str, check: str) -> Any:
+        failure = yield self.assertFailure(self.entry.invoke(invocation), RouterError)
+        self.assertEqual(failure.code, code, failure.message)
+        self.assertIn(f"({check})", failure.message)
+
+    @defer.inlineCallbacks
+    def test_a_signed_operation_runs_once(self) -> Any:
+        invocation = self.signed(transfer("bob", 3))
+        result = yield self.entry.invoke(invocation)
+        self.assertTrue(result["verified"]["proof"])
+        self.assertEqual(self.owner.outcomes["client_signed"], 1)
+        # The entry router (dishonest now) sends the same signed operation again under a new request id.
+        yield self.refused(invocation, "bad_signature", "client_replayed")
+        read = yield self.entry.invoke(self.signed(dataclasses.replace(balance("alice"), sender="alice")))
+        self.assertEqual(read["output"], 1000 - 3)
+
+    def test_an_entry_router_cannot_change_what_the_user_signed(self) -> Any:
+        proof = client_proof("alice", self.alice, transfer("bob", 1))
+        tampered = dataclasses.replace(transfer("mallory", 1), client_proof=proof)
+        return self.refused(tampered, "bad_signature", "client_signature")
+
+    def test_an_entry_router_cannot_act_as_a_user_without_the_users_signature(self) -> Any:
+        return self.refused(transfer("mallory", 1), "unauthenticated", "client_signature")
+
+    @defer.inlineCallbacks
+    def test_another_certificate_does_not_sign_for_the_user(self) -> Any:
+        invocation = transfer("bob", 1)
+        as_router_b = dataclasses.replace(invocation, client_proof=client_proof(
+            "alice", support.pki() / "router-b", invocation))
+        yield self.refused(as_router_b, "bad_signature", "client_identity")
+        stranger = dataclasses.replace(invocation, client_proof=client_proof(
+            "alice", support.pki() / "stranger" / "router-a", invocation))
+        yield self.refused(stranger, "bad_signature", "client_certificate")
+
+    def test_an_expired_signature_is_refused(self) -> Any:
+        old = self.signed(transfer("bob", 1), expires_ms=int((reactor.seconds() - 3600) * 1000))
+        return self.refused(old, "timeout", "client_expired")
+
+    @defer.inlineCallbacks
+    def test_reads_and_routers_own_requests_need_no_user_signature(self) -> Any:
+        anonymous = yield self.entry.invoke(balance("alice"))  # "anonymous": nobody's account is used
+        self.assertEqual(anonymous["output"], 1000)

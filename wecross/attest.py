@@ -7,7 +7,8 @@ checked by the router that acts on it against the public key from that router's 
 (:meth:`wecross.gossip.directory.Directory.signing_key`):
 
 - a **request** by the entry router that originates it (:func:`request_body`: request id, origin, destination,
-  expiry, operation, iPath, method, arguments, sender). The owner runs nothing whose signature fails, so a relay can
+  expiry, operation, iPath, method, arguments, sender, and the user's own signature when the client holds a key:
+  :class:`ClientProof`). The owner runs nothing whose signature fails, so a relay can
   neither rewrite nor redirect a request, nor invent one, nor name another user; the signed expiry bounds how long
   a captured request can be replayed, and the owner's replay guard (keyed by origin and request id) covers that
   window;
@@ -94,12 +95,12 @@ def _pack(value: Any) -> bytes:
 
 
 def request_body(request_id: bytes, origin: str, destination: str, expires_ms: int, op: str, ipath: str,
-                 method: str, args: Sequence[Any], sender: str) -> bytes:
+                 method: str, args: Sequence[Any], sender: str, client_auth: bytes = b"") -> bytes:
     """What an entry router signs for a request: every field the owner acts on. The hop limit, the remaining
     deadline and the path are per hop (relays lower or extend them) and are not covered: a relay may shorten a
     request's life, which is the delay it can cause anyway."""
     return REQUEST_CONTEXT + _pack([request_id, origin, destination, expires_ms, op, ipath, method, list(args),
-                                    sender])
+                                    sender, client_auth])
 
 
 def client_body(sender: str, ipath: str, op: str, method: str, args: Sequence[Any], nonce: bytes,

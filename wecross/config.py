@@ -111,6 +111,10 @@ class TrustSettings:
     #: A proven read may name a block at most this many blocks older than the newest trusted header of its chain:
     #: an older one is refused as ``stale_read`` (a relay replaying a genuine but outdated answer).
     max_read_lag: int = 16
+    #: Requests this router serves on behalf of users (not "anonymous", not another router): "optional" runs them
+    #: on the entry router's word when the user did not sign, "required" only with the user's own signature
+    #: (wecross.attest.ClientProof), so that no router can act as a user.
+    client_signatures: str = "optional"
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,9 +446,13 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
         if not text or len(text) > 128 or any(c not in "0123456789abcdef" for c in text):
             raise ConfigError(file, key, "expected the genesis block's hash in hex, or { number = N, hash = \"hex\" }")
         checkpoints[chain] = f"{number}:{text}" if number else text
+    client_signatures = t.get("client_signatures", str, default="optional")
+    if client_signatures not in ("optional", "required"):
+        raise t.fail("client_signatures", "expected optional or required")
     trust = TrustSettings(quorum=t.integer("quorum", 1, 1, 64), checkpoints=checkpoints,
                           batch=t.integer("batch", 256, 1, 4096),
-                          max_read_lag=t.integer("max_read_lag", 16, 0, 1_000_000))
+                          max_read_lag=t.integer("max_read_lag", 16, 0, 1_000_000),
+                          client_signatures=client_signatures)
     t.finish()
 
     x = top.sub("tx")

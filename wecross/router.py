@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from cryptography import x509
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -28,10 +29,11 @@ from wecross.chain.trust import TrustedResults
 from wecross.errors import RouterError
 from wecross.facade import Invocation
 from wecross.gossip.directory import Directory
-from wecross.gossip.record import ChainInfo, ResourceEntry, RouterRecord
+from wecross.gossip.record import ChainInfo, RecordError, ResourceEntry, RouterRecord
 from wecross.gossip.service import GossipService, LocalContent
 from wecross.ipath import IPath, IPathError
 from wecross.logs import untrusted
+from wecross.pki.authority import common_name
 from wecross.routing.graph import build_graph
 from wecross.routing.replay import ReplayGuard
 from wecross.routing.replicas import ClashVerdict, replicas
@@ -44,6 +46,8 @@ from wecross.stub.interfaces import (
     TX_OPERATIONS,
     WRITE_OPERATIONS,
     ChainState,
+    EventPage,
+    IEventSource,
     Result,
     StubError,
 )
@@ -65,6 +69,8 @@ _PROVABLE_READS = frozenset({OP_CALL, OP_GET_DATA})
 #: participants commit or roll back.
 _SIGNED = _STATEFUL
 _SIGNED_ANSWERS = _STATEFUL | {OP_TX_STATUS}
+#: Users' signed operations remembered (nonces until they expire), and user certificates' names.
+_CLIENT_NONCES = 100_000
 #: How many (chain, transaction hash) pairs of verified writes an entry router remembers (see _check_fresh).
 _USED_TXS = 65_536
 #: Longest a client may wait for events in one request, and how often the entry router looks again meanwhile.
@@ -78,6 +84,11 @@ if TYPE_CHECKING:
     from wecross.stub.service import StubService
 
 log = Logger()
+
+
+def _is_user(sender: str) -> bool:
+    """A user's name, as opposed to nobody in particular (plain HTTP) or a router acting for itself."""
+    return sender not in ("anonymous", "router") and not sender.startswith("router:")
 
 
 def _as_router_error(failure: Failure) -> Failure:
@@ -118,6 +129,8 @@ class Outbound:
     hop_limit: int
     destination: str | None
     signature: bytes = b""
+    #: The user's own signature (wecross.attest.ClientProof, encoded) or empty; passed on unchanged.
+    client_auth: bytes = b""
 
     @property
     def originated_here(self) -> bool:
@@ -168,6 +181,10 @@ class Router:
         self.auth_refused: Counter[str] = Counter()
         #: (chain, tx hash) of writes verified here: an answer naming one again is a replayed receipt.
         self._used_txs: OrderedDict[tuple[str, str], None] = OrderedDict()
+        #: (user, nonce) -> expiry (ms) of users' signed operations already run, oldest first.
+        self._client_nonces: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+        #: leaf certificate (DER) -> its common name, for users' signatures.
+        self._client_names: OrderedDict[bytes, str] = OrderedDict()
         #: chain -> how the last route rebuild settled routers disagreeing on its genesis.
         self._clash_verdicts: dict[str, ClashVerdict] = {}
 
@@ -280,21 +297,23 @@ class Router:
             d = self._run_local(path, invocation.op, invocation.method, invocation.args, invocation.sender,
                                 [self.local_id])
             return self._count(d, "local")
-        d = self._originate(path, invocation.op, invocation.method, list(invocation.args), invocation.sender)
+        proof = invocation.client_proof
+        d = self._originate(path, invocation.op, invocation.method, list(invocation.args), invocation.sender,
+                            client_auth=proof.encode() if proof is not None else b"")
         if self.trust is not None:
             d.addCallback(self.trust.verify, invocation)
         d.addCallback(self._proven_or_attested, path.chain_path)
         return self._count(d, "forwarded")
 
     def _originate(self, path: IPath, op: str, method: str, args: list[Any], sender: str,
-                   destination: str | None = None) -> Deferred[dict[str, Any]]:
+                   destination: str | None = None, client_auth: bytes = b"") -> Deferred[dict[str, Any]]:
         """The one way a request leaves its entry router: a new request id, its deadline and signed expiry."""
         now = self.clock.seconds()
         lifetime = self.settings.limits.request_deadline
         out = Outbound(path=path, op=op, method=method, args=args, sender=sender,
                        request_id=self.id_prefix + next(self._id_counter).to_bytes(8, "big"),
                        deadline=now + lifetime, expires_ms=int((now + lifetime) * 1000), trail=[self.local_id],
-                       hop_limit=self.settings.limits.hop_limit, destination=destination)
+                       hop_limit=self.settings.limits.hop_limit, destination=destination, client_auth=client_auth)
         return self._forward(out, set())
 
     def _serves(self, chain_path: str) -> bool:
@@ -401,7 +420,7 @@ class Router:
                 signature = self.auth.tag(
                     route.destination, self.directory.signing_key(route.destination),
                     attest.request_body(out.request_id, self.local_id, route.destination, out.expires_ms, out.op,
-                                        str(path), out.method, out.args, out.sender),
+                                        str(path), out.method, out.args, out.sender, out.client_auth),
                     signed=out.op in _SIGNED)
             except attest.AttestError as exc:
                 return defer.fail(RouterError("bad_args", f"the request cannot be sent: {exc.message}"))
@@ -410,6 +429,7 @@ class Router:
                 request_id=out.request_id, origin=trail[0], destination=route.destination, hop_limit=out.hop_limit,
                 deadline_ms=int(remaining * 1000), path=list(trail), op=out.op, ipath=str(path), method=out.method,
                 args=list(out.args), sender=out.sender, expires_ms=out.expires_ms, signature=signature,
+                client_auth=out.client_auth,
             )
         except WireError as exc:  # values the wire cannot carry: the caller's mistake, refused before anything
             return defer.fail(RouterError("bad_args", f"the request cannot be sent: {exc}"))
@@ -462,7 +482,7 @@ class Router:
             self.auth.check(request.origin, self.directory.signing_key(request.origin), request.signature,
                             attest.request_body(request.request_id, request.origin, request.destination,
                                                 request.expires_ms, request.op, request.ipath, request.method,
-                                                request.args, request.sender),
+                                                request.args, request.sender, request.client_auth),
                             signed=request.op in _SIGNED)
         except attest.AttestError as exc:
             code = "unknown_signer" if exc.check == "unknown_signer" else "bad_signature"
@@ -477,6 +497,70 @@ class Router:
             self._refuse_auth("bad_request", "expiry_too_far",
                               f"request refused by {self.local_id}: it claims to live until {request.expires_ms} "
                               f"ms, beyond the longest deadline a request may have")
+        if request.client_auth:
+            self._authenticate_client(request, now_ms, skew_ms)
+        elif self.settings.trust.client_signatures == "required" and _is_user(request.sender) \
+                and request.op in OPERATIONS:
+            self._refuse_auth("unauthenticated", "client_signature",
+                              f"request refused by {self.local_id}: operations in a user's name need the user's own "
+                              f"signature here ([trust] client_signatures = \"required\"), and "
+                              f"{untrusted(request.sender)!s} did not sign this one")
+
+    def _authenticate_client(self, request: Request, now_ms: float, skew_ms: float) -> None:
+        """The user's own signature, when the client holds a key: by a certificate of the network's CA whose name
+        is the sender, over exactly this operation, not expired, and each signed operation run once (nonce)."""
+        try:
+            proof = attest.ClientProof.decode(request.client_auth)
+        except attest.AttestError as exc:
+            self._refuse_auth("bad_signature", exc.check, f"request refused by {self.local_id}: {exc.message}")
+        try:
+            key, name = self._client_certificate(proof.chain)
+        except RecordError as exc:
+            self._refuse_auth("bad_signature", "client_certificate", f"request refused by {self.local_id}: the "
+                                                                     f"user's certificate: {untrusted(exc.message)}")
+        if name != request.sender:
+            self._refuse_auth("bad_signature", "client_identity",
+                              f"request refused by {self.local_id}: signed by {untrusted(name)}, in the name of "
+                              f"{untrusted(request.sender)}")
+        try:
+            attest.verify(key, proof.signature, attest.client_body(
+                request.sender, request.ipath, request.op, request.method, request.args, proof.nonce,
+                proof.expires_ms), request.sender)
+        except attest.AttestError:
+            self._refuse_auth("bad_signature", "client_signature",
+                              f"request refused by {self.local_id}: the user's signature is not over this operation")
+        if now_ms > proof.expires_ms + skew_ms or \
+                proof.expires_ms > now_ms + self.settings.limits.request_deadline * 1000 + skew_ms:
+            self._refuse_auth("timeout", "client_expired", f"request refused by {self.local_id}: the user's "
+                                                           f"signature expires at {proof.expires_ms} ms")
+        nonces = self._client_nonces
+        while nonces and next(iter(nonces.values())) < now_ms - skew_ms:
+            nonces.popitem(last=False)
+        seen = (request.sender, proof.nonce)
+        if seen in nonces and not (request.op in _STATEFUL and self.replays.seen(self._replay_key(request))):
+            # (A write retried under its request id is answered from the replay guard, not run: that is no reuse.)
+            self._refuse_auth("bad_signature", "client_replayed", f"request refused by {self.local_id}: the user's "
+                                                                  f"signed operation was used already")
+        nonces[seen] = proof.expires_ms
+        while len(nonces) > _CLIENT_NONCES:
+            nonces.popitem(last=False)
+        self.outcomes["client_signed"] += 1
+
+    def _client_certificate(self, chain: tuple[bytes, ...]) -> tuple[attest.PublicKey, str]:
+        """The key and common name of a user's certificate chain, checked against the CA (cached by the
+        directory's verifier; the name parsed once per leaf)."""
+        trusted = self.directory.verify_chain(chain)
+        name = self._client_names.get(chain[0])
+        if name is None:
+            name = common_name(x509.load_der_x509_certificate(chain[0]))
+            self._client_names[chain[0]] = name
+            while len(self._client_names) > _CLIENT_NONCES:
+                self._client_names.popitem(last=False)
+        return trusted.public_key, name
+
+    @staticmethod
+    def _replay_key(request: Request) -> bytes:
+        return request.origin.encode() + b"\x00" + request.request_id
 
     def authenticate_header(self, chain: str, wire: Mapping[str, Any], signer: str, signature: Any) -> None:
         """A header is taken as ``signer``'s vote only with ``signer``'s signature over it and only if the chain's
@@ -612,7 +696,7 @@ class Router:
                        sender=request.sender, request_id=request.request_id,
                        deadline=self.clock.seconds() + request.deadline_ms / 1000.0, expires_ms=request.expires_ms,
                        trail=trail, hop_limit=request.hop_limit - 1, destination=request.destination,
-                       signature=request.signature)
+                       signature=request.signature, client_auth=request.client_auth)
         return self._forward(out, set())
 
     def _execute(self, request: Request, path: IPath, trail: list[str]) -> Deferred[dict[str, Any]]:
@@ -632,7 +716,7 @@ class Router:
 
         if request.op in _STATEFUL:
             # Keyed by origin too: one origin cannot pick another's request id to be answered with its result.
-            return self.replays.run(request.origin.encode() + b"\x00" + request.request_id, execute)
+            return self.replays.run(self._replay_key(request), execute)
         return execute()
 
     def _sign_proof_header(self, result: dict[str, Any], chain: str) -> dict[str, Any]:
@@ -723,24 +807,16 @@ class Router:
         return stub.chain_state().addCallback(headers).addCallback(answer)
 
     def _answer_events(self, path: IPath, args: list[Any], trail: list[str]) -> Deferred[dict[str, Any]]:
-        """One poll of a served resource's events: those from block ``args[0]`` up, and where to ask next."""
+        """One poll of a served resource's events: those from block ``args[0]`` up, and where to ask next (the
+        stub's page: how far one poll scans is the chain's business, IEventSource)."""
         if len(args) != 1 or type(args[0]) is not int or args[0] < 0:
             raise RouterError("bad_args", "events takes [from_block >= 0]")
-        from_block = args[0]
         stub: Any = self.stubs.stubs().get(path.chain_path)
-        if stub is None or not hasattr(stub, "events"):
+        if stub is None or not IEventSource.providedBy(stub):
             raise RouterError("unsupported", f"chain {path.chain_path} does not offer events")
-
-        def scanned(state: ChainState) -> Deferred[dict[str, Any]]:
-            def answer(events: list[dict[str, Any]]) -> dict[str, Any]:
-                last = max([state.height, *(e.get("block_number", 0) for e in events)])
-                scanned_to = min(last, from_block + 63) if stub.chain_type == "embedded" else last
-                return {"output": {"events": events, "next_block": max(from_block, scanned_to + 1)},
-                        "router": self.local_id, "path": trail}
-
-            return stub.events(path.resource, from_block).addCallback(answer)
-
-        return stub.chain_state().addCallback(scanned)
+        page: Deferred[EventPage] = stub.event_page(path.resource, args[0])
+        return page.addCallback(lambda p: {"output": {"events": p.events, "next_block": p.next_block},
+                                           "router": self.local_id, "path": trail})
 
     def events(self, path: IPath, from_block: int, wait: float) -> Deferred[dict[str, Any]]:
         """``GET /{zone}/{chain}/{resource}/events``: a long poll. Answers as soon as there are events from

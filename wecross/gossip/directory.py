@@ -460,6 +460,10 @@ class Directory:
         """Router id -> genesis hash each authorised claimant announces for the chain (for pinned-genesis checks)."""
         return dict(self._chains.get(path, {}))
 
+    def verify_chain(self, ders: tuple[bytes, ...]) -> TrustedLeaf:
+        """A certificate chain (a user's) checked against the CA the directory admits records with."""
+        return self._verifier.verify_chain(ders)
+
     def authorized(self, router_id: str, chain_path: str) -> bool:
         """Whether the certificate of the router's current verified record authorises it to serve ``chain_path``
         (whether or not the record claims the chain); False for a router we hold no record of."""

@@ -769,6 +769,14 @@ class RecordVerifier:
         """
         return self._trusted_leaf(signed.cert_chain)
 
+    def verify_chain(self, ders: tuple[bytes, ...]) -> TrustedLeaf:
+        """Any certificate chain (leaf first, DER) checked against the CA like a record's, from the same cache: for
+        a user's certificate that came with a signed operation (wecross.attest.ClientProof). RecordError when it
+        does not chain to the CA, is a CA certificate or may not sign."""
+        if not ders:
+            raise RecordError("certificate", "no certificate")
+        return self._trusted_leaf(tuple(ders))
+
     def verify_signed(self, signed: SignedRecord) -> SignedRecord:
         """Verify an already parsed record (see :meth:`verify`)."""
         if signed.record.encode() != signed.body:

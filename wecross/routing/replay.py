@@ -55,6 +55,10 @@ class ReplayGuard:
 
         return execute().addBoth(settle)
 
+    def seen(self, request_id: bytes) -> bool:
+        """Whether a write under this id ran (or runs) here and is still remembered."""
+        return request_id in self._entries
+
     def _expire(self) -> None:
         now = self._now()
         while self._entries:

@@ -68,6 +68,8 @@ HOP_LIMIT_MAX = 255
 REQUEST_ID_LEN = 16
 #: Longest Request.signature: an RSA-4096 signature (ECDSA P-256 signatures are about 72 bytes).
 SIGNATURE_MAX = 512
+#: Longest Request.client_auth: a user's certificate chain (a few certificates) with its signature.
+CLIENT_AUTH_MAX = 16 * 1024
 #: Protocol versions are small positive integers.
 VERSION_MAX = 65535
 
@@ -336,7 +338,7 @@ def _check_gossip_records(v: Sequence[Any], limits: Limits) -> None:
 def _explain_request(v: Sequence[Any], limits: Limits) -> None:
     """The reference rules for Request, one helper per field; slow but says exactly what is wrong."""
     request_id, origin, destination, hop_limit, deadline_ms, path, op, ipath, method, args, sender, expires_ms, \
-        signature = v
+        signature, client_auth = v
     _request_id(request_id, "Request.request_id")
     _name(origin, "Request.origin")
     _name(destination, "Request.destination")
@@ -352,6 +354,8 @@ def _explain_request(v: Sequence[Any], limits: Limits) -> None:
     _u64(expires_ms, "Request.expires_ms")
     if type(signature) is not bytes or len(signature) > SIGNATURE_MAX:
         _fail("schema", "Request.signature", f"expected at most {SIGNATURE_MAX} bytes, got {_show(signature)}")
+    if type(client_auth) is not bytes or len(client_auth) > CLIENT_AUTH_MAX:
+        _fail("schema", "Request.client_auth", f"expected at most {CLIENT_AUTH_MAX} bytes, got {_show(client_auth)}")
 
 
 def _check_request(v: Sequence[Any], limits: Limits) -> None:
@@ -359,7 +363,7 @@ def _check_request(v: Sequence[Any], limits: Limits) -> None:
     (:func:`_explain_request`) only when something looks wrong. The inline tests are each at least as strict as the
     reference, so the fallback decides every doubtful case."""
     request_id, origin, destination, hop_limit, deadline_ms, path, op, ipath, method, args, sender, expires_ms, \
-        signature = v
+        signature, client_auth = v
     if not (
         type(request_id) is bytes
         and len(request_id) == REQUEST_ID_LEN
@@ -387,6 +391,8 @@ def _check_request(v: Sequence[Any], limits: Limits) -> None:
         and 0 <= expires_ms <= U64_MAX
         and type(signature) is bytes
         and len(signature) <= SIGNATURE_MAX
+        and type(client_auth) is bytes
+        and len(client_auth) <= CLIENT_AUTH_MAX
     ):
         _explain_request(v, limits)
     for hop in path:
@@ -588,6 +594,9 @@ class Request:
     #: The origin router's signature over the request's end-to-end fields (wecross.attest.request_body): the owner
     #: runs nothing a relay altered. Empty only in tests of the codec.
     signature: bytes = b""
+    #: The user's own signature of the operation (wecross.attest.ClientProof, encoded), or empty: covered by the
+    #: origin's signature, so no relay can strip or swap it.
+    client_auth: bytes = b""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -780,18 +789,18 @@ _new = object.__new__
 def _encode_request(m: Request) -> list[Any]:
     return [
         m.request_id, m.origin, m.destination, m.hop_limit, m.deadline_ms, m.path, m.op, m.ipath, m.method, m.args,
-        m.sender, m.expires_ms, m.signature,
+        m.sender, m.expires_ms, m.signature, m.client_auth,
     ]  # fmt: skip
 
 
 def _decode_request(body: list[Any], limits: Limits) -> Request:
-    if len(body) != 13:
-        _fail("schema", "REQUEST", f"expected 13 fields, got {len(body)}")
+    if len(body) != 14:
+        _fail("schema", "REQUEST", f"expected 14 fields, got {len(body)}")
     _check_request(body, limits)
     m = _new(_REQUEST_TWIN)
     (
         m.request_id, m.origin, m.destination, m.hop_limit, m.deadline_ms, m.path, m.op, m.ipath, m.method, m.args,
-        m.sender, m.expires_ms, m.signature,
+        m.sender, m.expires_ms, m.signature, m.client_auth,
     ) = body  # fmt: skip
     m.__class__ = Request
     return m  # type: ignore[no-any-return]
