@@ -467,7 +467,16 @@ class Waiting(EvmStubBase):
                                      "not included in a block within 0.3 s", "may still be mined")
         # the other stub's cached nonce is now taken by that pending transaction: it must recover and send
         waiting = stub.resource("hello").set_data("k2", "v2", "alice")
-        yield deferLater(reactor, 0.2, lambda: None)
+
+        def pending() -> int:
+            return len(self.anvil.rpc("eth_getBlockByNumber", ["pending", False])["transactions"])
+
+        # Wait for the second transaction to reach the node (not a fixed time: on a loaded machine the stub's
+        # thread may not have sent it yet), then stop the stub while it waits for the receipt.
+        for _ in range(500):
+            if pending() == 2:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
         self.assertFalse(answered(waiting))
         yield stub.stop()
         yield self.assert_stub_error(waiting, "shutting_down", "may still be mined")
