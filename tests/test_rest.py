@@ -49,6 +49,7 @@ from wecross.errors import HTTP_STATUS, RouterError
 from wecross.facade import Invocation
 from wecross.ipath import IPath
 from wecross.rest import api as rest_api
+from wecross.rest import identity as rest_identity
 from wecross.rest import make_site
 from wecross.rest.api import RestApi, RestRequest, RestSite, client_identity, new_counters
 from wecross.rest.json_body import (
@@ -1163,14 +1164,14 @@ class IdentityTests(SynchronousTestCase):
         return client_identity(request)
 
     def test_certificates_remembered_by_content(self) -> None:
-        self.patch(rest_api, "_IDENTITIES", {})
-        self.patch(rest_api, "_IDENTITY_CACHE_SIZE", 3)
+        self.patch(rest_identity, "_IDENTITIES", {})
+        self.patch(rest_identity, "_IDENTITY_CACHE_SIZE", 3)
         ca = _cert("test-ca")
         pairs = [_cert(f"user-{i}", ca) for i in range(5)]
         certs = [X509.from_cryptography(cert) for cert, _ in pairs]
         for _ in range(2):
             self.assertEqual([self.identity(c) for c in certs], [f"user-{i}" for i in range(5)])
-            self.assertLessEqual(len(rest_api._IDENTITIES), 3)
+            self.assertLessEqual(len(rest_identity._IDENTITIES), 3)
         # another wrapper around the same certificate is the same identity
         self.assertEqual(self.identity(X509.from_cryptography(pairs[4][0])), "user-4")
 

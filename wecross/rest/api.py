@@ -11,7 +11,9 @@ Three decisions shape this module:
 * Oversized bodies are refused by :class:`RestRequest` while the headers are being parsed (Content-Length) or while
   chunks arrive (chunked encoding), before twisted.web would have buffered the whole body to memory or disk.
 * The sender of an operation is the CN of the client's TLS certificate, never a field of the body: the body is
-  whatever the client chose to write, the certificate is what the TLS layer verified.
+  whatever the client chose to write, the certificate is what the TLS layer verified. A client holding that
+  certificate's key may sign the operation too (:mod:`wecross.rest.identity`), and the owner then checks that the
+  user asked for exactly this.
 
 The request path is also kept lean, because a router's REST entry is its busiest code (see bench/rest_micro.py and
 bench/forward.py): :class:`RestRequest` routes straight to the API and writes each answer in one piece with a
@@ -32,10 +34,8 @@ from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote_to_bytes
 
-from cryptography.x509.oid import NameOID
-from OpenSSL import crypto
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -44,6 +44,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.server import version as _SERVER_VERSION
 
+from wecross.config import Limits
 from wecross.errors import RouterError
 from wecross.facade import Invocation, RouterFacade
 from wecross.ipath import IPath, IPathError, IPathPattern
@@ -55,6 +56,7 @@ from wecross.rest.http import (
     RefusedConnection,
     RestChannel,
 )
+from wecross.rest.identity import ANONYMOUS, client_identity, client_proof, has_signature_headers
 from wecross.rest.json_body import (
     JSON_CONTENT_TYPE,
     check_content_type,
@@ -70,7 +72,6 @@ from wecross.wire.errors import WireError
 #: so looked up softly: a Twisted without it leaves RestSite on the stock channel, which only loses RestChannel.
 _CHANNEL_WRAPPER: Any = getattr(http, "_GenericHTTPChannelProtocol", None)
 
-ANONYMOUS = "anonymous"
 DEFAULT_MAX_BODY = 1024 * 1024
 
 _log = Logger(namespace="wecross.rest")
@@ -256,54 +257,6 @@ def _new_ref() -> str:
 
 def _internal_error(ref: str) -> RouterError:
     return RouterError("internal", f"internal error; see the router log (ref {ref})", {"ref": ref})
-
-
-def client_identity(request: Any) -> str:
-    """The CN of the client's TLS certificate, or ``anonymous`` on plain HTTP or when no certificate was presented.
-
-    Whether the certificate was verified against the network's CA is the listener's business (its TLS context must
-    require verification of any certificate offered); this function only reads what the TLS layer accepted.
-    """
-    transport = getattr(request, "transport", None)
-    if transport is None or not ISSLTransport.providedBy(transport):
-        return ANONYMOUS
-    try:
-        cert = transport.getPeerCertificate()
-    except Exception:  # a transport torn down mid-request has no TLS connection left to ask
-        return ANONYMOUS
-    if cert is None:
-        return ANONYMOUS
-    try:
-        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
-    except Exception:  # not a pyOpenSSL certificate: read it without the cache
-        return _common_name(cert)
-    identity = _IDENTITIES.get(der)
-    if identity is None:
-        identity = _common_name(cert)
-        if len(_IDENTITIES) >= _IDENTITY_CACHE_SIZE:
-            _IDENTITIES.clear()
-        _IDENTITIES[der] = identity
-    return identity
-
-
-#: Certificate (DER) -> identity. Parsing the subject costs some 20 µs and a keep-alive client sends the same
-#: certificate with every request; the identity is a function of the certificate's bytes alone, so this cannot go
-#: stale. Bounded, so a stream of distinct certificates cannot grow it.
-_IDENTITIES: dict[bytes, str] = {}
-_IDENTITY_CACHE_SIZE = 1024
-
-
-def _common_name(cert: Any) -> str:
-    try:
-        names = cert.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    except Exception:
-        return ANONYMOUS
-    if not names:
-        return ANONYMOUS
-    value = names[0].value
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return str(value) or ANONYMOUS
 
 
 def _decode_segment(segment: bytes) -> str | None:
@@ -529,9 +482,15 @@ class RestApi(Resource):
         counters: dict[str, int] | None = None,
         log_requests: bool = False,
         metrics: Any = None,
+        limits: Limits | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.router = router
+        #: clock_skew and request_deadline bound the life of a client's signature (wecross.rest.identity).
+        self.limits = limits if limits is not None else Limits()
+        #: The wall clock a client's signed expiry is compared with (seconds since the epoch).
+        self.wall_clock = wall_clock
         #: wecross.metrics.RouterMetrics, or None (no /metrics, nothing observed).
         self.metrics = metrics
         self.max_body = max_body
@@ -799,7 +758,14 @@ class RestApi(Resource):
             check_content_type(content_type)
         body = self._read_body(request)
         method, args = parse_operation_body(op, parse_json_object(body))
-        invocation = Invocation(path=path, op=op, method=method, args=args, sender=client_identity(request))
+        sender = client_identity(request)
+        proof = None
+        if has_signature_headers(request):
+            # The client signed the (method, args) it sent: checked here against this very body, so a request
+            # changed on its way to this router is refused before it goes anywhere.
+            proof = client_proof(request, sender=sender, ipath=str(path), op=op, method=method, args=args,
+                                 now_ms=int(self.wall_clock() * 1000), limits=self.limits)
+        invocation = Invocation(path=path, op=op, method=method, args=args, sender=sender, client_proof=proof)
         if with_proof:
             return self._invoke(invocation)
         token = PROOFS_WANTED.set(False)
@@ -1090,17 +1056,21 @@ def make_site(
     metrics: Any = None,
     header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
     max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+    limits: Limits | None = None,
 ) -> RestSite:
     """The REST API for one router, ready to be given to a TCP or TLS listener.
 
     For client identity, listen with TLS and a context that verifies offered client certificates against the
     network's CA; plain HTTP (or TLS without a client certificate) makes every caller ``anonymous``.
     ``reactor`` only drives connection timeouts; the simulator passes its virtual clock. ``header_timeout`` and
-    ``max_connections_per_client`` are the [rest] settings of those names (see :mod:`wecross.rest.http`).
+    ``max_connections_per_client`` are the [rest] settings of those names (see :mod:`wecross.rest.http`);
+    ``limits`` the router's [limits] (clock_skew and request_deadline bound a client's signed expiry; the defaults
+    when None).
     """
     if max_body < 0:
         raise ValueError(f"max_body must be >= 0, got {max_body}")
-    api = RestApi(router, max_body=max_body, counters=new_counters(), log_requests=log_requests, metrics=metrics)
+    api = RestApi(router, max_body=max_body, counters=new_counters(), log_requests=log_requests, metrics=metrics,
+                  limits=limits)
     return RestSite(api, max_body=max_body, log_requests=log_requests, reactor=reactor, header_timeout=header_timeout,
                     max_connections_per_client=max_connections_per_client)
 

@@ -198,11 +198,14 @@ class AsyncWeCrossClient:
 
     ``reactor`` defaults to the global one. ``max_connections`` is how many idle connections are kept for reuse.
     Call :meth:`close` when done (it returns a Deferred that fires once the kept connections are closed).
+    ``sign_operations`` and ``signature_lifetime``: as for the blocking client (resource operations are signed
+    with the client's key when it has one).
     """
 
     def __init__(self, base_url: str, *, ca: PathArg | None = None, cert: PathArg | None = None,
                  key: PathArg | None = None, timeout: float = 10.0, server_name: str | None = None,
-                 reactor: Any = None, max_connections: int = 8) -> None:
+                 reactor: Any = None, max_connections: int = 8, sign_operations: bool = True,
+                 signature_lifetime: float = protocol.SIGNATURE_LIFETIME) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -215,6 +218,9 @@ class AsyncWeCrossClient:
         self.timeout = check_timeout(timeout)
         self.tls = protocol.tls_options(self.target, ca=ca, cert=cert, key=key, server_name=server_name)
         self._policy = _TLSPolicy(self.tls, self.target) if self.tls is not None else None
+        #: Signs resource operations; None when the client holds no key or was told not to sign.
+        self.signer = protocol.operation_signer(self.tls, sign_operations=sign_operations,
+                                                lifetime=signature_lifetime)
         self._reactor = reactor
         self._pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
         self._pool.maxPersistentPerHost = max(1, max_connections)
@@ -234,7 +240,11 @@ class AsyncWeCrossClient:
 
     def _run(self, call: Call[T]) -> Deferred[T]:
         timeout = self.timeout + call.extra_time
-        headers = Headers({k.encode("ascii"): [v.encode("ascii")] for k, v in call.headers().items()})
+        try:
+            sent = call.headers(self.signer)
+        except WeCrossError:
+            return fail()
+        headers = Headers({k.encode("ascii"): [v.encode("ascii")] for k, v in sent.items()})
         body = cast(IBodyProducer, _Body(call.body)) if call.body is not None else None
         try:
             d = self._agent.request(call.method.encode("ascii"), self.target.url(call.path).encode("ascii"),

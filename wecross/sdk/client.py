@@ -118,15 +118,24 @@ class WeCrossClient:
     (the network's ``ca.crt``), and ``cert``/``key`` (``chain.pem``/``key.pem`` from ``wecross certs --clients``) to
     be known by the certificate's CN; ``server_name`` pins the router id the router's certificate must name.
     ``timeout`` bounds each request in seconds (long polls and transaction commits get their own wait on top).
+
+    With a client certificate and key, every resource operation (call, send_transaction, get_data, set_data) is
+    also signed with that key, so that the router serving the resource runs it in this user's name only as asked
+    (docs/sdk.md, "Signed operations"); ``sign_operations=False`` turns that off, ``signature_lifetime`` is how
+    many seconds a signature stays valid.
     """
 
     def __init__(self, base_url: str, *, ca: PathArg | None = None, cert: PathArg | None = None,
                  key: PathArg | None = None, timeout: float = 10.0, server_name: str | None = None,
-                 max_idle: int = 4) -> None:
+                 max_idle: int = 4, sign_operations: bool = True,
+                 signature_lifetime: float = protocol.SIGNATURE_LIFETIME) -> None:
         self.target = protocol.parse_base_url(base_url)
         self.timeout = check_timeout(timeout)
         self.tls = protocol.tls_options(self.target, ca=ca, cert=cert, key=key, server_name=server_name)
         self._ssl = ssl_context(self.tls, self.target) if self.tls is not None else None
+        #: Signs resource operations; None when the client holds no key or was told not to sign.
+        self.signer = protocol.operation_signer(self.tls, sign_operations=sign_operations,
+                                                lifetime=signature_lifetime)
         self._max_idle = max(0, max_idle)
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
@@ -199,7 +208,7 @@ class WeCrossClient:
     def _exchange(self, call: Call[Any]) -> tuple[int, bytes]:
         timeout = self.timeout + call.extra_time
         path = self.target.request_target(call.path)
-        headers = call.headers()
+        headers = call.headers(self.signer)
         for attempt in (1, 2):
             conn, reused = self._acquire(timeout)
             retry = reused and attempt == 1 and call.idempotent

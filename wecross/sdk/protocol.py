@@ -9,12 +9,20 @@ and ``call.parse``.
 
 The SDK checks only what it needs to build a request (an iPath it can put in a URL, arguments it can write as JSON);
 every other rule is the router's, so its answers and codes stay the single source of truth.
+
+A client with a certificate and key also signs each resource operation (:class:`OperationSigner`), so that no
+router, not even the one it talks to, can run an operation in its name that it did not ask for. The signing needs
+``cryptography`` and the router's own body parser, both imported only by a client that signs: an unsigned client
+imports nothing outside the standard library.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
+import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
@@ -176,6 +184,110 @@ def tls_options(target: Target, *, ca: PathArg | None, cert: PathArg | None, key
     return options
 
 
+# --- signing ---------------------------------------------------------------------------------------------------------
+
+#: The request headers of a signed resource operation (docs/rest-api.md, "Signed operations").
+NONCE_HEADER = "WeCross-Nonce"
+EXPIRES_HEADER = "WeCross-Expires"
+SIGNATURE_HEADER = "WeCross-Signature"
+#: How long after signing an operation may still be run, in seconds. Routers refuse signatures that expire more
+#: than their request deadline plus their allowed clock skew ahead (30 + 30 s unless configured otherwise).
+SIGNATURE_LIFETIME = 30.0
+
+
+class OperationSigner:
+    """Signs resource operations with the client's key (``wecross.attest.client_body``, sent as three headers): the
+    router that serves the resource runs the operation in this client's name only if the signature is the client's,
+    so no router on the way, the one the client talks to included, can change it or act as this user.
+
+    The signed (method, args) are what the router reads from the request: they come from the router's own parser
+    (``wecross.rest.json_body``) applied to the very bytes sent, so a value that JSON changes on its way (a tuple
+    sent as a list, say) is signed as the router sees it, and the signature matches what the owner checks. The
+    sender is the common name of the certificate, as the router takes it from the TLS connection.
+
+    ``clock`` is the wall clock (seconds since the epoch, the expiry is compared with the routers' clocks) and
+    ``random`` the source of nonces; both are parameters for tests.
+    """
+
+    def __init__(self, cert: Path, key: Path | None, *, lifetime: float = SIGNATURE_LIFETIME,
+                 clock: Callable[[], float] = time.time, random: Callable[[int], bytes] = os.urandom) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
+        from cryptography.x509.oid import NameOID
+
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or not 0 < lifetime < 86400:
+            raise ConfigError(f"signature_lifetime must be a positive number of seconds, got {lifetime!r}")
+        key_file = key or cert
+        try:
+            leaf = x509.load_pem_x509_certificates(cert.read_bytes())[0]
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"client certificate {str(cert)!r} cannot be read ({exc})", {"cert": str(cert)}) from None
+        names = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        identity = names[0].value if names else ""
+        if isinstance(identity, bytes):
+            identity = identity.decode("utf-8", "replace")
+        if not identity:
+            raise ConfigError(f"client certificate {str(cert)!r} names no user (no common name): nothing to sign "
+                              "operations as", {"cert": str(cert)})
+        try:
+            private = load_pem_private_key(key_file.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"client key {str(key_file)!r} cannot be read ({exc})", {"key": str(key_file)}) from None
+        if not isinstance(private, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise ConfigError(f"client key {str(key_file)!r} must be an EC or RSA key to sign operations",
+                              {"key": str(key_file)})
+
+        def spki(public: Any) -> bytes:
+            encoded: bytes = public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            return encoded
+
+        if spki(private.public_key()) != spki(leaf.public_key()):
+            raise ConfigError(f"client certificate {str(cert)!r} and key {str(key_file)!r} do not match",
+                              {"cert": str(cert), "key": str(key_file)})
+        self.identity: str = str(identity)
+        self.lifetime = float(lifetime)
+        self._key = private
+        self._clock = clock
+        self._random = random
+
+    def __repr__(self) -> str:
+        return f"OperationSigner({self.identity!r})"
+
+    def sign(self, op: str, ipath: str, body: bytes) -> dict[str, str]:
+        """The three signature headers for one operation (``body``: the exact bytes sent); a new nonce each time.
+        BadRequest (nothing sent) for a body the router would refuse anyway or whose values cannot be signed."""
+        from wecross import attest
+        from wecross.errors import RouterError
+        from wecross.rest.json_body import parse_json_object, parse_operation_body
+
+        try:
+            method, args = parse_operation_body(op, parse_json_object(body))
+        except RouterError as exc:
+            raise BadRequest(exc.code, exc.message, None, {**exc.details, "client_side": True}) from None
+        nonce = self._random(16)
+        expires_ms = int((self._clock() + self.lifetime) * 1000)
+        try:
+            signed = attest.client_body(self.identity, ipath, op, method, args, nonce, expires_ms)
+        except attest.AttestError as exc:
+            raise BadRequest("bad_args", f"the operation cannot be signed: {exc.message}", None,
+                             {"client_side": True}) from None
+        signature = attest.sign(self._key, signed)
+        return {NONCE_HEADER: nonce.hex(), EXPIRES_HEADER: str(expires_ms),
+                SIGNATURE_HEADER: base64.b64encode(signature).decode("ascii")}
+
+
+def operation_signer(tls: TLSOptions | None, *, sign_operations: bool = True,
+                     lifetime: float = SIGNATURE_LIFETIME) -> OperationSigner | None:
+    """The signer of a client made with these TLS settings: one when it has a client certificate (with its key)
+    and ``sign_operations`` is true, else None."""
+    if not isinstance(sign_operations, bool):
+        raise ConfigError(f"sign_operations must be True or False, got {sign_operations!r}")
+    if not sign_operations or tls is None or tls.cert is None:
+        return None
+    return OperationSigner(tls.cert, tls.key, lifetime=lifetime)
+
+
 def is_ip_address(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -197,16 +309,22 @@ class Call(Generic[T]):
     parse: Callable[[Any], T] = field(repr=False)
     #: Seconds the router may legitimately take on top of the client's own timeout (long poll, coordinator wait).
     extra_time: float = 0.0
+    #: (op, iPath) of a resource operation, which a client holding a key signs; None for every other endpoint.
+    operation: tuple[str, str] | None = None
 
     @property
     def idempotent(self) -> bool:
         """Whether resending after a connection that was found dead is harmless: GETs only (a POST may be a write)."""
         return self.method == "GET"
 
-    def headers(self) -> dict[str, str]:
+    def headers(self, signer: OperationSigner | None = None) -> dict[str, str]:
+        """The request headers; with ``signer``, a resource operation's signature headers too (made anew on each
+        call: a new nonce and expiry for every request sent)."""
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if self.body is not None:
             headers["Content-Type"] = "application/json"
+        if signer is not None and self.operation is not None and self.body is not None:
+            headers.update(signer.sign(self.operation[0], self.operation[1], self.body))
         return headers
 
 
@@ -335,7 +453,8 @@ def events(ipath: str, from_block: int = 0, wait: float = 0.0) -> Call[EventsPag
 
 def operation(op: str, ipath: str, body: Mapping[str, Any]) -> Call[OperationResult]:
     """``POST /{zone}/{chain}/{resource}/{op}`` (op: call, sendTransaction, getData, setData)."""
-    return _post(f"{_resource_path(ipath)}/{op}", body, _object)
+    path = _resource_path(ipath)
+    return Call("POST", f"{path}/{op}", encode_json(body), _object, 0.0, (op, ipath))
 
 
 def call(ipath: str, method: str, args: Sequence[Any]) -> Call[OperationResult]:
@@ -464,14 +583,20 @@ def parse_response(status: int, body: bytes) -> Any:
 
 __all__ = [
     "COORDINATOR_WAIT",
+    "EXPIRES_HEADER",
+    "NONCE_HEADER",
     "SDK_VERSION",
+    "SIGNATURE_HEADER",
+    "SIGNATURE_LIFETIME",
     "USER_AGENT",
     "Call",
+    "OperationSigner",
     "TLSOptions",
     "Target",
     "encode_json",
     "ipath_parts",
     "is_ip_address",
+    "operation_signer",
     "parse_base_url",
     "parse_response",
     "resource_list",
