@@ -338,12 +338,20 @@ class Sending(EvmStubBase):
             return batch(calls)
 
         stub.node.batch = counting
-        written = yield hello.set_data("k", "v", "alice")
-        self.assertEqual([sorted(methods) for methods in sent], [
+        three = [
             sorted(["eth_getBlockByNumber", "eth_maxPriorityFeePerGas", "eth_gasPrice", "eth_getTransactionCount",
                     "eth_estimateGas"]),
             ["eth_sendRawTransaction"],
-            sorted(["eth_getTransactionReceipt", "eth_getBlockByNumber", "eth_getBlockReceipts"])])
+            sorted(["eth_getTransactionReceipt", "eth_getBlockByNumber", "eth_getBlockReceipts"])]
+        # On a loaded machine anvil may not have mined the transaction by the time the stub looks, once: the stub
+        # then falls back to polling (a documented path, tested below), so try a few writes for the fast one.
+        for attempt in range(5):
+            del sent[:]
+            stub.node.mines_at_once = True
+            written = yield hello.set_data("k", "v", "alice")
+            if [sorted(methods) for methods in sent] == three:
+                break
+        self.assertEqual([sorted(methods) for methods in sent], three)
         self.assertIn("tx_matches_request", self.verified(written, "set", ["k", "v"]))
         del sent[:]
         got = yield hello.get_data("k", "alice")
