@@ -345,7 +345,7 @@ class Sending(EvmStubBase):
             sorted(["eth_getTransactionReceipt", "eth_getBlockByNumber", "eth_getBlockReceipts"])]
         # On a loaded machine anvil may not have mined the transaction by the time the stub looks, once: the stub
         # then falls back to polling (a documented path, tested below), so try a few writes for the fast one.
-        for attempt in range(5):
+        for _ in range(5):
             del sent[:]
             stub.node.mines_at_once = True
             written = yield hello.set_data("k", "v", "alice")
