@@ -507,6 +507,31 @@ class EvmChain(Base):
         self.assertEqual(verified["header_hash"], block["hash"][2:])
 
     @defer.inlineCallbacks
+    def test_evm_reads_through_a_dishonest_relay(self) -> Any:
+        """EVM reads come back unsigned with eth_getProof proofs: an altered value or proof is caught by the proof
+        check, a stripped proof leaves an answer neither proven nor signed (no downgrade)."""
+        yield self.entry.invoke(self.evm_write("k", "v"))
+        read = Invocation(IPath.parse("z.eth.hello"), "getData", "", ["k"])
+        honest = yield self.entry.invoke(read)
+        self.assertEqual((honest["output"], honest["verified"]["proof"]), ("v", True))
+        relay = self.net.nodes["router-b"].router
+        forward = relay._forward
+
+        def strip(result: dict[str, Any], args: Any) -> None:
+            result.pop("proof")
+
+        for change, check in ((lambda result, args: result.update(output="forged"), None), (strip, "unattested")):
+            relay._forward = forward
+            self.tamper(change, ops=("getData",))
+            failure = yield self.assertFailure(self.entry.invoke(read), RouterError)
+            self.assertEqual(failure.code, "proof_invalid", failure.message)
+            if check is not None:
+                self.assertEqual(failure.details.get("check"), check, failure.message)
+        relay._forward = forward
+        again = yield self.entry.invoke(read)
+        self.assertEqual(again["output"], "v")
+
+    @defer.inlineCallbacks
     def test_an_evm_transfer_in_the_embedded_form_is_verified(self) -> Any:
         """transfer(to, amount), as on the embedded ledger; the entry router checks the calldata against the same
         reading (transfer(sender, to, amount))."""
