@@ -406,7 +406,7 @@ class DurableDecisions(TestCase):
         self.assertNotIn(("z.a.asset", OP_TX_COMMIT), self.chains.calls)
         # The deadline, with the disk back, rolls it back everywhere.
         yield support.until(lambda: c.get(tx_id)["state"] == "rolled_back")
-        self.assertEqual(self.logged_state(tx_id), "rolled_back")
+        yield support.until(lambda: self.logged_state(tx_id) == "rolled_back")  # the end is written after it
         self.assertEqual(self.chains.locks, {})
         self.assertEqual(self.chains.total(), 200)
         self.assertEqual(c.counters["log_failures"], 1)
@@ -451,7 +451,7 @@ class DurableDecisions(TestCase):
         yield self.assertFailure(c.commit(tx_id), RouterError)
         fault.unlink()
         yield support.until(lambda: c.get(tx_id)["state"] == "rolled_back")
-        self.assertEqual(self.logged_state(tx_id), "rolled_back")
+        yield support.until(lambda: self.logged_state(tx_id) == "rolled_back")  # the end is written after it
         self.assertEqual(self.chains.balances["z.a.asset"], {"alice": 100, "bob": 0})
         self.assertEqual(self.chains.locks, {})
 

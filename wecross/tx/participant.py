@@ -69,6 +69,8 @@ class ParticipantWatcher(Service):
         #: Every unilateral decision taken here, newest last: tx_id, ipath, op, why, at.
         self.heuristics: list[dict[str, Any]] = []
         self._busy: set[str] = set()
+        #: tx_id -> when we last logged that its coordinator cannot be asked (once a minute per transaction).
+        self._warned: dict[str, float] = {}
         self._loop = LoopingCall(self.check)
         self._loop.clock = clock
 
@@ -100,7 +102,11 @@ class ParticipantWatcher(Service):
 
     def check(self) -> None:
         now = self.clock.seconds()
-        for path, entry in self.prepared():
+        listed = self.prepared()
+        still = {entry["tx_id"] for _, entry in listed}
+        for tx_id in [t for t in self._warned if t not in still]:
+            del self._warned[tx_id]
+        for path, entry in listed:
             tx_id = entry["tx_id"]
             age = now - entry["since"]
             if tx_id in self._busy or age < self.timeout:
@@ -133,9 +139,12 @@ class ParticipantWatcher(Service):
                 return self.decide_alone(tx_id, path, OP_TX_ROLLBACK,
                                          f"coordinator {coordinator} could not be asked ({code}) for {age:.0f} s "
                                          "(participant_heuristic = rollback)")
-            log.warn("tx {tx}: prepared here for {age:.0f} s and coordinator {c} cannot be asked ({code}); staying "
-                     "prepared until it or a router that adopted the transaction decides", tx=tx_id, age=age,
-                     c=coordinator, code=code)
+            now = self.clock.seconds()
+            if now - self._warned.get(tx_id, float("-inf")) >= 60.0:
+                self._warned[tx_id] = now
+                log.warn("tx {tx}: prepared here for {age:.0f} s and coordinator {c} cannot be asked ({code}); "
+                         "staying prepared until it or a router that adopted the transaction decides", tx=tx_id,
+                         age=age, c=coordinator, code=code)
             return None
 
         d = self.router.tx_status(coordinator, tx_id, path)
