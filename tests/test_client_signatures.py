@@ -314,6 +314,10 @@ class RestEdge(TestCase):
             nonces.add(proof.nonce)
         self.assertEqual(len(nonces), 6)
 
+    def test_router_limits_bound_signatures(self) -> None:
+        node = self.net.nodes["router-a"]
+        self.assertIs(node.site.api.limits, node.settings.limits)
+
     @defer.inlineCallbacks
     def test_async_client_signs(self) -> Any:
         cert, key = alice()

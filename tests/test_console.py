@@ -337,10 +337,21 @@ class Commands(ConsoleNetwork):
         argv = ["--router", self.url("router-b"), "--ca", str(pki / "ca.crt"), "--cert",
                 str(pki / "alice" / "chain.pem"), "--key", str(pki / "alice" / "key.pem"),
                 "-c", f"sendTransaction {ONE} transfer bob 7; call {ONE} balanceOf alice"]
+        router = self.net.nodes["router-b"].router
+        invoke, seen = router.invoke, []
+
+        def recording(invocation: Any) -> Any:
+            seen.append(invocation)
+            return invoke(invocation)
+
+        self.patch(router, "invoke", recording)
         out, err = io.StringIO(), io.StringIO()
         status = yield threads.deferToThread(app.run, parser().parse_args(argv), stdout=out, stderr=err)
         self.assertEqual((status, err.getvalue()), (0, ""))
         self.assertEqual([r[1] for r in self.table_rows(out.getvalue()) if r[0] == "output"], ["993", "993"])
+        # Both operations went out signed with alice's key (docs/console.md): the REST edge checked them and hands
+        # the owner her proof.
+        self.assertEqual([(i.sender, i.client_proof is not None) for i in seen], [("alice", True)] * 2)
         # Without a certificate the router refuses the handshake: one line, exit status 1.
         out, err = io.StringIO(), io.StringIO()
         status = yield threads.deferToThread(app.run, parser().parse_args([*argv[:4], "-c", "status"]),

@@ -171,7 +171,8 @@ class RouterNode(MultiService):
             metrics = RouterMetrics(self.router)
         self.site = make_site(self.router, max_body=settings.rest.max_body, metrics=metrics,
                               header_timeout=settings.rest.header_timeout,
-                              max_connections_per_client=settings.rest.max_connections_per_client)
+                              max_connections_per_client=settings.rest.max_connections_per_client,
+                              limits=settings.limits)
 
     def startService(self) -> None:
         super().startService()  # starts the stub service; the rest waits for it

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the router's REST base URL (default: $WECROSS_ROUTER or {DEFAULT_ROUTER})")
     parser.add_argument("--ca", help="the network's CA certificate, for a router serving HTTPS")
     parser.add_argument("--cert", help="your client certificate chain (PEM); the router knows you by its CN")
-    parser.add_argument("--key", help="the key of --cert (unencrypted PEM)")
+    parser.add_argument("--key", help="the key of --cert (unencrypted PEM); resource operations are signed with it")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)")
     parser.add_argument("--json", action="store_true", help="print the router's raw JSON instead of tables")
     parser.add_argument("-c", "--command", dest="commands", metavar="COMMANDS",

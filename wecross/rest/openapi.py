@@ -38,6 +38,26 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
+def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "schema": schema, "description": description}
+
+
+#: A client holding its certificate's key signs the operation (wecross.rest.identity): all three or none.
+_SIGNATURE_HEADERS = [
+    _header("WeCross-Nonce", {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            "signed operation: 16 random bytes as 32 lowercase hex characters, new for every request"),
+    _header("WeCross-Expires", {"type": "string", "pattern": "^[0-9]{1,19}$"},
+            "signed operation: when the signature expires, milliseconds since the epoch (the client's clock); "
+            "refused when more than the router's clock_skew past, or more than request_deadline + clock_skew "
+            "ahead"),
+    _header("WeCross-Signature", {"type": "string", "pattern": "^[A-Za-z0-9+/]+={0,2}$", "maxLength": 1368},
+            "signed operation: standard base64 of the signature (ECDSA P-256 SHA-256 DER, or RSA-PSS) by the "
+            "TLS client certificate's key over wecross.attest.client_body (sender, iPath, op, method, args, "
+            "nonce, expiry); needs HTTPS with that client certificate. Malformed or incomplete headers: 400; a "
+            "signature that does not hold, has expired or comes without a client certificate: 401"),
+]
+
+
 def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
 
@@ -150,9 +170,10 @@ def document(example: str | None = None) -> dict[str, Any]:
     for op, body in _OPERATION_BODIES.items():
         paths[f"/{{zone}}/{{chain}}/{{resource}}/{op}"] = _post(
             f"{op} on a resource, here or on the router that serves its chain; results that crossed routers "
-            "carry `verified`", body, [*_RESOURCE_PARAMS, _query(
-                "proof", {"type": "string", "enum": ["0", "1", "true", "false"]},
-                "1: include the proof this router verified (left out by default)")])
+            "carry `verified`; signed by the client when it sends the WeCross-* headers", body,
+            [*_RESOURCE_PARAMS, _query("proof", {"type": "string", "enum": ["0", "1", "true", "false"]},
+                                       "1: include the proof this router verified (left out by default)"),
+             *_SIGNATURE_HEADERS])
     result = copy.deepcopy({
         "openapi": "3.0.3",
         "info": {"title": "WeCross-Py router REST API", "version": wecross.__version__,
