@@ -18,13 +18,18 @@ import os
 import subprocess
 import sys
 import time
+import types
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from OpenSSL import crypto
 from twisted.internet import defer, threads
+from twisted.internet.interfaces import ISSLTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.test.requesthelper import DummyRequest
+from zope.interface import implementer
 
 from tests import support
 from wecross import attest
@@ -107,6 +112,49 @@ class Headers(SynchronousTestCase):
         values: dict[bytes, list[bytes] | None] = raw(self.good())
         values[b"wecross-nonce"] = [NONCE.hex().encode()] * 2
         self.refused(values, "WeCross-Nonce")
+
+
+@implementer(ISSLTransport)
+class _TLS:
+    """A TLS transport as the REST edge sees it: the peer's certificate and the pyOpenSSL connection."""
+
+    def __init__(self, leaf: Any, connection: Any) -> None:
+        self.leaf, self.connection = leaf, connection
+
+    def getPeerCertificate(self) -> Any:
+        return self.leaf
+
+    def getHandle(self) -> Any:
+        return self.connection
+
+
+class PeerChain(SynchronousTestCase):
+    """The chain handed to the owner: leaf first, DER, without the root, whatever the TLS layer exposes."""
+
+    def certs(self) -> list[crypto.X509]:
+        pki = support.pki()
+        leaf, intermediate = x509.load_pem_x509_certificates((pki / "alice" / "chain.pem").read_bytes())[:2]
+        (root,) = x509.load_pem_x509_certificates((pki / "ca.crt").read_bytes())
+        return [crypto.X509.from_cryptography(c) for c in (leaf, intermediate, root)]
+
+    def chain(self, transport: Any) -> Any:
+        request = DummyRequest([b""])
+        request.transport = transport
+        return identity.peer_chain(request)
+
+    def test_verified_chain(self) -> None:
+        leaf, intermediate, root = self.certs()
+        der = [crypto.dump_certificate(crypto.FILETYPE_ASN1, c) for c in (leaf, intermediate)]
+        verified = types.SimpleNamespace(get_verified_chain=lambda: [leaf, intermediate, root])
+        self.assertEqual(self.chain(_TLS(leaf, verified)), tuple(der))
+        # Without get_verified_chain: the leaf and what the client sent (the server side's list omits the leaf).
+        sent = types.SimpleNamespace(get_peer_cert_chain=lambda: [intermediate, root, intermediate])
+        self.assertEqual(self.chain(_TLS(leaf, sent)), tuple(der))
+
+    def test_no_client_certificate(self) -> None:
+        self.assertIsNone(self.chain(_TLS(None, None)))
+        self.assertIsNone(self.chain(None))
+        self.assertIsNone(self.chain(_TLS(self.certs()[0], types.SimpleNamespace())))  # a connection torn down
 
 
 class Signatures(SynchronousTestCase):
