@@ -97,6 +97,31 @@ class Authenticators(TestCase):
         with self.assertRaises(attest.AttestError):
             b2.check("router-a", self.a_key.public_key(), old, self.body)
 
+    def test_a_peer_key_object_is_fingerprinted_once(self) -> None:
+        """The read path's MACs skip the DER fingerprint of a peer key object seen before (it cost more than the
+        MAC); an equal key in another object is fingerprinted and gives the same pairwise key, a renewed key for
+        the same router id another one."""
+        calls: list[object] = []
+        real = attest._key_id
+
+        def counting(key: attest.PublicKey) -> bytes:
+            calls.append(key)
+            return real(key)
+
+        self.patch(attest, "_key_id", counting)
+        peer = self.b_key.public_key()
+        tags = [self.a.tag("router-b", peer, self.body, signed=False) for _ in range(3)]
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(len(set(tags)), 1)
+        same_key_again = self.b_key.public_key()  # a new object holding the same key
+        self.assertEqual(self.a.tag("router-b", same_key_again, self.body, signed=False), tags[0])
+        self.assertEqual(len(calls), 2)
+        renewed = ec_key()
+        self.assertNotEqual(self.a.tag("router-b", renewed.public_key(), self.body, signed=False), tags[0])
+        self.assertNotEqual(self.a.tag("router-b", peer, self.body, signed=False),
+                            self.a.tag("router-b", renewed.public_key(), self.body, signed=False))
+        self.assertEqual(self.a.tag("router-b", peer, self.body, signed=False), tags[0])
+
     def test_the_pairwise_key_is_bound_to_the_router_ids(self) -> None:
         """Same keys, another name for the origin: another key (a MAC cannot be moved to another identity)."""
         tag = self.a.tag("router-b", self.b_key.public_key(), self.body, signed=False)

@@ -32,7 +32,14 @@ from wecross.wire import (
     decode_frame,
     encode_frame,
 )
-from wecross.wire.messages import _check_request, _check_response, _explain_request, _explain_response
+from wecross.wire.messages import (
+    _check_request,
+    _check_response,
+    _explain_request,
+    _explain_response,
+    _free,
+    _free_ok,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -245,6 +252,51 @@ class HostileInputProperties(SynchronousTestCase):
             except WireError as exc:
                 outcomes.append(exc.reason)
         self.assertEqual(outcomes[0], outcomes[1], f"{type(message).__name__} body {body!r}")
+
+
+#: Limits at their floors (and a shallow depth), so that generated values cross every bound of the free-form rules.
+TIGHT = Limits(max_depth=3, max_str=256, max_bin=16, max_list=16, max_map=2)
+#: Values at and just past those bounds, and the types and keys the rules refuse.
+EDGE_VALUES: list[Any] = [
+    "x" * 256, "x" * 257, "\u00e9" * 257, b"\x00" * 16, b"\x00" * 17, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, True,
+    None, 1.5, (1,), msgpack.Timestamp(1, 0), bytearray(b"x"), {b"k": 1}, {1: 1}, {"k" * 256: 1}, {"k" * 257: 1},
+    {"a": 1, "b": 2, "c": 3}, list(range(16)), list(range(17)), _nest(2), _nest(3), [{"a": [1]}], {"a": {"b": []}},
+]
+EDGY = st.recursive(
+    st.sampled_from(EDGE_VALUES) | SCALARS,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(["a", "b", "c"]), children,
+                                                                      max_size=3),
+    max_leaves=30,
+)
+
+
+def _reference_accepts(value: Any, limits: Limits, enclosing: int) -> bool:
+    try:
+        _free(value, limits, "value", enclosing)
+    except WireError:
+        return False
+    return True
+
+
+class FreeFormWalkProperties(SynchronousTestCase):
+    @SETTINGS
+    @given(EDGY, st.integers(0, 4), st.sampled_from([TIGHT, Limits()]))
+    def test_free_walk_agrees_with_reference(self, value: Any, enclosing: int, limits: Limits) -> None:
+        """The one-pass walk of free-form values (_free_ok) accepts exactly what the recursive reference rules
+        (_free) accept, at every depth and under tight and default limits."""
+        self.assertEqual(_free_ok(value, limits, enclosing), _reference_accepts(value, limits, enclosing),
+                         repr(value)[:300])
+
+    def test_free_walk_edges(self) -> None:
+        """Every edge value, alone, in a list, as a map value and in a map's later entry, at each depth up to
+        past the tight limits' max_depth: the walk and the reference agree."""
+        for leaf in EDGE_VALUES:
+            for wrapped in (leaf, [leaf], ["ok", leaf], {"a": leaf}, {"a": 1, "b": leaf}, [[leaf]], {"a": [leaf]}):
+                for limits in (TIGHT, Limits()):
+                    for enclosing in range(5):
+                        self.assertEqual(_free_ok(wrapped, limits, enclosing),
+                                         _reference_accepts(wrapped, limits, enclosing),
+                                         f"{wrapped!r:.200} at {enclosing} under {limits}")
 
 
 class ChunkingProperties(SynchronousTestCase):

@@ -216,11 +216,23 @@ class Authenticator:
         self._key = key
         self._key_id = _key_id(key.public_key())
         self._pairs: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
+        #: peer id -> (the peer key object last used with it, the pair key derived for it): see _pair_key.
+        self._recent: dict[str, tuple[PublicKey, bytes]] = {}
         self._capacity = capacity
 
     def _pair_key(self, peer_id: str, peer_key: PublicKey) -> bytes | None:
         """The key this router shares with ``peer_id`` (None when the two keys cannot agree: not both EC keys on
-        one curve)."""
+        one curve).
+
+        Hot path first: the directory hands out one key object per verified record, so the same peer mostly comes
+        with the very same object. A hit in ``_recent`` needs that identical object (``is``, and the entry holds a
+        reference, so its id cannot be reused meanwhile) for that peer id: key objects are immutable, so the pair
+        key derived for it is still the right one. Anything else (a new record, a key parsed elsewhere) goes the
+        fingerprint way below, which hashes the key's DER encoding (about 5 µs, more than the MAC itself).
+        """
+        recent = self._recent.get(peer_id)
+        if recent is not None and recent[0] is peer_key:
+            return recent[1]
         key = self._key
         if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(peer_key, ec.EllipticCurvePublicKey) \
                 or peer_key.curve.name != key.curve.name:
@@ -229,6 +241,7 @@ class Authenticator:
         cached = self._pairs.get((peer_id, fingerprint))
         if cached is not None:
             self._pairs.move_to_end((peer_id, fingerprint))
+            self._remember(peer_id, peer_key, cached)
             return cached
         shared = key.exchange(ec.ECDH(), peer_key)
         # Bound to both ends (ids and keys, in a fixed order): the same key whichever end derives it, and another
@@ -239,7 +252,15 @@ class Authenticator:
         self._pairs[(peer_id, fingerprint)] = derived
         if len(self._pairs) > self._capacity:
             self._pairs.popitem(last=False)
+        self._remember(peer_id, peer_key, derived)
         return derived
+
+    def _remember(self, peer_id: str, peer_key: PublicKey, derived: bytes) -> None:
+        recent = self._recent
+        recent.pop(peer_id, None)  # re-inserted last: the oldest peer is the one dropped at capacity
+        recent[peer_id] = (peer_key, derived)
+        if len(recent) > self._capacity:
+            del recent[next(iter(recent))]
 
     def tag(self, peer_id: str, peer_key: PublicKey | None, body: bytes, *, signed: bool) -> bytes:
         """An authenticator of ``body`` for ``peer_id``: a signature when ``signed`` (or no pairwise key can be
