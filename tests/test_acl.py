@@ -351,6 +351,19 @@ class ParseTests(SynchronousTestCase):
                 parse_acl_bytes(data, "acl.toml")
             self.assertEqual(caught.exception.key, key, data)
 
+    def test_errors_are_bounded(self) -> None:
+        """A pasted blob or a thousand broken rules give a readable error, not a flood."""
+        blob = "x" * 5000
+        document: list[Any] = [{"who": f"user:{blob}", "resources": [f"{blob}.*"], "interfaces": [blob],
+                                "effect": blob, blob: 1}] + [{}] * 1000
+        with self.assertRaises(AclError) as caught:
+            parse_acl(document, blob, roles={blob: [blob]})
+        self.assertGreater(len(caught.exception.problems), 1000)
+        self.assertEqual(len(caught.exception.lines), 51)
+        self.assertIn("more problems not shown", caught.exception.lines[-1])
+        self.assertLess(len(str(caught.exception)), 51 * 600)
+        self.assertLess(max(len(line) for line in caught.exception.lines), 600)
+
     def test_an_empty_file_denies_everything(self) -> None:
         policy = parse_acl_bytes(b"", "acl.toml")
         self.assertEqual((policy.rules, policy.default), ((), "deny"))

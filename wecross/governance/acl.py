@@ -55,20 +55,26 @@ for _prefix in sorted({name.split(".")[0] for name in INTERFACES if "." in name}
     GROUPS[f"{_prefix}.*"] = frozenset(name for name in INTERFACES if name.startswith(_prefix + "."))
 
 
+def _show(value: object) -> str:
+    """A value from the ACL file, quoted and clipped for a message (a pasted blob must not flood the log)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def expand_interfaces(pattern: str) -> frozenset[str]:
     """The interfaces an interface pattern covers (an exact name or a group). Raises ValueError."""
     if pattern in _INTERFACE_SET:
         return frozenset({pattern})
     group = GROUPS.get(pattern)
     if group is None:
-        raise ValueError(f"{pattern!r} is not an interface: use one of {', '.join(INTERFACES)}, "
+        raise ValueError(f"{_show(pattern)} is not an interface: use one of {', '.join(INTERFACES)}, "
                          f"or a group: {', '.join(sorted(GROUPS))}")
     return group
 
 
 def check_interface(name: str) -> str:
     if name not in _INTERFACE_SET:
-        raise ValueError(f"{name!r} is not an interface (one of {', '.join(INTERFACES)})")
+        raise ValueError(f"{_show(name)} is not an interface (one of {', '.join(INTERFACES)})")
     return name
 
 
@@ -88,7 +94,7 @@ def parse_who(text: str) -> tuple[str, str]:
         return ("anonymous", "")
     kind, sep, value = text.partition(":")
     if not sep or kind not in ("user", "org", "role"):
-        raise ValueError(f"{text!r} is not a subject: use user:NAME, org:ORGANISATION, role:ROLE, * or anonymous")
+        raise ValueError(f"{_show(text)} is not a subject: use user:NAME, org:ORGANISATION, role:ROLE, * or anonymous")
     if kind == "user":
         if value == "anonymous":
             raise ValueError("use who = \"anonymous\" for callers without a certificate")
@@ -96,7 +102,7 @@ def parse_who(text: str) -> tuple[str, str]:
     elif kind == "org":
         check_org(value)
     elif value not in ROLES:
-        raise ValueError(f"role {value!r} is not one of {', '.join(sorted(ROLES))}")
+        raise ValueError(f"role {_show(value)} is not one of {', '.join(sorted(ROLES))}")
     return (kind, value)
 
 
@@ -116,7 +122,7 @@ class Rule:
     def __post_init__(self) -> None:
         object.__setattr__(self, "subject", parse_who(self.who))
         if self.effect not in EFFECTS:
-            raise ValueError(f"effect {self.effect!r} must be allow or deny")
+            raise ValueError(f"effect {_show(self.effect)} must be allow or deny")
         if not self.resources:
             raise ValueError("a rule needs at least one resource pattern (\"*\" for all)")
         if not self.interfaces:
@@ -190,7 +196,7 @@ class Policy:
     def __init__(self, rules: Sequence[Rule], default: str = "deny", grants: RoleGrants | None = None,
                  memo_size: int = 4096) -> None:
         if default not in DEFAULTS:
-            raise ValueError(f"default {default!r} must be allow or deny")
+            raise ValueError(f"default {_show(default)} must be allow or deny")
         names = [rule.name for rule in rules]
         if len(set(names)) != len(names):
             raise ValueError("rule names must be unique")
@@ -232,7 +238,7 @@ class Policy:
 
     def _decide(self, identity: Identity, ipath: IPath | None, interface: str) -> Decision:
         if interface not in _INTERFACE_SET:
-            raise ValueError(f"{interface!r} is not an interface (one of {', '.join(INTERFACES)})")
+            raise ValueError(f"{_show(interface)} is not an interface (one of {', '.join(INTERFACES)})")
         if ipath is None:
             candidates = self._none.get(interface, ())
         else:
@@ -260,15 +266,26 @@ class Policy:
 # --------------------------------------------------------------------------------------------------------- parsing
 
 
+#: Longest message of one problem, and most problems spelled out in an AclError (the rest are counted).
+_MAX_MESSAGE = 400
+_MAX_SHOWN = 50
+
+
 class AclError(ConfigError):
-    """Every problem found in an ACL document, each as ``file: key: message`` (``acl[3].who: ...``)."""
+    """Every problem found in an ACL document, each as ``file: key: message`` (``acl[3].who: ...``).
+
+    ``lines`` spells out the first 50 and counts the others, so one broken file cannot flood the log.
+    """
 
     def __init__(self, file: str, problems: Sequence[tuple[str, str]]) -> None:
         first_key, first_message = problems[0]
         super().__init__(file, first_key, first_message)
         self.problems: tuple[tuple[str, str], ...] = tuple(problems)
-        self.lines: tuple[str, ...] = tuple(f"{file}: {key}: {message}" if key else f"{file}: {message}"
-                                            for key, message in self.problems)
+        lines = [f"{file}: {key}: {message}" if key else f"{file}: {message}"
+                 for key, message in self.problems[:_MAX_SHOWN]]
+        if len(self.problems) > _MAX_SHOWN:
+            lines.append(f"{file}: {len(self.problems) - _MAX_SHOWN} more problems not shown")
+        self.lines: tuple[str, ...] = tuple(lines)
         self.args = ("\n".join(self.lines),)
 
 
@@ -277,7 +294,9 @@ class _Problems:
         self.found: list[tuple[str, str]] = []
 
     def add(self, key: str, message: str) -> None:
-        self.found.append((key, message))
+        # Messages quote the file (some through wecross.ipath's errors): clipped, as what an editor pasted may be
+        # anything.
+        self.found.append((key, message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE - 3] + "..."))
 
 
 def _kind(value: Any) -> str:
@@ -313,7 +332,7 @@ def _parse_rule(problems: _Problems, key: str, index: int, entry: Any) -> Rule |
         return None
     before = len(problems.found)
     for unknown in sorted(set(entry) - set(_RULE_KEYS)):
-        problems.add(f"{key}.{unknown}", f"unknown key (known keys: {', '.join(_RULE_KEYS)}); check the spelling")
+        problems.add(f"{key}.{unknown[:80]}", f"unknown key (known keys: {', '.join(_RULE_KEYS)}); check the spelling")
 
     who = entry.get("who")
     if not isinstance(who, str):
@@ -345,7 +364,7 @@ def _parse_rule(problems: _Problems, key: str, index: int, entry: Any) -> Rule |
     effect = entry.get("effect")
     if effect not in EFFECTS:
         problems.add(f"{key}.effect", "is required: allow or deny" if effect is None
-                     else f"expected allow or deny, got {effect!r}"[:200])
+                     else f"expected allow or deny, got {_show(effect)}")
 
     name = entry.get("name", f"acl[{index}]")
     if not isinstance(name, str) or not _RULE_NAME.match(name):
@@ -367,7 +386,7 @@ def _parse_grants(problems: _Problems, key: str, table: Any) -> RoleGrants:
     by_org: dict[str, set[str]] = {}
     grantable = sorted(ROLES - {"user"})
     for role, members in table.items():
-        role_key = f"{key}.{role}"
+        role_key = f"{key}.{role[:80]}"
         if role not in grantable:
             problems.add(role_key, f"unknown role: grant one of {', '.join(grantable)} (every certified identity "
                                    "is a user already)")
@@ -380,7 +399,7 @@ def _parse_grants(problems: _Problems, key: str, table: Any) -> RoleGrants:
                 elif kind == "org":
                     by_org.setdefault(check_org(value), set()).add(role)
                 else:
-                    problems.add(item_key, f"{text!r}: expected user:NAME or org:ORGANISATION"[:200])
+                    problems.add(item_key, f"{_show(text)}: expected user:NAME or org:ORGANISATION")
             except ValueError as exc:
                 problems.add(item_key, str(exc))
     return RoleGrants({k: frozenset(v) for k, v in by_user.items()}, {k: frozenset(v) for k, v in by_org.items()})
@@ -388,7 +407,7 @@ def _parse_grants(problems: _Problems, key: str, table: Any) -> RoleGrants:
 
 def _check_default(problems: _Problems, key: str, default: Any) -> str:
     if default not in DEFAULTS:
-        problems.add(key, f"expected allow or deny (deny recommended), got {default!r}"[:200])
+        problems.add(key, f"expected allow or deny (deny recommended), got {_show(default)}")
         return "deny"
     return str(default)
 
@@ -433,14 +452,14 @@ def parse_acl_document(document: Mapping[str, Any], source: str = "acl", memo_si
     """A whole ACL file: ``[[acl]]`` rules, ``[acl_settings] default`` (deny when absent) and ``[roles]``."""
     problems = _Problems()
     for unknown in sorted(set(document) - set(_TOP_KEYS)):
-        problems.add(unknown, f"unknown key (known keys: {', '.join(_TOP_KEYS)}); check the spelling")
+        problems.add(unknown[:80], f"unknown key (known keys: {', '.join(_TOP_KEYS)}); check the spelling")
     settings = document.get("acl_settings", {})
     default: Any = "deny"
     if not isinstance(settings, dict):
         problems.add("acl_settings", f"expected a table, got {_kind(settings)}")
     else:
         for unknown in sorted(set(settings) - {"default"}):
-            problems.add(f"acl_settings.{unknown}", "unknown key (known keys: default); check the spelling")
+            problems.add(f"acl_settings.{unknown[:80]}", "unknown key (known keys: default); check the spelling")
         default = settings.get("default", "deny")
     rules = _rules(problems, document.get("acl", []))
     checked_default = _check_default(problems, "acl_settings.default", default)

@@ -57,12 +57,14 @@ def _attribute_texts(name: x509.Name, oid: x509.ObjectIdentifier) -> list[str]:
 def check_org(org: str) -> str:
     """An organisation name as ``wecross certs`` writes it: 1-64 characters, not blank, no control characters."""
     if not org.strip() or len(org) > _MAX_ORG or any(ord(c) < 32 or ord(c) == 127 for c in org):
-        raise ValueError(f"organisation {org!r} must be 1-{_MAX_ORG} printable characters")
+        raise ValueError(f"organisation {org[:80]!r} must be 1-{_MAX_ORG} printable characters")
     return org
 
 
 def check_user_name(name: str) -> str:
     """A user name that a client certificate may carry as its CN (and that is not reserved)."""
+    if len(name) > 64:
+        raise ValueError(f"user name {name[:40]!r}... is longer than 64 characters")
     try:
         validate_user_name(name)
     except InvalidNameError as exc:
@@ -101,7 +103,7 @@ class Identity:
 
     def __post_init__(self) -> None:
         if self.proven not in PROVEN:
-            raise ValueError(f"proven {self.proven!r} is not one of {', '.join(PROVEN)}")
+            raise ValueError(f"proven {self.proven[:80]!r} is not one of {', '.join(PROVEN)}")
         unknown = self.roles - ROLES
         if unknown:
             raise ValueError(f"unknown roles {sorted(unknown)}: roles are {', '.join(sorted(ROLES))}")
@@ -148,7 +150,7 @@ class Identity:
             if unit.startswith(ROLE_OU_PREFIX):
                 role = unit[len(ROLE_OU_PREFIX):]
                 if role not in ROLES:
-                    raise ValueError(f"certificate OU {unit!r} names an unknown role: use one of "
+                    raise ValueError(f"certificate OU {unit[:80]!r} names an unknown role: use one of "
                                      f"{', '.join(ROLE_OU_PREFIX + r for r in sorted(ROLES))}")
                 roles.add(role)
         if grants is not None:
