@@ -1,0 +1,463 @@
+"""The audit trail on disk: an append-only SQLite table of :class:`~wecross.governance.audit.AuditRecord`.
+
+The shell around :class:`~wecross.governance.audit.AuditChain`, following the transaction log's pattern
+(:mod:`wecross.tx.log`): the reactor thread only builds and hashes the record (a few microseconds) and queues it;
+every record queued during one reactor turn is written by the store's own thread in one SQLite transaction
+(WAL, ``synchronous = FULL`` by default), and each append's Deferred fires with its record once that transaction is
+durable. So a burst of requests costs one fsync, not one each (``test_audit.StoreTest.test_burst_is_group_committed``).
+
+**Append-only, and what enforces it.** Triggers refuse every UPDATE and DELETE of the table, which stops any code
+path of ours (or a careless operator) from editing it; someone who can write the file can drop them, which is what
+the hash chain is for (:func:`verify_file`; ``test_audit.FileTamperTest``).
+
+**No gaps.** A group commit that fails fails its records' Deferreds with ``storage_error``; the chain then
+continues from the last record actually on disk (read back on the store's thread, so a commit that reported an
+error yet reached the disk counts as written), and the records queued behind the failed batch are chained again
+onto it before they are written. The file never holds a record whose predecessor is missing
+(``test_audit.StoreTest.test_failed_batch_leaves_no_gap``).
+
+**Bounded.** Each record is bounded (:data:`~wecross.governance.audit.LIMITS`), and at most ``max_pending``
+records wait for the disk: past that, appends fail at once with ``overloaded`` rather than the queue growing
+while the disk is stuck.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from wecross.errors import RouterError
+from wecross.governance.audit import (
+    AuditChain,
+    AuditEntry,
+    AuditRecord,
+    Head,
+    Sealer,
+    VerifyReport,
+    make_entry,
+    record_hash,
+    verify_records,
+)
+
+log = Logger()
+
+#: Most records one query returns.
+MAX_QUERY_LIMIT = 1000
+
+_COLUMNS = ("seq, time, initiator, org, entry_router, ipath, interface, method, args_digest, outcome, tx_hash, "
+            "block, path, sealed, prev_hash, hash")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    initiator TEXT NOT NULL,
+    org TEXT,
+    entry_router TEXT NOT NULL,
+    ipath TEXT NOT NULL,
+    interface TEXT NOT NULL,
+    method TEXT NOT NULL,
+    args_digest TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    tx_hash TEXT,
+    block INTEGER,
+    path TEXT NOT NULL,
+    sealed BLOB,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_initiator ON audit (initiator);
+CREATE INDEX IF NOT EXISTS audit_ipath ON audit (ipath);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+"""
+
+
+class AuditStoreError(Exception):
+    """The file cannot serve as this router's audit log (unreadable, another router's, not an audit log)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters, all optional, combined with AND. ``ipath``: with a ``*``, an iPath pattern as in ACL rules
+    (``payment.*``, ``*.*.asset``); without, the iPath itself or any iPath under it (``payment.bank-a``). Times
+    are seconds, ``since`` inclusive and ``until`` exclusive. Records come in seq order, those after ``after_seq``
+    (paging: pass the last seq of the previous page), at most ``limit`` (capped at :data:`MAX_QUERY_LIMIT`)."""
+
+    initiator: str | None = None
+    ipath: str | None = None
+    interface: str | None = None
+    outcome: str | None = None
+    since: float | None = None
+    until: float | None = None
+    after_seq: int = 0
+    limit: int = 100
+
+
+def _pattern_matches(pattern: str, ipath: str) -> bool:
+    """``*`` stands for one part; a trailing ``*`` for all remaining parts (as :class:`wecross.ipath.IPathPattern`,
+    but total: a stored iPath was clipped, not validated)."""
+    want, have = pattern.split("."), ipath.split(".")
+    for i, part in enumerate(want):
+        if part == "*" and i == len(want) - 1:
+            return i < len(have)
+        if i >= len(have) or (part != "*" and part != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def _sql_pattern_match(pattern: Any, ipath: Any) -> int:
+    return int(isinstance(pattern, str) and isinstance(ipath, str) and _pattern_matches(pattern, ipath))
+
+
+def _where(query: AuditQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = ["seq > ?"]
+    params: list[Any] = [max(0, int(query.after_seq))]
+    for column in ("initiator", "interface", "outcome"):
+        value = getattr(query, column)
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if query.ipath is not None:
+        if "*" in query.ipath:
+            clauses.append("audit_ipath_match(?, ipath)")
+            params.append(query.ipath)
+        else:  # the iPath itself, or a range scan of the index for everything under it ('/' follows '.')
+            clauses.append("(ipath = ? OR (ipath >= ? AND ipath < ?))")
+            params += [query.ipath, query.ipath + ".", query.ipath + "/"]
+    if query.since is not None:
+        clauses.append("time >= ?")
+        params.append(float(query.since))
+    if query.until is not None:
+        clauses.append("time < ?")
+        params.append(float(query.until))
+    return " AND ".join(clauses), params
+
+
+def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    if read_only:
+        if not path.is_file():
+            raise AuditStoreError(f"{path}: no such file")
+        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+    else:
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.create_function("audit_ipath_match", 2, _sql_pattern_match, deterministic=True)
+    return db
+
+
+def _row_record(row: Sequence[Any]) -> AuditRecord:
+    """A stored row as a record; ValueError when the row cannot be one (edited by hand into another type)."""
+    path = json.loads(row[12])
+    if not isinstance(path, list) or not all(isinstance(hop, str) for hop in path):
+        raise ValueError("path is not a list of router ids")
+    record = AuditRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10],
+                         row[11], tuple(path), row[13], row[14], row[15])
+    if not isinstance(record.seq, int) or not isinstance(record.hash, str):
+        raise ValueError("seq or hash has the wrong type")
+    return record
+
+
+def _record_row(record: AuditRecord) -> tuple[Any, ...]:
+    return (record.seq, record.time, record.initiator, record.org, record.entry_router, record.ipath,
+            record.interface, record.method, record.args_digest, record.outcome, record.tx_hash, record.block,
+            json.dumps(list(record.path)), record.sealed, record.prev_hash, record.hash)
+
+
+def _select(db: sqlite3.Connection, query: AuditQuery) -> list[AuditRecord]:
+    where, params = _where(query)
+    limit = max(0, min(int(query.limit), MAX_QUERY_LIMIT))
+    rows = db.execute(f"SELECT {_COLUMNS} FROM audit WHERE {where} ORDER BY seq LIMIT ?", [*params, limit])
+    return [_row_record(row) for row in rows]
+
+
+def _read_head(db: sqlite3.Connection) -> Head | None:
+    row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def _router_id(db: sqlite3.Connection) -> str | None:
+    row = db.execute("SELECT value FROM audit_meta WHERE key = 'router_id'").fetchone()
+    return None if row is None else str(row[0])
+
+
+class _BatchFailed(Exception):
+    def __init__(self, message: str, head: Head | None, head_known: bool) -> None:
+        super().__init__(message)
+        self.head = head
+        self.head_known = head_known
+
+
+class AuditStore:
+    """One router's audit log. ``open`` once at start (on the caller's thread), then ``append`` from the reactor
+    thread; ``close`` waits for every queued record."""
+
+    def __init__(self, path: Path, reactor: Any, router_id: str, *, sealer: Sealer | None = None,
+                 synchronous: str = "FULL", max_pending: int = 100_000) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError("synchronous must be FULL or NORMAL")
+        self.path = path
+        self.reactor = reactor
+        self.router_id = router_id
+        self.sealer = sealer
+        self.synchronous = synchronous
+        self.max_pending = max_pending
+        self.chain = AuditChain(router_id, sealer=sealer)
+        self._db: sqlite3.Connection | None = None
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"audit-{path.name}")
+        # Chained but not yet handed to the thread: (entry, record, waiter), in seq order.
+        self._queue: list[tuple[AuditEntry, AuditRecord, Deferred[AuditRecord]]] = []
+        self._in_flight = 0
+        self._scheduled = False
+        self._closing = False
+        self._durable: Head = self.chain.head()
+        self._drained: list[Deferred[None]] = []
+        self.flushes = 0
+        self.records_written = 0
+        self.failed_batches = 0
+
+    # -- life cycle ----------------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (creating) the log and continue its chain from the last record, whose hash is checked first: a log
+        whose last record does not hash right is refused (``wecross audit verify`` says more), since chaining
+        onto it would hide the damage."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = _connect(self.path, read_only=False)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute(f"PRAGMA synchronous = {self.synchronous}")
+            db.executescript(_SCHEMA)
+            owner = _router_id(db)
+            if owner is None:
+                db.execute("INSERT INTO audit_meta (key, value) VALUES ('router_id', ?)", (self.router_id,))
+            elif owner != self.router_id:
+                db.close()
+                raise AuditStoreError(f"{self.path} is the audit log of router {owner!r}, not {self.router_id!r}")
+            last = db.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"{self.path}: cannot open the audit log: {exc}") from None
+        if last is not None:
+            try:
+                record = _row_record(last)
+                intact = record_hash(record.seq, record, record.prev_hash) == record.hash
+            except (ValueError, TypeError):
+                intact = False
+            if not intact:
+                db.close()
+                raise AuditStoreError(f"{self.path}: the last audit record (seq {last[0]}) is damaged; "
+                                      f"run 'wecross audit verify {self.path}'")
+            self.chain.reset((record.seq, record.hash))
+        self._durable = self.chain.head()
+        self._db = db
+        self._pool.start()
+
+    def close(self) -> Deferred[None]:
+        """Refuse new appends, wait until every queued record is written (or failed), then close."""
+        self._closing = True
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        self._check_drained()
+
+        def shut(_: object) -> None:
+            if self._pool.started:
+                self._pool.stop()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        return d.addCallback(shut)
+
+    def _check_drained(self) -> None:
+        if not self._queue and not self._in_flight and not self._scheduled:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+
+    # -- writing -------------------------------------------------------------------------------------------------
+
+    def head(self) -> Head:
+        """(seq, hash) of the last record known to be on disk: the value to publish (``/status``, gossip)."""
+        return self._durable
+
+    def append(self, *, initiator: str, org: str | None, entry_router: str, ipath: str, interface: str,
+               method: str, args: Any, outcome: str, tx_hash: str | None = None, block: int | None = None,
+               path: Sequence[str] = (), time: float | None = None) -> Deferred[AuditRecord]:
+        """Chain one record now; the Deferred fires with it once it is durable, or fails with ``storage_error``
+        (not written: see the module's "No gaps") or ``overloaded`` (too many records waiting for the disk)."""
+        if self._db is None or self._closing:
+            return defer.fail(RouterError("storage_error", "the audit log is not open"))
+        if len(self._queue) + self._in_flight >= self.max_pending:
+            return defer.fail(RouterError("overloaded", "the audit log is behind: too many records wait for disk"))
+        entry = make_entry(time=self.reactor.seconds() if time is None else time, initiator=initiator, org=org,
+                           entry_router=entry_router, ipath=ipath, interface=interface, method=method, args=args,
+                           outcome=outcome, tx_hash=tx_hash, block=block, path=path, sealer=self.sealer)
+        d: Deferred[AuditRecord] = Deferred()
+        self._queue.append((entry, self.chain.append_entry(entry), d))
+        self._schedule()
+        return d
+
+    def _schedule(self) -> None:
+        if not self._in_flight and not self._scheduled:
+            self._scheduled = True
+            self.reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._in_flight or not self._queue:
+            self._check_drained()
+            return
+        batch, self._queue = self._queue, []
+        self._in_flight = len(batch)
+        records = [record for _, record, _ in batch]
+        d = deferToThreadPool(self.reactor, self._pool, self._write_batch, records)
+        d.addBoth(self._written, batch)
+
+    def _written(self, result: object, batch: list[tuple[AuditEntry, AuditRecord, Deferred[AuditRecord]]]) -> None:
+        self._in_flight = 0
+        last = batch[-1][1]
+        failed = result.value if isinstance(result, Failure) else None
+        if isinstance(failed, _BatchFailed) and failed.head_known and failed.head == (last.seq, last.hash):
+            failed = None  # the commit reported an error, yet the records are on disk: they are written
+        if failed is None:
+            self._durable = (last.seq, last.hash)
+            self.flushes += 1
+            self.records_written += len(batch)
+            for _, record, d in batch:
+                d.callback(record)
+        else:
+            self._batch_failed(failed, batch)
+        if self._queue:
+            self._schedule()
+        else:
+            self._check_drained()
+
+    def _batch_failed(self, failed: BaseException,
+                      batch: list[tuple[AuditEntry, AuditRecord, Deferred[AuditRecord]]]) -> None:
+        self.failed_batches += 1
+        log.error("audit log {path}: {n} records not written: {error}", path=str(self.path), n=len(batch),
+                  error=str(failed))
+        if isinstance(failed, _BatchFailed) and failed.head_known:
+            self._durable = failed.head if failed.head is not None else AuditChain(self.router_id).head()
+        # Chain what waits behind the failed batch onto what is really on disk.
+        self.chain.reset(self._durable)
+        self._queue = [(entry, self.chain.append_entry(entry), d) for entry, _, d in self._queue]
+        error = RouterError("storage_error", f"the audit log could not be written: {failed}")
+        for _, _, d in batch:
+            d.errback(error)
+
+    def _write_batch(self, records: list[AuditRecord]) -> None:
+        """On the store's thread: one transaction for the whole batch. On failure, reads back the head, so the
+        reactor side knows where the chain really ends."""
+        db = self._db
+        assert db is not None
+        try:
+            self._insert(db, records)
+        except Exception as exc:
+            try:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                head, known = _read_head(db), True
+            except sqlite3.Error:
+                head, known = None, False
+            raise _BatchFailed(f"{type(exc).__name__}: {exc}", head, known) from exc
+
+    def _insert(self, db: sqlite3.Connection, records: list[AuditRecord]) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(f"INSERT INTO audit ({_COLUMNS}) VALUES ({', '.join('?' * 16)})",
+                       [_record_row(record) for record in records])
+        db.execute("COMMIT")
+
+    # -- reading -------------------------------------------------------------------------------------------------
+
+    def query(self, query: AuditQuery) -> Deferred[list[AuditRecord]]:
+        """Records matching ``query``, read on the store's thread (after the writes queued before it)."""
+        if self._db is None:
+            return defer.fail(RouterError("storage_error", "the audit log is not open"))
+        db = self._db
+        return deferToThreadPool(self.reactor, self._pool, _select, db, query)
+
+
+def query_file(path: Path, query: AuditQuery) -> list[AuditRecord]:
+    """:meth:`AuditStore.query` on a file, read-only, without a reactor (the CLI)."""
+    db = _open_read_only(path)
+    try:
+        return _select(db, query)
+    except (sqlite3.Error, ValueError, TypeError) as exc:
+        raise AuditStoreError(f"{path}: cannot read the audit log: {exc}") from None
+    finally:
+        db.close()
+
+
+def read_record(path: Path, seq: int) -> AuditRecord | None:
+    db = _open_read_only(path)
+    try:
+        row = db.execute(f"SELECT {_COLUMNS} FROM audit WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else _row_record(row)
+    except (sqlite3.Error, ValueError, TypeError) as exc:
+        raise AuditStoreError(f"{path}: cannot read record {seq}: {exc}") from None
+    finally:
+        db.close()
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    try:
+        db = _connect(path, read_only=True)
+        db.execute("SELECT 1 FROM audit LIMIT 1").fetchall()
+    except sqlite3.Error as exc:
+        raise AuditStoreError(f"{path}: not a readable audit log: {exc}") from None
+    return db
+
+
+class _Malformed(Exception):
+    pass
+
+
+class _Rows:
+    """Records of a file in seq order, counting those handed out (each of which has checked out by the time the
+    next is asked for)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.last_seq = 0
+
+    def __iter__(self) -> Iterator[AuditRecord]:
+        for row in self.db.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq"):
+            try:
+                record = _row_record(row)
+            except (ValueError, TypeError) as exc:
+                raise _Malformed(f"record {row[0]!r} is malformed ({exc})") from None
+            yield record
+            self.last_seq = record.seq
+
+
+def verify_file(path: Path, expected_head: Head | None = None) -> VerifyReport:
+    """Check a whole audit file's hash chain (:func:`~wecross.governance.audit.verify_records`), streaming, from
+    the router id stored with it. Raises :class:`AuditStoreError` when the file cannot be read at all."""
+    db = _open_read_only(path)
+    rows = _Rows(db)
+    try:
+        router_id = _router_id(db)
+        if router_id is None:
+            return VerifyReport(False, 0, 1, "the file names no router (audit_meta.router_id is missing)")
+        return verify_records(rows, router_id, expected_head)
+    except _Malformed as exc:
+        return VerifyReport(False, rows.last_seq, rows.last_seq + 1, str(exc))
+    except sqlite3.Error as exc:  # e.g. text that is not UTF-8, written behind the store's back
+        return VerifyReport(False, rows.last_seq, rows.last_seq + 1, f"the file cannot be read past here: {exc}")
+    finally:
+        db.close()
