@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -38,8 +39,15 @@ from wecross.governance.audit import (
     record_hash,
     verify_records,
 )
-from wecross.governance.audit_store import AuditQuery, AuditStore, AuditStoreError, query_file, verify_file
-from wecross.pki.authority import write_private_key
+from wecross.governance.audit_store import (
+    AuditQuery,
+    AuditStore,
+    AuditStoreError,
+    query_file,
+    regulator_sealer,
+    verify_file,
+)
+from wecross.pki.authority import create_root_ca, issue_client_cert, write_certificates, write_private_key
 
 ROUTER = "router-a"
 _EC_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -224,6 +232,22 @@ class SealTest(SynchronousTestCase):
         blobs = [sealer.seal_args(pack_args([i])) for i in range(5)]
         self.assertEqual(len({blob[4:69] for blob in blobs}), 3)  # ephemeral points: seals 1-2, 3-4, 5
         self.assertEqual([open_sealed(_EC_KEY, blob) for blob in blobs], [[i] for i in range(5)])
+
+    def test_regulator_key_from_certificate_or_public_key_file(self) -> None:
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        ca = create_root_ca("audit-test-ca")
+        user = issue_client_cert(ca, "regulator", org="Regulator")
+        cert_file = write_certificates(directory / "regulator.crt", [user.cert])
+        sealed = regulator_sealer(cert_file).seal_args(pack_args(["x"]))
+        self.assertEqual(open_sealed(user.key, sealed), ["x"])
+        public = directory / "regulator.pub"
+        public.write_bytes(_RSA_KEY.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+        self.assertEqual(open_sealed(_RSA_KEY, regulator_sealer(public).seal_args(pack_args([1]))), [1])
+        key_file = write_private_key(directory / "regulator.key", _EC_KEY)
+        for bad, message in ((key_file, "private key"), (directory / "missing.crt", "cannot read")):
+            error = self.assertRaises(AuditStoreError, regulator_sealer, bad)
+            self.assertIn(message, str(error))
 
     def test_weak_or_odd_regulator_keys_are_refused(self) -> None:
         for key in (ec.generate_private_key(ec.SECP384R1()).public_key(),

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -44,7 +46,9 @@ from wecross.governance.audit import (
     AuditRecord,
     Head,
     Sealer,
+    SealError,
     VerifyReport,
+    check_regulator_key,
     make_entry,
     record_hash,
     verify_records,
@@ -390,6 +394,27 @@ class AuditStore:
             return defer.fail(RouterError("storage_error", "the audit log is not open"))
         db = self._db
         return deferToThreadPool(self.reactor, self._pool, _select, db, query)
+
+
+def regulator_sealer(path: Path) -> Sealer:
+    """The :class:`Sealer` for ``[audit] regulator_cert``: a PEM file holding the regulator's certificate (the first
+    one counts) or its bare public key. :class:`AuditStoreError` names the file and the problem (missing, not PEM,
+    a key that cannot be sealed to: ``check_regulator_key``)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AuditStoreError(f"{path}: cannot read the regulator certificate ({exc.strerror})") from None
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            key: Any = x509.load_pem_x509_certificates(data)[0].public_key()
+        elif b"-----BEGIN PUBLIC KEY-----" in data:
+            key = serialization.load_pem_public_key(data)
+        else:
+            what = "a private key: give the regulator's certificate" if b"PRIVATE KEY-----" in data else "not PEM"
+            raise AuditStoreError(f"{path}: no certificate or public key found ({what})")
+        return Sealer(check_regulator_key(key))
+    except (ValueError, SealError) as exc:
+        raise AuditStoreError(f"{path}: {exc}") from None
 
 
 def query_file(path: Path, query: AuditQuery) -> list[AuditRecord]:
