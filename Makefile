@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck bench bench-deps clean contracts
+.PHONY: demo test lint typecheck bench bench-deps clean contracts chaos
 
 $(STAMP): setup.py pyproject.toml package.json
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/sim_scale.py --sizes 100,1000
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/tx.py
+
+# The 2PC fault campaign of tests.test_tx_campaign, longer: rounds of kills, a slow and failing log, cut links.
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py
 
 # Optional tools for bench/forward.py: wrk (else a Python load generator) and py-spy (else cProfile).
 bench-deps: $(STAMP)
