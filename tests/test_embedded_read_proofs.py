@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
 from wecross.chain.merkle import EMPTY_ROOT
+from wecross.embedded import verify
 from wecross.embedded.block import Header, encode
 from wecross.embedded.resources import genesis_state
 from wecross.embedded.state import (
@@ -310,6 +311,44 @@ class TamperTests(ReadProofCase):
         wire = self.tampered()
         wire["output"] = object()
         self.assert_fails("output_mismatch", wire)
+
+
+class ReadCheckMemoTests(ReadProofCase):
+    async def test_a_passed_check_is_remembered_for_the_identical_input_only(self) -> None:
+        """The same read of the same block checked again is answered from the memo of passed checks (the entry
+        router's hot path); any difference in the input, down to a value's type, is checked in full and refused."""
+        stub = await self.open_stub()
+        expected = call("asset", "balanceOf", "alice")
+        wire = await self.read(stub, expected)
+        header_hash = (await stub.header(wire["block_number"])).hash
+        explained: list[object] = []
+        real = verify._explain_read
+
+        def counting(*args: Any) -> Any:
+            explained.append(args)
+            return real(*args)
+
+        self.patch(verify, "_explain_read", counting)
+        for _ in range(3):
+            self.assertIsNone(check_read_proof(copy.deepcopy(wire), expected_header_hash=header_hash,
+                                               expected_read=expected))
+        self.assertEqual(len(explained), 1)
+        self.assertEqual(wire["output"], 100)
+        for output in (100.0, True, "100", 101):  # equal to 100 in Python, or not at all: each a new input
+            lie = dict(wire, output=output)
+            self.fails("output_mismatch", lie, expected, header_hash)
+        without_output = {k: v for k, v in wire.items() if k != "output"}
+        self.fails("output_mismatch", without_output, expected, header_hash)
+        self.fails("read_mismatch", wire, call("asset", "balanceOf", "bob"), header_hash)
+        self.fails("header_mismatch", wire, expected, "00" * 32)
+        moved = copy.deepcopy(wire)
+        moved["proof"]["state"][1]["index"] += 1
+        self.fails("state_inclusion", moved, expected, header_hash)
+        self.assertEqual(len(explained), 9)
+        odd = dict(wire, output=(100,))  # not a wire value: never memoised, checked in full
+        self.fails("output_mismatch", odd, expected, header_hash)
+        self.assertIsNone(check_read_proof(wire, expected_header_hash=header_hash, expected_read=expected))
+        self.assertEqual(len(explained), 10)
 
 
 _KEY = st.tuples(st.sampled_from(["a", "kv", "z"]), st.sampled_from(["d", "b", "m"]), st.text(max_size=6))

@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from wecross.errors import RouterError
-from wecross.peer.protocol import PeerLink
+from wecross.peer.protocol import FLUSH_EVERY, PeerLink
 from wecross.wire.codec import encode_frame
 from wecross.wire.errors import WireError
 from wecross.wire.limits import Limits
@@ -288,3 +289,73 @@ class LinkTests(SynchronousTestCase):
         # the connection is dropped at once, so waiting requests fail now and can move to another path
         self.pump.flush(advanceClock=False)
         self.assertEqual(self.failureResultOf(pending, RouterError).value.code, "peer_lost")
+
+
+class _NoReactor:
+    """Enough of a reactor for a FileDescriptor that is never polled."""
+
+    def addWriter(self, _: object) -> None:
+        pass
+
+    def removeWriter(self, _: object) -> None:
+        pass
+
+
+class _Socket(FileDescriptor):
+    """A socket transport that records what reaches the wire: only what doWrite sends (the reactor's turn, or a
+    send the link forces)."""
+
+    def __init__(self) -> None:
+        super().__init__(reactor=_NoReactor())  # type: ignore[arg-type]
+        self.connected = 1
+        self.sent: list[bytes] = []
+
+    def writeSomeData(self, data: bytes) -> int:
+        self.sent.append(bytes(data))
+        return len(data)
+
+
+class _Layer:
+    """A pass-through layer standing for TLS between the link and its socket."""
+
+    def __init__(self, below: _Socket) -> None:
+        self.transport = below
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def getPeer(self) -> Any:
+        return None
+
+
+class ForcedSendTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.socket = _Socket()
+        self.link = PeerLink(FakeOwner("a"), Clock(), outbound=True, expected_id=None, heartbeat_interval=1.0,
+                             dead_after=3, handshake_timeout=5.0, wire_limits=Limits(), max_in_flight=10)
+        self.link.makeConnection(_Layer(self.socket))  # writes the HELLO: frame 1
+        self.frames = [encode_frame(1, FakeOwner("a").hello())]
+
+    def write(self, count: int) -> None:
+        for n in range(count):
+            ping = Ping(seq=n, sent_at=0.0)
+            self.frames.append(encode_frame(len(self.frames) + 1, ping))
+            self.link._send(ping)
+
+    def test_every_few_frames_the_socket_sends_at_once(self) -> None:
+        """A burst of frames is sent every FLUSH_EVERY frames, not only at the reactor's next turn (two routers
+        forwarding bursts otherwise take turns instead of working at once)."""
+        self.assertEqual(FLUSH_EVERY, 4)
+        self.assertEqual(self.socket.sent, [])  # a lone frame waits for the reactor, as before
+        self.write(3)
+        self.assertEqual(b"".join(self.socket.sent), b"".join(self.frames[:4]))
+        self.write(3)
+        self.assertEqual(b"".join(self.socket.sent), b"".join(self.frames[:4]))
+        self.write(1)
+        self.assertEqual(b"".join(self.socket.sent), b"".join(self.frames[:8]))
+
+    def test_no_forced_send_on_a_closing_socket(self) -> None:
+        """Closing is the reactor's business: doWrite's answer then asks it to close, so the link leaves it be."""
+        self.socket.disconnecting = True
+        self.write(7)
+        self.assertEqual(self.socket.sent, [])

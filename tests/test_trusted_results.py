@@ -150,6 +150,26 @@ class HonestPath(Base):
         self.assertTrue(result["verified"]["proof"])
 
     @defer.inlineCallbacks
+    def test_a_read_of_a_trusted_block_is_checked_at_once(self) -> Any:
+        """Once its block's header is trusted, a read's answer is checked right in the callback, not through a
+        fired Deferred the caller's then waits on (every forwarded read takes this path), with the same checks."""
+        yield self.entry.invoke(read("k"))  # trusts the header of the block it names
+        trust = self.entry.trust
+        answers: list[Any] = []
+        real = trust.verify
+
+        def recording(result: dict[str, Any], invocation: Invocation) -> Any:
+            answers.append(real(result, invocation))
+            return answers[-1]
+
+        trust.verify = recording
+        self.addCleanup(delattr, trust, "verify")
+        again = yield self.entry.invoke(read("k"))
+        self.assertIsInstance(answers[0], dict)
+        self.assertTrue(again["verified"]["proof"])
+        self.assertIn("state_inclusion", again["verified"]["checks"])
+
+    @defer.inlineCallbacks
     def test_rest_answers_leave_the_checked_proof_out_unless_asked(self) -> Any:
         from io import BytesIO
 
