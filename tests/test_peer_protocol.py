@@ -201,6 +201,47 @@ class LinkTests(SynchronousTestCase):
         self.assertEqual(self.a.late_replies, 1)
         self.assertTrue(self.a.established)
 
+    def test_each_request_fails_at_its_own_deadline_with_one_timer(self) -> None:
+        """Requests in flight share one timer (set for the earliest deadline) instead of a callLater each, and
+        still each fail at exactly its own deadline; an answered one never does."""
+        self.make()
+        timers = len(self.clock.getDelayedCalls())
+        timeouts = [3.0, 1.0, 2.0, 0.25, 1.0]
+        pending = [self.a.request(request(n + 1), timeout=t) for n, t in enumerate(timeouts)]
+        self.assertEqual(len(self.clock.getDelayedCalls()), timers + 1)
+        self.pump.flush(advanceClock=False)
+        self.b_owner.requests[2][1].callback({"output": "in time"})
+        self.pump.flush(advanceClock=False)
+        self.assertEqual(self.successResultOf(pending[2]).result, {"output": "in time"})
+
+        def failed() -> list[int]:
+            return [n for n, d in enumerate(pending) if n != 2 and d.called]
+
+        for step, expected in ((0.2, []), (0.05, [3]), (0.7, [3]), (0.05, [1, 3, 4]), (1.9, [1, 3, 4]),
+                               (0.1, [0, 1, 3, 4])):
+            self.clock.advance(step)
+            self.pump.flush(advanceClock=False)  # heartbeats answered: only the requests' deadlines pass
+            self.assertEqual(failed(), expected, f"after {step}")
+        errors = [self.failureResultOf(pending[n], RouterError).value for n in (0, 1, 3, 4)]
+        self.assertEqual([e.code for e in errors], ["timeout"] * 4)
+        self.assertEqual([e.message for e in errors],
+                         [f"no answer from b within {t:.3f} s" for t in (3.0, 1.0, 0.25, 1.0)])
+        self.assertTrue(self.a.established)
+        self.assertEqual(self.a.in_flight, 0)
+
+    def test_answered_requests_leave_no_deadlines_behind(self) -> None:
+        """Answered requests' deadline entries are dropped in bulk, so a busy link holds a bounded number."""
+        self.make(max_in_flight=1000)
+        for n in range(300):
+            self.a.request(request(n + 1), timeout=10)
+        self.pump.flush(advanceClock=False)
+        for _, served in self.b_owner.requests:
+            served.callback({"output": 1})
+        self.pump.flush(advanceClock=False)
+        self.assertEqual(self.a.in_flight, 0)
+        self.a.request(request(301), timeout=10)
+        self.assertLessEqual(len(self.a._deadlines), 2 * self.a.in_flight + 64 + 1)
+
     def test_link_loss_fails_pending(self) -> None:
         self.make()
         d = self.a.request(request(), timeout=10)

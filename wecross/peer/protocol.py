@@ -15,7 +15,9 @@ a REQUEST the wire cannot carry fails its caller with ``bad_args`` and leaves no
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -164,7 +166,12 @@ class PeerLink(TwistedProtocol):
         self.frames_in = 0
         self.frames_out = 0
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[Deferred[Response], IDelayedCall]] = {}
+        #: msg_id -> (the caller's Deferred, the timeout it was given) of each request awaiting its answer.
+        self._pending: dict[int, tuple[Deferred[Response], float]] = {}
+        #: (deadline, msg_id) of requests sent, earliest first, and the one timer set for the earliest: see request.
+        self._deadlines: list[tuple[float, int]] = []
+        self._deadline_timer: IDelayedCall | None = None
+        self._deadline_at = math.inf
         self._handshake_timer: IDelayedCall | None = None
         self._heartbeat_timer: IDelayedCall | None = None
         self._abort_timer: IDelayedCall | None = None
@@ -249,14 +256,14 @@ class PeerLink(TwistedProtocol):
         self.established = False
         why = self.closing_reason or reason.getErrorMessage()
         self.closing_reason = why
-        for timer in (self._handshake_timer, self._heartbeat_timer, self._abort_timer, self._watchdog_timer):
+        for timer in (self._handshake_timer, self._heartbeat_timer, self._abort_timer, self._watchdog_timer,
+                      self._deadline_timer):
             if timer is not None and timer.active():
                 timer.cancel()
+        self._deadlines, self._deadline_timer, self._deadline_at = [], None, math.inf
         self._writable_waiters = []
         pending, self._pending = self._pending, {}
-        for deferred, timer in pending.values():
-            if timer.active():
-                timer.cancel()
+        for deferred, _ in pending.values():
             deferred.errback(RouterError("peer_lost", f"link to {self.peer_id or self.address} closed: {why}"))
         self.owner.link_down(self, why)
 
@@ -377,20 +384,49 @@ class PeerLink(TwistedProtocol):
                                                       f"{exc.message[:ERROR_MESSAGE_MAX]}"))
 
         def cancel(d: Deferred[Response]) -> None:
-            entry = self._pending.pop(msg_id, None)
-            if entry is not None and entry[1].active():
-                entry[1].cancel()
+            self._pending.pop(msg_id, None)  # its deadline entry is dropped when reached or compacted
 
         deferred: Deferred[Response] = Deferred(cancel)
-        timer = self.clock.callLater(max(timeout, 0.0), self._timed_out, msg_id, timeout)
-        self._pending[msg_id] = (deferred, timer)
+        # One timer per link, set for the earliest deadline, instead of one per request (a callLater and its cancel
+        # cost more than the rest of sending a request on the entry router): answered requests leave their entry
+        # in the heap, skipped when reached, and the heap is rebuilt when such entries are over half of it. Each
+        # request still fails at its own deadline, to the tick: the timer is set for exactly that time.
+        now = self.clock.seconds()
+        delay = max(timeout, 0.0)
+        deadline = now + delay
+        self._pending[msg_id] = (deferred, timeout)
+        heapq.heappush(self._deadlines, (deadline, msg_id))
+        if deadline < self._deadline_at:
+            self._set_deadline_timer(deadline, delay)
+        elif len(self._deadlines) > 2 * len(self._pending) + 64:
+            self._deadlines = [entry for entry in self._deadlines if entry[1] in self._pending]
+            heapq.heapify(self._deadlines)
         self._write(frame)
         return deferred
 
-    def _timed_out(self, msg_id: int, timeout: float) -> None:
-        entry = self._pending.pop(msg_id, None)
-        if entry is not None:
-            entry[0].errback(RouterError("timeout", f"no answer from {self.peer_id} within {timeout:.3f} s"))
+    def _set_deadline_timer(self, deadline: float, delay: float) -> None:
+        if self._deadline_timer is not None and self._deadline_timer.active():
+            self._deadline_timer.cancel()
+        self._deadline_at = deadline
+        self._deadline_timer = self.clock.callLater(delay, self._deadlines_reached)
+
+    def _deadlines_reached(self) -> None:
+        """Fail every request whose deadline has come (the timer's own time counts as reached, whatever rounding
+        the clock did), then set the timer for the next one still waiting."""
+        due = max(self.clock.seconds(), self._deadline_at)
+        self._deadline_timer, self._deadline_at = None, math.inf
+        heap, pending = self._deadlines, self._pending
+        expired: list[tuple[Deferred[Response], float]] = []
+        while heap and heap[0][0] <= due:
+            entry = pending.pop(heapq.heappop(heap)[1], None)
+            if entry is not None:
+                expired.append(entry)
+        while heap and heap[0][1] not in pending:
+            heapq.heappop(heap)
+        if heap:
+            self._set_deadline_timer(heap[0][0], max(heap[0][0] - self.clock.seconds(), 0.0))
+        for deferred, timeout in expired:
+            deferred.errback(RouterError("timeout", f"no answer from {self.peer_id} within {timeout:.3f} s"))
 
     @property
     def in_flight(self) -> int:
@@ -503,9 +539,7 @@ class PeerLink(TwistedProtocol):
                 log.warn("{link}: peer reports {code}: {message}", link=self.describe(),
                          code=untrusted(message.code, 64), message=untrusted(message.message))
             return
-        deferred, timer = entry
-        if timer.active():
-            timer.cancel()
+        deferred = entry[0]
         if isinstance(message, Response):
             deferred.callback(message)
         else:
