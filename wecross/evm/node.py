@@ -3,10 +3,14 @@
 Threads. JSON-RPC blocks, so :class:`EvmNode` runs only on the stub's own thread pool (``threads`` option), never
 on the reactor thread.
 
-Signing. The router holds one key (``private_key_file`` or ``private_key_env``) and signs every write with it;
-users never hold Ethereum keys. Nonces are assigned locally under a lock, so concurrent writes from one router do
-not collide; each write also reads the node's ``pending`` count (in the round trip that reads its fees and gas),
-and the higher of the two wins, so a nonce taken by another sender with the same key is skipped, not reused.
+Signing. The router holds one key (``private_key_file`` or ``private_key_env``) and signs every write with it,
+unless the stub hands :meth:`EvmNode.submit` a user's own key from the router's keystore (option
+``per_user_accounts``: see wecross.governance.keystore). Nonces are tracked per signing account, each under its own
+lock, so concurrent writes from one account do not collide and writes of different accounts do not wait for each
+other; each write also reads the node's ``pending`` count (in the round trip that reads its fees and gas), and the
+higher of the two wins, so a nonce taken by another sender with the same key is skipped, not reused. Users'
+accounts are remembered for at most :data:`USER_SENDERS` accounts, least recently used first out: one forgotten
+merely takes its next nonce from the node's count again.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import json
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 import rlp  # type: ignore[import-untyped]
@@ -58,6 +63,37 @@ PROOF_BATCH = 64
 _DEFAULT_PRIORITY_FEE = 10**9  # 1 gwei, when a London node cannot suggest one
 
 
+#: Users' signing accounts whose nonce (and parsed key) a node remembers.
+USER_SENDERS = 1024
+
+
+class _Sender:
+    """One signing account: its key and the next nonce this router will use (None: ask the node), under ``lock``.
+    Its repr shows the address only (eth_keys' PrivateKey prints the key in its repr)."""
+
+    __slots__ = ("address", "key", "lock", "nonce")
+
+    def __init__(self, address: str, key: PrivateKey) -> None:
+        self.address = address
+        self.key = key
+        self.lock = threading.Lock()
+        self.nonce: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<signer {self.address}>"
+
+
+class UserKey(Protocol):
+    """What :meth:`EvmNode.submit` signs a user's write with: anything with ``address`` and ``secret`` (32 bytes),
+    such as wecross.governance.keystore.AccountKey. Declared here so the node needs no governance import."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def secret(self) -> bytes: ...
+
+
 class EvmNode:
     """One node, with the router's signing key. Every method blocks; call it from the pool.
 
@@ -81,11 +117,15 @@ class EvmNode:
         self._key: PrivateKey | None = None
         self.chain_id = 0
         self.genesis_hash = ""
-        self._send_lock = threading.Lock()
-        self._nonce: int | None = None
+        #: The router's own signing account (set by open() when there is a key).
+        self._router: _Sender | None = None
+        #: Users' signing accounts by address, least recently used first; guarded by _users_lock.
+        self._users: OrderedDict[str, _Sender] = OrderedDict()
+        self._users_lock = threading.Lock()
         self._ids = iter(range(1, 1 << 62))
         #: tx hash (hex, no 0x) -> the raw transaction this stub signed, newest last.
         self._sent: dict[str, bytes] = {}
+        self._sent_lock = threading.Lock()
         #: Whether the last write was in a block by the time its send returned (an automining dev node): then the
         #: receipt, the block and its receipts are asked for in the same round trip right after the send.
         self.mines_at_once = True
@@ -107,6 +147,7 @@ class EvmNode:
                 source = "private_key_file" if self.options.private_key_file else "private_key_env"
                 raise ValueError(f"{self.where}: option {source!r}: not a hex secp256k1 private key") from None
             self._key = PrivateKey(bytes(self.account.key))
+            self._router = _Sender(str(self.account.address), self._key)
 
     def _read_key(self) -> str | None:
         if self.options.private_key_file is not None:
@@ -184,14 +225,18 @@ class EvmNode:
         return StubError("bad_response", f"{self.where}: node {self.options.rpc} sent a malformed {what}: {exc}")
 
     # -- reading
-    def _call_request(self, to: str, data: bytes) -> dict[str, Any]:
+    def _call_request(self, to: str, data: bytes, sender: str | None = None) -> dict[str, Any]:
+        """An eth_call's request: from ``sender`` if given (the account a replayed write came from), else from the
+        router's account when it has one."""
         request: dict[str, Any] = {"to": to, "data": hex0x(data)}
-        if self.account is not None:
+        if sender is not None:
+            request["from"] = sender
+        elif self.account is not None:
             request["from"] = self.account.address
         return request
 
-    def call(self, to: str, data: bytes, block: int | str = "latest") -> bytes:
-        return rpc_data(self.rpc("eth_call", self._call_request(to, data), self._tag(block)))
+    def call(self, to: str, data: bytes, block: int | str = "latest", sender: str | None = None) -> bytes:
+        return rpc_data(self.rpc("eth_call", self._call_request(to, data, sender), self._tag(block)))
 
     def block(self, number: int | str) -> dict[str, Any] | None:
         """The block (transactions as hashes), None if the node has none of that number."""
@@ -333,26 +378,51 @@ class EvmNode:
         return found
 
     # -- writing
-    def submit(self, to: str | None, data: bytes) -> str:
-        """Sign and send; the tx hash (0x hex). StubError('reverted') when gas estimation shows it would revert.
+    def _sender(self, user_key: UserKey | None) -> _Sender:
+        """The account a write is signed by: the router's, or the user's whose key the stub passed."""
+        if user_key is None:
+            if self._router is None:
+                raise StubError("unsupported", f"{self.where} has no signing key (options 'private_key_file' or "
+                                               "'private_key_env'): it serves reads only")
+            return self._router
+        with self._users_lock:
+            sender = self._users.get(user_key.address)
+            if sender is not None:
+                self._users.move_to_end(user_key.address)
+                return sender
+        key = PrivateKey(bytes(user_key.secret))
+        if key.public_key.to_checksum_address() != user_key.address:
+            raise StubError("internal", f"{self.where}: a user's key does not give its stated address "
+                                        f"{user_key.address}")
+        with self._users_lock:
+            sender = self._users.setdefault(user_key.address, _Sender(user_key.address, key))
+            self._users.move_to_end(user_key.address)
+            while len(self._users) > USER_SENDERS:
+                self._users.popitem(last=False)
+        return sender
+
+    def balance(self, address: str) -> int:
+        return rpc_quantity(self.rpc("eth_getBalance", address, "latest"))
+
+    def submit(self, to: str | None, data: bytes, *, user_key: UserKey | None = None, value: int = 0) -> str:
+        """Sign and send (with the router's key, or ``user_key``); the tx hash (0x hex). StubError('reverted') when
+        gas estimation shows it would revert.
 
         One round trip gathers what signing needs: the gas estimate (unless option 'gas_limit'), the latest block's
         base fee, the priority fee or gas price, and the node's pending nonce. Fees are read fresh for every write,
         never cached: a write sent with a stale nonce must not outbid, and so silently replace, a pending
         transaction of the same key (the node refuses an equal bid, and the nonce is then asked again).
         """
-        if self.account is None:
-            raise StubError("unsupported", f"{self.where} has no signing key (options 'private_key_file' or "
-                                           "'private_key_env'): it serves reads only")
-        address = self.account.address
-        tx: dict[str, Any] = {"value": 0, "data": hex0x(data), "chainId": self.chain_id}
+        sender = self._sender(user_key)
+        address = sender.address
+        tx: dict[str, Any] = {"value": value, "data": hex0x(data), "chainId": self.chain_id}
         if to is not None:
             tx["to"] = to
         calls: list[tuple[str, list[Any]]] = [
             ("eth_getBlockByNumber", ["latest", False]), ("eth_maxPriorityFeePerGas", []), ("eth_gasPrice", []),
             ("eth_getTransactionCount", [address, "pending"])]
         if self.options.gas_limit is None:
-            estimate = {"from": address, "value": "0x0", "data": tx["data"], **({"to": to} if to else {})}
+            estimate = {"from": address, "value": hex(value), "data": tx["data"], **({"to": to} if to else {})}
             calls.append(("eth_estimateGas", [estimate]))
         answers = self.batch(calls)
         try:
@@ -371,56 +441,58 @@ class EvmNode:
             pending = rpc_quantity(self.ok(answers[3]))
         except (ValueError, TypeError) as exc:
             raise self.bad("answer to a fee, nonce or gas request", exc) from None
-        with self._send_lock:
+        with sender.lock:
             # The node's pending count wins over ours when higher: another sender with this key took nonces.
-            nonce = pending if self._nonce is None else max(self._nonce, pending)
+            nonce = pending if sender.nonce is None else max(sender.nonce, pending)
             for attempt in range(2):
                 tx["nonce"] = nonce
-                raw = self.sign(tx)
+                raw = self.sign(tx, sender.key)
                 tx_hash = bytes(keccak(raw)).hex()
                 try:
                     answer = self.batch([("eth_sendRawTransaction", [hex0x(raw)])])[0]
                 except BaseException:
-                    self._nonce = None  # unknown whether the node took it: ask again next time
+                    sender.nonce = None  # unknown whether the node took it: ask again next time
                     raise
                 if isinstance(answer, RpcError):
-                    self._nonce = None
+                    sender.nonce = None
                     text = answer.message.lower()
                     if "already known" not in text:
                         if attempt == 0 and ("nonce" in text or "underpriced" in text):
                             nonce = rpc_quantity(self.rpc("eth_getTransactionCount", address, "pending"))
                             continue
                         self.ok(answer)
-                self._nonce = nonce + 1
+                sender.nonce = nonce + 1
                 self._remember(tx_hash, raw)
                 return "0x" + tx_hash
         raise AssertionError("unreachable")
 
-    def sign(self, tx: Mapping[str, Any]) -> bytes:
+    def sign(self, tx: Mapping[str, Any], key: PrivateKey | None = None) -> bytes:
         """The signed transaction: EIP-1559 (type 2) with ``maxFeePerGas``, else legacy with EIP-155 replay
         protection (``gasPrice``, for nodes without a base fee). Byte for byte what eth_account makes (signatures
         are deterministic, RFC 6979; tests compare the two), without its generic validation and serialisation,
-        which cost more than the ECDSA itself."""
-        assert self._key is not None
+        which cost more than the ECDSA itself. ``key``: the signer (default the router's key)."""
+        key = self._key if key is None else key
+        assert key is not None
         to = bytes.fromhex(tx["to"][2:]) if tx.get("to") else b""
         data = bytes.fromhex(tx["data"][2:])
         chain_id = int(tx["chainId"])
         if "gasPrice" in tx:
             fields: list[Any] = [tx["nonce"], tx["gasPrice"], tx["gas"], to, tx["value"], data]
-            signature = self._key.sign_msg_hash(keccak(rlp.encode([*fields, chain_id, 0, 0])))
+            signature = key.sign_msg_hash(keccak(rlp.encode([*fields, chain_id, 0, 0])))
             signed: bytes = rlp.encode([*fields, signature.v + 35 + 2 * chain_id, signature.r, signature.s])
             return signed
         fields = [chain_id, tx["nonce"], tx["maxPriorityFeePerGas"], tx["maxFeePerGas"], tx["gas"], to, tx["value"],
                   data, []]
-        signature = self._key.sign_msg_hash(keccak(b"\x02" + rlp.encode(fields)))
+        signature = key.sign_msg_hash(keccak(b"\x02" + rlp.encode(fields)))
         payload: bytes = rlp.encode([*fields, signature.v, signature.r, signature.s])
         return b"\x02" + payload
 
     def _remember(self, tx_hash: str, raw: bytes) -> None:
-        """Called under the send lock; readers only ``get``."""
-        self._sent[tx_hash] = raw
-        while len(self._sent) > SENT_REMEMBERED:
-            del self._sent[next(iter(self._sent))]
+        """Senders of different accounts call this at once; readers only ``get``."""
+        with self._sent_lock:
+            self._sent[tx_hash] = raw
+            while len(self._sent) > SENT_REMEMBERED:
+                del self._sent[next(iter(self._sent))]
 
     def wait_receipt(self, tx_hash: str) -> dict[str, Any]:
         """Blocking wait, for start-time deployments only; writes from users wait on the reactor instead."""
@@ -438,7 +510,8 @@ class EvmNode:
         """Run a mined transaction again as eth_call on its parent block's state: its output, or StubError('reverted').
 
         Exact when no earlier transaction of the same block touched the same state (always so on an automining dev
-        node); otherwise the best a plain JSON-RPC node offers without tracing.
+        node); otherwise the best a plain JSON-RPC node offers without tracing. Run from the account that sent it,
+        so that what the contract does with ``msg.sender`` is replayed too.
         """
         parent = max(0, int(receipt["blockNumber"]) - 1)
-        return self.call(receipt["to"], data, parent)
+        return self.call(receipt["to"], data, parent, receipt.get("from"))

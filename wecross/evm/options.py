@@ -9,7 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
+
+#: Units an amount of ether may be written in (``fund_new_accounts = "0.1 ether"``), in wei.
+UNITS = {"wei": 1, "gwei": 10**9, "ether": 10**18}
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,11 @@ class EvmOptions:
     gas_limit: int | None = None
     deploy: bool = False
     threads: int = 4
+    #: Writes to generic ``contract`` resources are signed with the sender's own key from the router's keystore.
+    per_user_accounts: bool = False
+    #: Wei the router's key sends to a user's account before its first write in this stub's life when the account
+    #: holds nothing (dev chains; 0: never).
+    fund_new_accounts: int = 0
 
     @property
     def can_sign(self) -> bool:
@@ -45,7 +54,31 @@ _OPTION_HELP = {
     "gas_limit": "gas for every transaction instead of eth_estimateGas",
     "deploy": "deploy resources that have no address at start (dev nets; default false)",
     "threads": "threads making RPC requests (default 4)",
+    "per_user_accounts": "sign writes to 'contract' resources with the sender's own key from the router's keystore "
+                         "(default false: every write with the router's key)",
+    "fund_new_accounts": "an amount such as \"0.1 ether\", \"50 gwei\" or wei as an integer, sent from the router's "
+                         "key to a user's empty account before its first write (dev chains; default 0: never)",
 }
+
+
+def parse_amount(value: Any) -> int | None:
+    """Wei from an integer or ``"<number> <unit>"`` (wei, gwei, ether); None if it is neither or not whole wei."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    if not isinstance(value, str):
+        return None
+    parts = value.strip().lower().split()
+    if len(parts) == 1:
+        parts.append("wei")
+    if len(parts) != 2 or parts[1] not in UNITS or len(parts[0]) > 40:
+        return None
+    try:
+        amount = Decimal(parts[0]) * UNITS[parts[1]]
+    except ArithmeticError:  # InvalidOperation, Overflow
+        return None
+    if not amount.is_finite() or not 0 <= amount < 2**256 or amount != amount.to_integral_value():
+        return None
+    return int(amount)
 
 
 def parse_options(where: str, options: Mapping[str, Any]) -> EvmOptions:
@@ -86,6 +119,12 @@ def parse_options(where: str, options: Mapping[str, Any]) -> EvmOptions:
     deploy = options.get("deploy", False)
     if not isinstance(deploy, bool):
         raise fail("deploy", deploy)
+    per_user = options.get("per_user_accounts", False)
+    if not isinstance(per_user, bool):
+        raise fail("per_user_accounts", per_user)
+    fund = parse_amount(options.get("fund_new_accounts", 0))
+    if fund is None:
+        raise fail("fund_new_accounts", options.get("fund_new_accounts"))
     parsed = EvmOptions(
         rpc=rpc,
         private_key_file=key_file,
@@ -98,7 +137,14 @@ def parse_options(where: str, options: Mapping[str, Any]) -> EvmOptions:
         gas_limit=integer("gas_limit", 21000),
         deploy=deploy,
         threads=integer("threads", 1) or 4,
+        per_user_accounts=per_user,
+        fund_new_accounts=fund,
     )
     if deploy and not parsed.can_sign:
         raise ValueError(f"{where}: option 'deploy' needs a signing key: set 'private_key_file' or 'private_key_env'")
+    if fund and not per_user:
+        raise ValueError(f"{where}: option 'fund_new_accounts' funds the accounts of 'per_user_accounts', which is off")
+    if fund and not parsed.can_sign:
+        raise ValueError(f"{where}: option 'fund_new_accounts' sends from the router's key: set 'private_key_file' "
+                         "or 'private_key_env'")
     return parsed

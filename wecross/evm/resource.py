@@ -6,7 +6,9 @@ and its answer into a Result. Reads of the built-in contracts are proven with ``
 
 Who may write. Built-in ``asset`` resources enforce the embedded chain's rules on behalf of the router's users:
 a transfer only from the caller's own account, a mint only by the configured ``issuer``. A generic ``contract``
-resource has no such checks: any user who can reach it writes with the router's key.
+resource has no such checks: any user who can reach it writes with the router's key, unless the stub's option
+``per_user_accounts`` is on, when each user writes with its own key from the router's keystore and the contract
+enforces its own rules on ``msg.sender`` (see :meth:`EvmStub.signing_user`).
 """
 
 from __future__ import annotations
@@ -189,9 +191,10 @@ class EvmResource:
             function = self.abi.lookup(self.where, method, args, WRITE)
             data, values = self.abi.encode(self.where, function, list(args))
             self._authorise(function, values, sender)
+            user = self._stub.signing_user(self, sender)
         except StubError as exc:
             return defer.fail(exc)
-        return self._stub.transact(self, address, function, data)
+        return self._stub.transact(self, address, function, data, user)
 
     def _authorise(self, function: AbiFunction, values: list[Any], sender: str) -> None:
         """The asset rules the contract cannot know (its only signer is the router): see the module docstring."""

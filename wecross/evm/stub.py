@@ -18,6 +18,13 @@ block, with the ``eth_getProof`` of the storage slots that hold the value and th
 Events carry Merkle-Patricia proofs of their transaction and receipt and the position of their log in it, built
 per block from the block's own transactions and receipts; see :meth:`EvmStub.events` and
 :func:`wecross.evm.checks.check_event`.
+
+Users' accounts (option ``per_user_accounts``). A write to a generic ``contract`` resource is then signed with the
+sender's own key from the router's keystore (wecross.governance.keystore), handed over by :meth:`EvmStub.use_keystore`
+before start, so the contract sees the user as ``msg.sender``; the built-in contracts, whose rules take the sender as
+an argument and whose transaction layer only their deploying router may drive, keep the router's key. With
+``fund_new_accounts``, an account that holds nothing gets that amount from the router's key before its first write
+in this stub's life (dev chains: production chains fund accounts their own way).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import functools
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -57,7 +65,7 @@ from wecross.evm.builtin import (
     reverted_error,
 )
 from wecross.evm.headers import abstract_header
-from wecross.evm.node import LOG_CHUNK, EvmNode
+from wecross.evm.node import LOG_CHUNK, EvmNode, UserKey
 from wecross.evm.options import parse_options
 from wecross.evm.resource import EvmResource, TxInfo
 from wecross.evm.resource_config import parse_resource
@@ -132,6 +140,44 @@ class EvmStub(EventPages):
         #: (resource, tx id) -> until when a transaction whose prepare may still be mined is asked for (see resync).
         self._doubtful: dict[tuple[str, str], float] = {}
         self._doubts_asked = -math.inf
+        #: The router's keystore (use_keystore), for per_user_accounts; typed loosely: the EVM package does not
+        #: import the governance one, the keystore comes from the node.
+        self._keystore: Any = None
+        #: Users' addresses found funded (or funded) in this stub's life; guarded by _fund_lock.
+        self._funded: set[str] = set()
+        self._fund_lock = threading.Lock()
+
+    def use_keystore(self, keystore: Any) -> None:
+        """The router's keystore (wecross.governance.keystore.Keystore), before :meth:`start`: with the option
+        ``per_user_accounts``, writes to ``contract`` resources are signed with the sender's key from it. A setter
+        rather than a field of StubSettings: the settings mirror the config (plain data, compared and shown in
+        messages), while the keystore is a live object holding the key-encryption key."""
+        if self._status != "new":
+            raise RuntimeError(f"{self.where}: use_keystore() must come before start()")
+        self._keystore = keystore
+
+    @property
+    def per_user(self) -> bool:
+        """Whether writes to ``contract`` resources are signed with the sender's own key."""
+        return self.options.per_user_accounts
+
+    @property
+    def chain_path(self) -> str:
+        return f"{self.zone}.{self.name}"
+
+    def signing_user(self, resource: EvmResource, sender: str) -> str | None:
+        """Whose key signs ``sender``'s write to ``resource``: ``sender`` for a ``contract`` resource when
+        ``per_user_accounts`` is on, else None (the router's key). StubError at once for a sender that can have no
+        account (``anonymous``, a router, a name no certificate can carry), before any work is queued."""
+        if not self.per_user or resource.spec.kind != "contract":
+            return None
+        from wecross.governance.keystore import KeystoreError, check_user
+
+        try:
+            return check_user(sender)
+        except KeystoreError as exc:
+            raise StubError(exc.code, f"{resource.where}: writes here are signed with the sender's own account, "
+                                      f"and {exc.message}") from None
 
     # -- life cycle ----------------------------------------------------------------------------------------------
     @property
@@ -148,6 +194,11 @@ class EvmStub(EventPages):
         """Start the pool, check the node (and chain_id), load the key, deploy what needs deploying."""
         if self._status != "new":
             return defer.fail(StubError("internal", f"{self.where} was already started"))
+        if self.per_user and (self._keystore is None or not self._keystore.unlocked):
+            why = "none was given (the router opens it from [keystore] in its config)" if self._keystore is None \
+                else "it has no key-encryption key"
+            return defer.fail(ValueError(f"{self.where}: option 'per_user_accounts' needs the router's keystore, "
+                                         f"and {why}; or set 'per_user_accounts' to false"))
         self._status = "starting"
         pool = ThreadPool(minthreads=0, maxthreads=self.options.threads, name=f"wecross-evm-{self.zone}.{self.name}")
         pool.start()
@@ -337,14 +388,17 @@ class EvmStub(EventPages):
         return sleep.addBoth(woke)
 
     # -- writes --------------------------------------------------------------------------------------------------
-    def transact(self, resource: EvmResource, address: str, function: AbiFunction, data: bytes) -> Deferred[Result]:
-        """Sign and send; on an automining node the Result is built in the same pool job (receipt, block and
-        receipts fetched in one round trip after the send), else the receipt (and confirmations) is awaited from
-        the reactor and the Result built after.
+    def transact(self, resource: EvmResource, address: str, function: AbiFunction, data: bytes,
+                 user: str | None = None) -> Deferred[Result]:
+        """Sign (with the router's key, or ``user``'s from the keystore) and send; on an automining node the Result
+        is built in the same pool job (receipt, block and receipts fetched in one round trip after the send), else
+        the receipt (and confirmations) is awaited from the reactor and the Result built after.
 
-        Round trips per write on an automining node: three (fees/nonce/gas, send, receipt with its block).
+        Round trips per write on an automining node: three (fees/nonce/gas, send, receipt with its block); a
+        user's first write in the stub's life with ``fund_new_accounts`` adds a balance read (and, for an empty
+        account, the funding transaction and its receipt).
         """
-        sent = self.in_pool(self._send, resource, address, function, data)
+        sent = self.in_pool(self._send, resource, address, function, data, user)
 
         def then(outcome: Result | str) -> Any:
             if isinstance(outcome, Result):
@@ -355,8 +409,21 @@ class EvmStub(EventPages):
 
         return sent.addCallback(then)
 
-    def _send(self, resource: EvmResource, address: str, function: AbiFunction, data: bytes) -> Result | str:
-        tx_hash = in_context(resource.where, function, self.node.submit, address, data)
+    def _send(self, resource: EvmResource, address: str, function: AbiFunction, data: bytes,
+              user: str | None = None) -> Result | str:
+        if user is None:
+            tx_hash = in_context(resource.where, function, self.node.submit, address, data)
+        else:
+            key = self._user_key(user)
+            try:
+                tx_hash = in_context(resource.where, function, functools.partial(self.node.submit, user_key=key),
+                                     address, data)
+            except StubError as exc:
+                if exc.code == "rpc_error" and "insufficient funds" in exc.message.lower():
+                    raise StubError("insufficient_funds", f"{resource.where}: {user}'s account {key.address} cannot "
+                                                          "pay for this write's gas; fund it (on a dev chain, the stub "
+                                                          "option 'fund_new_accounts' does)") from None
+                raise
         if self.options.confirmations or not self.node.mines_at_once:
             return tx_hash
         found = self.node.receipt_in_latest(tx_hash)
@@ -365,6 +432,29 @@ class EvmStub(EventPages):
             return tx_hash
         receipt, fetched = found
         return self._finish(resource, function, data, receipt, fetched)
+
+    def _user_key(self, user: str) -> UserKey:
+        """``user``'s key on this chain from the keystore (created there on first use if it allows), funded first
+        when ``fund_new_accounts`` says so and the account holds nothing. Blocking: on the pool."""
+        from wecross.governance.keystore import KeystoreError
+
+        try:
+            key: UserKey = self._keystore.signer(user, self.chain_path)
+        except KeystoreError as exc:
+            raise StubError(exc.code, f"{self.where}: {exc.message}") from None
+        amount = self.options.fund_new_accounts
+        if amount:
+            with self._fund_lock:  # two first writes of one user at once: one funding
+                if key.address not in self._funded:
+                    if self.node.balance(key.address) == 0:
+                        receipt = self.node.wait_receipt(self.node.submit(key.address, b"", value=amount))
+                        if int(receipt["status"]) != 1:
+                            raise StubError("insufficient_funds", f"{self.where}: funding {user}'s new account "
+                                                                  f"{key.address} from the router's key failed")
+                        log.info("{stub}: funded {user}'s account {address} with {amount} wei", stub=self.where,
+                                 user=user, address=key.address, amount=amount)
+                    self._funded.add(key.address)
+        return key
 
     @defer.inlineCallbacks
     def _await_receipt(self, tx_hash: str) -> Any:
@@ -415,7 +505,7 @@ class EvmStub(EventPages):
         except StubError as exc:
             return exc.message
         try:
-            self.node.call(receipt["to"], data, number)
+            self.node.call(receipt["to"], data, number, receipt.get("from"))
         except StubError as exc:
             return exc.message
         return "reverted on chain (a replay did not; state changed in between)"
