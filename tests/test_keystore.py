@@ -439,6 +439,19 @@ class PerUserWrites(test_evm_stub.EvmStubBase):
         self.assertEqual(written.receipt["from"], self.account.address)
 
     @defer.inlineCallbacks
+    def test_concurrent_writes_of_several_accounts(self) -> Any:
+        """Nonces are tracked per account: writes of two users and the router, all at once, every one mined."""
+        stub = yield self.with_keystore(fund_new_accounts="0.1 ether", threads=6)
+        claims, hello = stub.resource("claims"), stub.resource("hello")
+        writes = [claims.send_transaction("claim", [f"{user}-{n}"], user) for n in range(4) for user in ("a", "b")]
+        writes += [hello.set_data(f"k{n}", "v", "a") for n in range(4)]
+        results = yield defer.gatherResults(writes, consumeErrors=True)
+        senders = [result.receipt["from"] for result in results]
+        self.assertEqual(senders.count(self.store.account("a", CHAIN)), 4)
+        self.assertEqual(senders.count(self.store.account("b", CHAIN)), 4)
+        self.assertEqual(senders.count(self.account.address), 4)
+
+    @defer.inlineCallbacks
     def test_nobody_in_particular_has_no_account(self) -> Any:
         stub = yield self.with_keystore(fund_new_accounts=10**16)
         claims = stub.resource("claims")
