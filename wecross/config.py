@@ -49,6 +49,10 @@ class TLSPaths:
     cert: Path
     key: Path
     ciphers: str | None = None
+    #: The revocation list ([p2p] crl, wecross.pki.revocation): peers and records it names are refused.
+    crl: Path | None = None
+    #: Seconds between looks at the revocation list for changes (it is reloaded without a restart).
+    crl_reload: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +345,11 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
     p2p = top.sub("p2p", required=True)
     p2p_listen = _address(p2p, "listen", required=False)
     p2p_tls = _tls(p2p, base, check_files)
+    crl = _path(p2p, "crl", base) if "crl" in p2p.table else None
+    if crl is not None and check_files and not crl.is_file():
+        raise p2p.fail("crl", f"file {str(crl)!r} does not exist (write it with `wecross certs revoke`)")
+    p2p_tls = TLSPaths(p2p_tls.ca, p2p_tls.cert, p2p_tls.key, p2p_tls.ciphers, crl,
+                       p2p.number("crl_reload", 5.0, 0.05, 3600.0))
     peers: list[PeerSettings] = []
     for i, entry in enumerate(p2p.get("peers", list, default=[])):
         key = f"peers[{i}]"

@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -31,6 +32,7 @@ from wecross.gossip.service import GossipService
 from wecross.peer.service import LinkTransports, PeerService
 from wecross.peer.tls import TLSMaterial, load_tls_material, rest_server_options
 from wecross.peer.transports import TLSTransports
+from wecross.pki.revocation import RevocationFile, RevocationList
 from wecross.rest.api import make_site
 from wecross.router import Router
 from wecross.stub.interfaces import StubSettings
@@ -99,9 +101,18 @@ class RouterNode(MultiService):
         # (wecross.attest), checked by others against the verified certificate of its gossip record.
         self.router = Router(settings, self.stubs, reactor, self.directory,
                              signing_key=self.material.private_key)
+        # Revocation ([p2p] crl): read now, so a router never starts believing nothing is revoked because its list
+        # was unreadable (RevocationError, a ValueError like the TLS errors above); then reloaded every crl_reload
+        # seconds by a LoopingCall and pushed to the TLS layer, the directory and the peer service.
+        self.revocation: RevocationFile | None = None
+        self._revocation_loop: LoopingCall | None = None
+        if tls.crl is not None:
+            self.revocation = RevocationFile(tls.crl.read_bytes, str(tls.crl), self.material.trust_roots,
+                                             reactor.seconds(), known_cas=self.material.chain)
         if transports is None:
             transports = TLSTransports(reactor, self.material, settings.p2p_listen, ciphers=tls.ciphers,
-                                       connect_timeout=settings.timing.handshake_timeout)
+                                       connect_timeout=settings.timing.handshake_timeout,
+                                       revocation=self.revocation.current if self.revocation else None)
         self.peers = PeerService(
             local_id=settings.router_id,
             zones=settings.zones,
@@ -117,6 +128,10 @@ class RouterNode(MultiService):
             epoch=epoch,
         )
         self.router.peer_service = self.peers
+        if isinstance(transports, TLSTransports):
+            transports.on_refusal = lambda refusal: self.peers.note_tls_refusal(refusal.kind)
+        if self.revocation is not None:
+            self._apply_revocation(self.revocation.current)
         self.gossip = GossipService(
             directory=self.directory,
             signer=RecordSigner.from_material(self.material),
@@ -174,8 +189,53 @@ class RouterNode(MultiService):
                               max_connections_per_client=settings.rest.max_connections_per_client,
                               limits=settings.limits)
 
+    def is_revoked(self, cert: Any) -> bool:
+        """Whether the revocation list in force names ``cert`` (x509.Certificate or DER): for the REST layer."""
+        return self.directory.is_revoked(cert)
+
+    def _apply_revocation(self, revocation: RevocationList) -> None:
+        dropped = self.directory.set_revocation(revocation)
+        set_tls = getattr(self.peers.transports, "set_revocation", None)
+        if set_tls is not None:
+            set_tls(revocation)
+        cut = self.peers.apply_revocation(revocation)
+        if dropped:
+            self.router.directory_changed()
+        own = (self.material.certificate, *self.material.chain)
+        if revocation.first_revoked(own) is not None:
+            log.critical("router {id}: this router's own certificate is revoked: its peers will refuse it",
+                         id=self.settings.router_id)
+        if dropped or cut:
+            log.warn("router {id}: revocation: dropped the records of {dropped}, closed the links to {cut}",
+                     id=self.settings.router_id, dropped=dropped, cut=cut)
+
+    def reload_revocation(self) -> None:
+        """Look at the revocation file; put a changed valid list in force, keep the old one on an invalid file."""
+        if self.revocation is None:
+            return
+        try:
+            self._reload_revocation(self.revocation)
+        except Exception:  # the loop must survive whatever one reload meets, or revocations would stop applying
+            log.failure("router {id}: revocation reload failed", id=self.settings.router_id)
+
+    def _reload_revocation(self, revocation: RevocationFile) -> None:
+        result = revocation.maybe_reload(self.reactor.seconds())
+        if result.status == "reloaded":
+            log.info("router {id}: revocation list reloaded: {what}", id=self.settings.router_id,
+                     what=revocation.current.describe())
+            self._apply_revocation(revocation.current)
+        elif result.status == "rejected":
+            log.error("router {id}: revocation list {source} not loaded, the previous one stays in force: {why}",
+                      id=self.settings.router_id, source=revocation.source, why="; ".join(result.errors))
+
     def startService(self) -> None:
         super().startService()  # starts the stub service; the rest waits for it
+        if self.revocation is not None:
+            loop = LoopingCall(self.reload_revocation)
+            loop.clock = self.reactor
+            loop.start(self.settings.p2p_tls.crl_reload, now=False).addErrback(
+                lambda failure: log.failure("revocation reload loop stopped", failure))
+            self._revocation_loop = loop
         d = self.stubs.ready
         d.addCallback(lambda _: self.headers.start())
         d.addCallback(lambda _: self.router.start())
@@ -232,6 +292,9 @@ class RouterNode(MultiService):
         self.ready.errback(StartupError(f"router {self.settings.router_id} failed to start: {message}"))
 
     def stopService(self) -> Deferred[None]:
+        if self._revocation_loop is not None and self._revocation_loop.running:
+            self._revocation_loop.stop()
+        self._revocation_loop = None
         self.router.stop()
         ports, self._ports = self._ports, []
         stopping = [defer.maybeDeferred(p.stopListening) for p in ports]

@@ -1,5 +1,8 @@
 """The gossip directory: the newest verified record of every router in the network, and the questions asked of it.
 
+Why one module over 600 lines: every question below reads the same held records and indexes, and each way a record
+can be refused or dropped (stale, expired, unauthorised claims, revoked) must keep those indexes consistent.
+
 Sans-IO: a :class:`Directory` is fed blobs and times and answers with blobs, digests and records; the
 GossipService decides whom to talk to and when. The anti-entropy exchange it supports (see docs/gossip.md):
 
@@ -19,6 +22,12 @@ out of :meth:`Directory.records` and of every chain and resource question, and c
 :meth:`Directory.unauthorized`); the record itself still counts for its links, zones and transit, so an
 over-claiming router keeps relaying. The router core asks :meth:`Directory.authorized`,
 :meth:`Directory.signing_key` and :meth:`Directory.genesis_of` before trusting a router for a chain.
+
+Revocation: a record whose certificate chain holds a certificate on the revocation list in force
+(:meth:`Directory.set_revocation`) is refused (RecordError reason "revoked", counted in ``rejected_revoked``), and
+setting a new list drops the records already held that it names (``revoked_removed``), so the revoked router's
+chains, resources and links leave routing at the next rebuild. A user's chain (:meth:`Directory.verify_chain`) is
+refused the same way, and :meth:`Directory.is_revoked` answers the REST layer about a client certificate.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from wecross.gossip.record import (
@@ -48,6 +58,7 @@ from wecross.gossip.record import (
     leaf_key_der,
 )
 from wecross.pki.authority import InvalidNameError, validate_router_id
+from wecross.pki.revocation import RevocationList
 
 __all__ = ["ChainClash", "Directory", "PublicKey", "authorized_view"]
 
@@ -215,6 +226,9 @@ class Directory:
         # router id -> chain paths its current record claims without authority (only routers with some)
         self._unauthorized: dict[str, tuple[str, ...]] = {}
         self.rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
+        #: Records dropped because a new revocation list named their certificate (new ones: rejected["revoked"]).
+        self.revoked_removed = 0
+        self._revocation: RevocationList | None = None
 
     # ------------------------------------------------------------------------------------------ our own record
 
@@ -356,6 +370,7 @@ class Directory:
         if held is None and len(self._held) >= self._max_records:
             self.full += 1
             raise RecordError("too_large", f"directory holds max_records {self._max_records} routers already")
+        self._refuse_revoked(signed.cert_chain, f"record of {router_id!r}")  # before the costly signature checks
         leaf = self._verify(signed)
         self._tombstones.pop(router_id, None)
         self._store(signed, blob, now, leaf)
@@ -461,8 +476,49 @@ class Directory:
         return dict(self._chains.get(path, {}))
 
     def verify_chain(self, ders: tuple[bytes, ...]) -> TrustedLeaf:
-        """A certificate chain (a user's) checked against the CA the directory admits records with."""
-        return self._verifier.verify_chain(ders)
+        """A certificate chain (a user's) checked against the CA the directory admits records with, and refused
+        (RecordError "revoked") when the revocation list in force names any certificate of it."""
+        leaf = self._verifier.verify_chain(ders)
+        self._refuse_revoked(ders, "certificate chain")
+        return leaf
+
+    # ------------------------------------------------------------------------------------------ revocation
+
+    @property
+    def revocation(self) -> RevocationList | None:
+        return self._revocation
+
+    def is_revoked(self, cert: x509.Certificate | bytes) -> bool:
+        """Whether the revocation list in force names ``cert`` (a certificate or its DER): for the REST layer, about
+        a client certificate (the chain is checked by TLS; ask for each certificate of it that matters)."""
+        revocation = self._revocation
+        return revocation is not None and revocation.is_revoked(cert)
+
+    def _refuse_revoked(self, ders: tuple[bytes, ...], what: str) -> None:
+        revocation = self._revocation
+        if not revocation:
+            return
+        index = revocation.first_revoked(ders)
+        if index is not None:
+            self.rejected["revoked"] += 1
+            which = "its certificate" if index == 0 else f"CA certificate {index} of its chain"
+            raise RecordError("revoked", f"{what}: {which} is on the revocation list")
+
+    def set_revocation(self, revocation: RevocationList) -> list[str]:
+        """Put a revocation list in force: records held whose chain it names are dropped now (the router ids,
+        sorted), and later ones refused. Never our own record (a router does not stop knowing itself; its peers
+        refuse it). ``routing_version`` changes when anything was dropped, so routes are rebuilt without them."""
+        self._revocation = revocation
+        if not revocation:
+            return []
+        dropped = [router_id for router_id, held in self._held.items()
+                   if router_id != self.local_id and revocation.first_revoked(held.signed.cert_chain) is not None]
+        for router_id in dropped:
+            self._remove(router_id)
+        if dropped:
+            self.revoked_removed += len(dropped)
+            self.version += 1
+        return sorted(dropped)
 
     def authorized(self, router_id: str, chain_path: str) -> bool:
         """Whether the certificate of the router's current verified record authorises it to serve ``chain_path``
@@ -541,6 +597,7 @@ class Directory:
             "unauthorized_claims": self.unauthorized_claims,
             "unauthorized_chains": sum(len(paths) for paths in self._unauthorized.values()),
             "unauthorized_routers": len(self._unauthorized),
+            "revoked_removed": self.revoked_removed,
         }
         out.update({f"rejected_{reason}": count for reason, count in self.rejected.items()})
         return out

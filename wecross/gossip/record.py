@@ -97,6 +97,7 @@ REASONS: dict[str, str] = {
     "identity": "the record's router id is not a DNS name of the signing certificate",
     "too_large": "the record or one of its parts exceeds a RecordLimits bound",
     "expired_cert": "a certificate of the chain is expired or not yet valid",
+    "revoked": "a certificate of the chain is on the revocation list (wecross.pki.revocation)",
 }
 
 

@@ -6,6 +6,10 @@ jitter), keeps exactly one link per peer router (which one, when a second arrive
 certificate, except in the simultaneous-dial tie-break), and tells the router when links come and go. How bytes
 travel is the business of a :class:`LinkTransports` object: real TCP + mutual TLS in a daemon, in-memory links in the
 simulator. Everything above (handshake, heartbeats, duplicate resolution, request handling) is the same code.
+
+Admission changes at run time: :meth:`PeerService.add_peer` and :meth:`PeerService.remove_peer` start and stop a
+peer's dialler (an administrator's addPeer/removePeer; not written back to the config file), and
+:meth:`PeerService.apply_revocation` ends the live links whose peer's certificate a newer revocation list names.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cryptography import x509
 from twisted.application.internet import ClientService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
@@ -29,11 +34,13 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from wecross.config import Address, PeerSettings, Timing
+from wecross.config import Address, PeerSettings, Timing, parse_address
 from wecross.gossip.record import LinkInfo
 from wecross.logs import untrusted
 from wecross.peer.link import judge_duplicate
 from wecross.peer.protocol import LinkOwner, PeerLink
+from wecross.pki.authority import InvalidNameError, validate_router_id
+from wecross.pki.revocation import RevocationList
 from wecross.wire.errors import WireError
 from wecross.wire.limits import Limits as WireLimits
 from wecross.wire.messages import SUPPORTED_VERSIONS, GossipDigest, GossipRecords, GossipSummary, Hello, Request
@@ -42,6 +49,8 @@ log = Logger()
 
 #: A link that went down this many seconds ago no longer counts as a flap.
 _FLAP_WINDOW = 600.0
+#: The BYE reason (and refused_links counter) of a link whose peer's certificate is revoked.
+REVOKED = "revoked"
 
 
 class LinkTransports(Protocol):
@@ -55,6 +64,28 @@ class LinkTransports(Protocol):
 
     def identify(self, link: PeerLink, hello: Hello) -> str | None:
         """None if the link's authenticated identity is ``hello.router_id``; else the reason to refuse."""
+
+
+class CertifiedTransports(Protocol):
+    """Transports whose links carry certificates (TLS): what revocation is enforced on. The simulator's are not."""
+
+    def peer_chain(self, link: PeerLink) -> tuple[x509.Certificate, ...]:
+        """The certificates the link's peer presented, leaf first; () when unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerChange:
+    """What :meth:`PeerService.add_peer` or :meth:`PeerService.remove_peer` did (``changed`` False: nothing)."""
+
+    changed: bool
+    message: str
+    peer_id: str | None = None
+    address: str | None = None
+    closed_links: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"changed": self.changed, "message": self.message, "id": self.peer_id, "address": self.address,
+                "closed_links": self.closed_links}
 
 
 class RequestHandler(Protocol):
@@ -157,6 +188,8 @@ class PeerService(MultiService, LinkOwner):
         self.counters = PeerCounters()
         self.port: IListeningPort | None = None
         self._downs: dict[str, deque[float]] = {}
+        #: The revocation list in force (:meth:`apply_revocation`); None: nothing is revoked.
+        self.revocation: RevocationList | None = None
 
     # -- service lifecycle ------------------------------------------------------------------------------------------
 
@@ -268,7 +301,12 @@ class PeerService(MultiService, LinkOwner):
         refusal = self.transports.identify(link, hello)
         if refusal is not None:
             self.counters.refused["identity"] += 1
-        return refusal
+            return refusal
+        if self._revoked_peer(link) is not None:
+            # The handshake checked the list in force then; this catches a list that changed since.
+            self.counters.refused[REVOKED] += 1
+            return REVOKED
+        return None
 
     def link_up(self, link: PeerLink) -> str | None:
         peer_id = link.peer_id
@@ -327,6 +365,102 @@ class PeerService(MultiService, LinkOwner):
                     paused.paused_for = None
                     if self.running:
                         self._start_dialer(paused)
+
+    # -- revocation -------------------------------------------------------------------------------------------------
+
+    def note_tls_refusal(self, kind: str) -> None:
+        """Count a handshake the TLS layer refused (``kind``: "revoked" or "tls") in ``/status`` refused_links."""
+        self.counters.refused[kind] += 1
+
+    def _revoked_peer(self, link: PeerLink) -> x509.Certificate | None:
+        revocation = self.revocation
+        chain_of = getattr(self.transports, "peer_chain", None)
+        if not revocation or chain_of is None:
+            return None
+        chain: tuple[x509.Certificate, ...] = chain_of(link)
+        index = revocation.first_revoked(chain)
+        return None if index is None else chain[index]
+
+    def apply_revocation(self, revocation: RevocationList) -> list[str]:
+        """Put a new revocation list in force: links (up or in their handshake) whose peer presented a certificate
+        it names are closed with a BYE saying "revoked", and counted (refused_links "revoked_live"; handshakes the
+        TLS layer refuses count as "revoked"). Returns the router ids (or addresses) cut.
+
+        Their diallers keep running: the next handshake is refused by the TLS layer with the same list, and backs
+        off, so a certificate un-revoked later links again without anyone re-adding the peer.
+        """
+        self.revocation = revocation
+        closed: list[str] = []
+        for link in [*self.links.values(), *self.pending]:
+            if link.closing_reason is not None or self._revoked_peer(link) is None:
+                continue
+            who = link.peer_id or link.address
+            log.warn("router {id}: closing the link to {peer}: its certificate is revoked", id=self.local_id,
+                     peer=untrusted(who, 64))
+            self.counters.refused["revoked_live"] += 1
+            link.close(REVOKED)
+            closed.append(who)
+        return sorted(closed)
+
+    # -- admission at run time --------------------------------------------------------------------------------------
+
+    def add_peer(self, address: Address | str, peer_id: str | None = None) -> PeerChange:
+        """Start dialling a peer (and keep redialling it, as for a configured one). Idempotent: a peer already
+        dialled at that address with that id changes nothing. Raises ValueError for a bad address or id, our own
+        id, or an address already dialled under another id (remove it first)."""
+        addr = address if isinstance(address, Address) else parse_address(address)
+        if peer_id is not None:
+            try:
+                validate_router_id(peer_id)
+            except InvalidNameError as exc:
+                raise ValueError(exc.message) from None
+            if peer_id == self.local_id:
+                raise ValueError("a router cannot peer with itself")
+        for dialer in self.dialers:
+            if dialer.settings.address != addr:
+                continue
+            if dialer.settings.id == peer_id:
+                return PeerChange(False, f"already dialling {addr}" + (f" ({peer_id})" if peer_id else ""),
+                                  peer_id, str(addr))
+            raise ValueError(f"{addr} is already dialled as {dialer.settings.id or 'a peer of unstated id'}: "
+                             "remove it first")
+        dialer = Dialer(PeerSettings(addr, peer_id))
+        self.dialers.append(dialer)
+        if self.running:
+            self._start_dialer(dialer)
+        log.info("router {id}: peer {peer} at {addr} added", id=self.local_id, peer=peer_id or "?", addr=str(addr))
+        return PeerChange(True, f"dialling {addr}" + (f" ({peer_id})" if peer_id else ""), peer_id, str(addr))
+
+    def remove_peer(self, peer: str) -> PeerChange:
+        """Stop dialling a peer (by router id or ``host:port``) and close our links to it. Idempotent: an unknown
+        peer changes nothing. The peer may still dial us (remove us there too, or revoke its certificate)."""
+        try:
+            addr: Address | None = parse_address(peer)
+        except ValueError:
+            addr = None
+        matches = [d for d in self.dialers
+                   if (addr is not None and d.settings.address == addr) or peer in (d.settings.id, d.peer_id)]
+        ids = {peer} if addr is None else set()
+        ids.update(i for d in matches for i in (d.settings.id, d.peer_id) if i is not None)
+        for dialer in matches:
+            self.dialers.remove(dialer)
+            dialer.paused_for = None
+            service, dialer.service = dialer.service, None
+            if service is not None:
+                service.disownServiceParent()  # stops it: no redial, and it drops a connection still in handshake
+        closed = 0
+        for link in [*self.links.values(), *self.pending]:
+            if link.closing_reason is None and (link.peer_id in ids or getattr(link, "dialer", None) in matches):
+                link.close("removed by an administrator")
+                closed += 1
+        peer_id = next(iter(sorted(i for i in ids if i)), None)
+        address = str(matches[0].settings.address) if matches else (str(addr) if addr else None)
+        if not matches and not closed:
+            return PeerChange(False, f"no peer {peer!r} to remove", peer_id, address)
+        log.info("router {id}: peer {peer} removed ({n} diallers stopped, {m} links closed)", id=self.local_id,
+                 peer=untrusted(peer, 64), n=len(matches), m=closed)
+        return PeerChange(True, f"removed {peer}: {len(matches)} dialler(s) stopped, {closed} link(s) closed",
+                          peer_id, address, closed)
 
     def link_measured(self, link: PeerLink) -> None:
         if link.peer_id is not None and self.links.get(link.peer_id) is link:

@@ -9,6 +9,9 @@ Twisted's ``optionsForClientTLS`` cannot send intermediates with a client certif
 ``CertificateOptions`` would share one cached context without telling us *why* a peer was refused, so the two
 connection creators here build their own ``OpenSSL.SSL.Context`` once, at configuration time (a bad cipher string
 or key fails at start-up, not at the first connection), and hand out one ``Connection`` per TCP connection.
+
+Why one module over 600 lines: loading our material, the two connection creators and their refusal bookkeeping
+(revocation included) share the same error wording and helpers; splitting them would scatter one handshake's rules.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from wecross.pki.authority import (
     validate_router_id,
 )
 from wecross.pki.names import router_id_mismatch
+from wecross.pki.revocation import RevocationList
 
 __all__ = [
     "DEFAULT_CIPHERS",
@@ -56,6 +60,7 @@ __all__ = [
     "client_options",
     "identity_of",
     "load_tls_material",
+    "peer_chain",
     "peer_identity",
     "rest_server_options",
     "server_options",
@@ -282,6 +287,29 @@ def peer_identity(transport: Any) -> PeerIdentity | None:
     return identity_of(cert)
 
 
+def peer_chain(transport: Any) -> tuple[x509.Certificate, ...]:
+    """The certificates the peer presented after the handshake (leaf first), or () before it or without TLS.
+
+    For checking a live link against a newer revocation list: the handshake checked the chain once, and a
+    certificate revoked since must still end the link.
+    """
+    handle = getattr(transport, "getHandle", None)
+    if handle is None:
+        return ()
+    try:
+        conn = handle()
+        if not isinstance(conn, SSL.Connection):
+            return ()
+        # The verified chain (leaf to root) on both sides: a server's get_peer_cert_chain leaves the leaf out.
+        chain: list[Any] = list(conn.get_verified_chain() or ())
+        if not chain:
+            leaf = conn.get_peer_certificate()
+            chain = [leaf, *(conn.get_peer_cert_chain() or ())] if leaf is not None else []
+    except SSL.Error:
+        return ()
+    return tuple(c.to_cryptography() if isinstance(c, crypto.X509) else c for c in chain)
+
+
 def verify_peer_id(transport_or_identity: Any, router_id: str) -> None:
     """Raise :class:`PeerIdentityError` unless ``router_id`` (from HELLO) is a DNS SAN of the peer's certificate.
 
@@ -401,6 +429,18 @@ class TLSRefusal:
     peer: str
     reason: str
     error: PeerIdentityError | None = None
+    #: What kind of refusal, for counters (``/status`` refused_links): "revoked" for a certificate on the
+    #: revocation list, "tls" for everything else.
+    kind: str = "tls"
+
+
+def _revoked_reason(cert: crypto.X509, depth: int) -> str:
+    try:
+        label = _cert_label(cert.to_cryptography())
+    except Exception:
+        label = "?"
+    what = "the peer's certificate" if depth == 0 else f"a CA certificate of the peer's chain (depth {depth})"
+    return f"certificate revoked: {what} {label!r} is on the revocation list"
 
 
 def _peer_address(conn: SSL.Connection) -> str:
@@ -427,8 +467,12 @@ class ServerTLS:
         require_client_cert: bool = True,
         ciphers: str | None = None,
         on_refusal: Callable[[TLSRefusal], None] | None = None,
+        revocation: RevocationList | None = None,
     ) -> None:
         self.material = material
+        #: Certificates refused even though they chain to our CA; replaced whole when the list reloads (the next
+        #: handshake uses the new one, links already up are the peer service's business).
+        self.revocation = revocation
         self.require_client_cert = require_client_cert
         self.refusals = 0
         self.rejected_by_peer = 0
@@ -436,6 +480,7 @@ class ServerTLS:
         self._on_refusal = on_refusal
         # Per-connection facts, keyed weakly so a dropped connection leaves nothing behind.
         self._verify_errors: weakref.WeakKeyDictionary[SSL.Connection, str] = weakref.WeakKeyDictionary()
+        self._revoked: weakref.WeakSet[SSL.Connection] = weakref.WeakSet()
         self._done: weakref.WeakSet[SSL.Connection] = weakref.WeakSet()
         ctx = _new_context(material, ciphers)
         mode = SSL.VERIFY_PEER | (SSL.VERIFY_FAIL_IF_NO_PEER_CERT if require_client_cert else 0)
@@ -454,7 +499,15 @@ class ServerTLS:
                 self._verify_errors.setdefault(conn, _verify_reason(cert, errnum, depth))
             except Exception:
                 self._verify_errors.setdefault(conn, f"verify error {errnum} at depth {depth}")
-        return bool(ok)
+            return False
+        revocation = self.revocation
+        if revocation is not None and revocation.is_revoked(cert):
+            # OpenSSL calls this for every certificate of the verified chain, root down to leaf: a revoked CA
+            # anywhere above the client refuses it as surely as a revoked leaf.
+            self._verify_errors.setdefault(conn, _revoked_reason(cert, depth))
+            self._revoked.add(conn)
+            return False
+        return True
 
     def _info(self, conn: SSL.Connection, where: int, ret: int) -> None:
         try:
@@ -476,7 +529,8 @@ class ServerTLS:
                 reason = "no client certificate" if no_cert else f"handshake failed ({alert})"
             else:
                 reason = f"client certificate refused: {reason}"
-            self._refused(TLSRefusal(_peer_address(conn), reason))
+            kind = "revoked" if conn in self._revoked else "tls"
+            self._refused(TLSRefusal(_peer_address(conn), reason, kind=kind))
         except Exception:
             _log.failure("while recording a TLS refusal")
 
@@ -505,6 +559,7 @@ class ClientTLS:
         *,
         ciphers: str | None = None,
         on_refusal: Callable[[TLSRefusal], None] | None = None,
+        revocation: RevocationList | None = None,
     ) -> None:
         if expected_peer_id is not None:
             try:
@@ -512,6 +567,8 @@ class ClientTLS:
             except InvalidNameError as exc:
                 raise TLSConfigError(None, f"expected peer id: {exc}") from None
         self.material = material
+        #: As ServerTLS.revocation: the server's chain is refused when any certificate of it is listed.
+        self.revocation = revocation
         self.expected_peer_id = expected_peer_id
         self.refusals = 0
         self.last_refusal: TLSRefusal | None = None
@@ -531,6 +588,10 @@ class ClientTLS:
             if not ok:
                 why = _verify_reason(cert, errnum, depth)
                 return self._refuse(conn, PeerCertificateError(f"server certificate refused: {why}"))
+            revocation = self.revocation
+            if revocation is not None and revocation.is_revoked(cert):
+                error = PeerCertificateError(f"server certificate refused: {_revoked_reason(cert, depth)}")
+                return self._refuse(conn, error, kind="revoked")
             expected = self.expected_peer_id
             if depth == 0 and expected is not None:
                 identity = identity_of(cert.to_cryptography())
@@ -548,8 +609,8 @@ class ClientTLS:
             _log.failure("while verifying a server certificate")
             return False
 
-    def _refuse(self, conn: SSL.Connection, error: PeerIdentityError) -> bool:
-        refusal = TLSRefusal(_peer_address(conn), error.reason, error)
+    def _refuse(self, conn: SSL.Connection, error: PeerIdentityError, kind: str = "tls") -> bool:
+        refusal = TLSRefusal(_peer_address(conn), error.reason, error, kind)
         self.refusals += 1
         self.last_refusal = refusal
         _log.warn("refused TLS server {peer}: {reason}", peer=refusal.peer, reason=refusal.reason)
@@ -564,9 +625,11 @@ def server_options(
     require_client_cert: bool = True,
     ciphers: str | None = None,
     on_refusal: Callable[[TLSRefusal], None] | None = None,
+    revocation: RevocationList | None = None,
 ) -> ServerTLS:
     """Connection creator for the router's P2P listener (``SSL4ServerEndpoint`` / ``listenSSL``)."""
-    return ServerTLS(material, require_client_cert=require_client_cert, ciphers=ciphers, on_refusal=on_refusal)
+    return ServerTLS(material, require_client_cert=require_client_cert, ciphers=ciphers, on_refusal=on_refusal,
+                     revocation=revocation)
 
 
 def client_options(
@@ -575,13 +638,14 @@ def client_options(
     *,
     ciphers: str | None = None,
     on_refusal: Callable[[TLSRefusal], None] | None = None,
+    revocation: RevocationList | None = None,
 ) -> ClientTLS:
     """Connection creator for dialling a peer (``SSL4ClientEndpoint`` / ``connectSSL``).
 
     Without ``expected_peer_id`` only the chain is checked here and the caller must check the id from HELLO with
     :func:`verify_peer_id`.
     """
-    return ClientTLS(material, expected_peer_id, ciphers=ciphers, on_refusal=on_refusal)
+    return ClientTLS(material, expected_peer_id, ciphers=ciphers, on_refusal=on_refusal, revocation=revocation)
 
 
 def rest_server_options(

@@ -47,6 +47,8 @@ serves patterns (in a private certificate extension, see docs/certificates.md):
   zone.*                                  every chain of the zone
   *                                       any chain (test networks, single-organisation deployments)
 
+revoking: wecross certs revoke NAME --dir DIR (see wecross certs revoke -h)
+
 examples:
   wecross certs --out certs --intermediates 1 --routers router-a,router-b --clients alice \
       --serves router-a=payment.bank-a --serves router-b=evidence.court
@@ -307,7 +309,16 @@ def _run(args: argparse.Namespace, stdout: TextIO) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``wecross certs ARGS``: ``argv`` is what follows ``certs`` (``sys.argv[1:]`` when None)."""
+    """Entry point for ``wecross certs ARGS``: ``argv`` is what follows ``certs`` (``sys.argv[1:]`` when None).
+
+    ``wecross certs revoke ...`` is its own command (wecross.pki.revoke): it signs with an existing CA and writes
+    the revocation list, and shares none of the issuing options.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["revoke"]:
+        from wecross.pki.revoke import main as revoke_main
+
+        return revoke_main(argv[1:])
     parser = build_parser(None)
     try:
         args = parser.parse_args(argv)
