@@ -166,6 +166,17 @@ class TxSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class KeystoreSettings:
+    """Users' chain accounts (wecross.governance.keystore, ``<data_dir>/keystore.sqlite``; docs/governance.md)."""
+
+    #: A file holding the key-encryption key (base64 or hex of 32 bytes, mode 600); None: the environment variable
+    #: WECROSS_KEYSTORE_KEY. Without either the keystore creates and hands out no keys.
+    key_file: Path | None = None
+    #: Whether a user's account is created at its first write (else only by an admin: ``wecross accounts create``).
+    create_on_first_use: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     source: Path
     router_id: str
@@ -184,6 +195,7 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
     tx: TxSettings = field(default_factory=TxSettings)
+    keystore: KeystoreSettings = field(default_factory=lambda: KeystoreSettings())
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -485,6 +497,15 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
                     test_log_fault_file=x.get("test_log_fault_file", str, default=""))
     x.finish()
 
+    ks = top.sub("keystore")
+    keystore = KeystoreSettings(
+        key_file=_path(ks, "key_file", base) if "key_file" in ks.table else None,
+        create_on_first_use=ks.get("create_on_first_use", bool, default=True),
+    )
+    if keystore.key_file is not None and check_files and not keystore.key_file.is_file():
+        raise ks.fail("key_file", f"file {str(keystore.key_file)!r} does not exist")
+    ks.finish()
+
     plug = top.sub("stub_plugins")
     plugin_dirs = tuple(
         _path(_Reader(file, plug.key(f"dirs[{i}]"), {"dir": d}), "dir", base)
@@ -540,5 +561,6 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
         tx=tx,
         routing=routing,
         trust=trust,
+        keystore=keystore,
     )
 
