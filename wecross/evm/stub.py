@@ -1,9 +1,9 @@
 """Any Ethereum JSON-RPC node as a stub (anvil in tests; geth, besu, FISCO BCOS 3 in web3 mode in production).
 
 Over 600 lines on purpose: :class:`EvmStub` is one concern, the stub's life cycle and its answers to the router
-(start, deployment, headers, events with proofs, the transactions in doubt), sharing the pool, the node and the
-per-key serialisation; its parts live in the modules it imports (options, ABI, resource config, JSON-RPC, node,
-headers, resources).
+(start, deployment, headers, events with proofs, the transactions in doubt, whose key signs a write), sharing the
+pool, the node and the per-key serialisation; its parts live in the modules it imports (options, ABI, resource
+config, JSON-RPC, node, headers, resources).
 
 Threads. JSON-RPC blocks, so every request runs on the stub's own thread pool (``threads`` option), never on the
 reactor thread. Right after a send the receipt is asked for once, with the latest block and its receipts (on an

@@ -74,11 +74,12 @@ HOW_TO_SET_KEK = (f"set the environment variable {KEK_ENV} to 32 random bytes in
                   "([keystore] key_file, readable by its owner only)")
 
 
-class KeystoreError(Exception):
+class KeystoreError(ValueError):
     """A keystore failure; ``code`` is one of the router's error codes (wecross.errors), so a stub passes it on:
     ``bad_args`` (a name that is not a user or chain), ``forbidden`` (no account and creation not allowed, or a
     caller that is nobody in particular), ``unknown_chain``, ``unsupported`` (a key on an embedded chain),
-    ``unavailable`` (no KEK), ``storage_error`` (the file, a wrong KEK, a row that fails authentication)."""
+    ``unavailable`` (no KEK), ``storage_error`` (the file, a wrong KEK, a row that fails authentication). A
+    ValueError, so that a router start that meets a bad KEK reports it like any other configuration mistake."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
