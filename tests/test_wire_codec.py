@@ -362,9 +362,9 @@ class DecodeErrorTests(WireErrorTests):
 
         limits = Limits(max_depth=4)
         # args is level 1, so three more levels fit and a fourth does not.
-        ok = raw_frame([1, Request.TYPE, 1, [*body_of(sample_messages()[9])[:9], [nest(3)], "s", 0, b"", b""]])
+        ok = raw_frame([1, Request.TYPE, 1, [*body_of(sample_messages()[9])[:9], [nest(3)], "s", 0, b"", b"", ""]])
         self.assertEqual(len(FrameDecoder(limits).feed(ok)), 1)
-        deep = raw_frame([1, Request.TYPE, 1, [*body_of(sample_messages()[9])[:9], [nest(4)], "s", 0, b"", b""]])
+        deep = raw_frame([1, Request.TYPE, 1, [*body_of(sample_messages()[9])[:9], [nest(4)], "s", 0, b"", b"", ""]])
         self.assertWireError("limits", FrameDecoder(limits).feed, deep)
         # Far deeper than msgpack's own stack: still a WireError, never RecursionError or a msgpack exception.
         absurd = b"\x94\x01\x30\x01\x93\xa5a.b.c\xa1t" + b"\x91" * 100_000 + b"\xc0"

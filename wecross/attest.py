@@ -95,12 +95,13 @@ def _pack(value: Any) -> bytes:
 
 
 def request_body(request_id: bytes, origin: str, destination: str, expires_ms: int, op: str, ipath: str,
-                 method: str, args: Sequence[Any], sender: str, client_auth: bytes = b"") -> bytes:
+                 method: str, args: Sequence[Any], sender: str, client_auth: bytes = b"",
+                 sender_org: str = "") -> bytes:
     """What an entry router signs for a request: every field the owner acts on. The hop limit, the remaining
     deadline and the path are per hop (relays lower or extend them) and are not covered: a relay may shorten a
     request's life, which is the delay it can cause anyway."""
     return REQUEST_CONTEXT + _pack([request_id, origin, destination, expires_ms, op, ipath, method, list(args),
-                                    sender, client_auth])
+                                    sender, client_auth, sender_org])
 
 
 def client_body(sender: str, ipath: str, op: str, method: str, args: Sequence[Any], nonce: bytes,

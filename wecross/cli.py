@@ -120,12 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--keep", action="store_true", help="leave the routers running until Ctrl-C")
     demo.set_defaults(func=_demo)
     from wecross.console import add_parser as add_console_parser
+    from wecross.governance.accounts_cli import add_subcommand as add_accounts_parser
+    from wecross.governance.audit_cli import add_subcommand as add_audit_parser
     from wecross.sim.cli import add_parser as add_sim_parser
     from wecross.tx.cli import add_parsers as add_tx_parsers
 
     add_console_parser(sub)
     add_sim_parser(sub)
     add_tx_parsers(sub)
+    add_audit_parser(sub)
+    add_accounts_parser(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

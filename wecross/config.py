@@ -166,6 +166,26 @@ class TxSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GovernanceSettings:
+    """Permissions (docs/governance.md). No ACL file: open mode, every caller may do everything (development)."""
+
+    acl_file: Path | None = None
+    #: Seconds between looks at the ACL file for changes (it is reloaded without a restart).
+    acl_reload: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """The hash-chained audit trail of every request this router originates or serves (docs/governance.md)."""
+
+    enabled: bool = True
+    #: Where the log lives; default ``<data_dir>/audit.sqlite``.
+    file: Path | None = None
+    #: A regulator's certificate or public key: arguments are then sealed to it, readable by the regulator only.
+    regulator_cert: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class KeystoreSettings:
     """Users' chain accounts (wecross.governance.keystore, ``<data_dir>/keystore.sqlite``; docs/governance.md)."""
 
@@ -195,6 +215,8 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
     tx: TxSettings = field(default_factory=TxSettings)
+    governance: GovernanceSettings = field(default_factory=lambda: GovernanceSettings())
+    audit: AuditSettings = field(default_factory=lambda: AuditSettings())
     keystore: KeystoreSettings = field(default_factory=lambda: KeystoreSettings())
 
 
@@ -497,6 +519,19 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
                     test_log_fault_file=x.get("test_log_fault_file", str, default=""))
     x.finish()
 
+    gov = top.sub("governance")
+    governance = GovernanceSettings(
+        acl_file=_path(gov, "acl_file", base) if "acl_file" in gov.table else None,
+        acl_reload=gov.number("acl_reload", 2.0, 0.05, 3600.0),
+    )
+    gov.finish()
+    aud = top.sub("audit")
+    audit = AuditSettings(
+        enabled=aud.get("enabled", bool, default=True),
+        file=_path(aud, "file", base) if "file" in aud.table else None,
+        regulator_cert=_path(aud, "regulator_cert", base) if "regulator_cert" in aud.table else None,
+    )
+    aud.finish()
     ks = top.sub("keystore")
     keystore = KeystoreSettings(
         key_file=_path(ks, "key_file", base) if "key_file" in ks.table else None,
@@ -561,6 +596,8 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
         tx=tx,
         routing=routing,
         trust=trust,
+        governance=governance,
+        audit=audit,
         keystore=keystore,
     )
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred
 
 from wecross.attest import ClientProof
+from wecross.governance.identity import Identity
 from wecross.ipath import IPath
 
 
@@ -31,6 +32,9 @@ class Invocation:
     #: The user's own signature of this operation (wecross.attest.ClientProof), when the client holds a key: the
     #: owner then runs it in ``sender``'s name only if the signature is ``sender``'s.
     client_proof: ClientProof | None = None
+    #: Who the caller is as permissions see it (wecross.governance): set by the REST layer from the TLS client
+    #: certificate; None for in-process callers, taken as the entry router vouching for ``sender``.
+    identity: Identity | None = field(default=None, compare=False)
 
 
 class RouterFacade(Protocol):

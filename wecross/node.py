@@ -29,6 +29,8 @@ from wecross.config import Settings
 from wecross.gossip.directory import Directory
 from wecross.gossip.record import RecordSigner, RecordVerifier, SignedRecord
 from wecross.gossip.service import GossipService
+from wecross.governance.audit_store import AuditStore, regulator_sealer
+from wecross.governance.reload import PolicyFile
 from wecross.peer.service import LinkTransports, PeerService
 from wecross.peer.tls import TLSMaterial, load_tls_material, rest_server_options
 from wecross.peer.transports import TLSTransports
@@ -179,6 +181,22 @@ class RouterNode(MultiService):
                                           parse=Htlc.from_record),
                                     reactor, interval=tx.htlc_interval, default_margin=tx.htlc_margin)
             self.router.htlc_service = self.htlc
+        # Permissions ([governance] acl_file): read now, so a router never starts with rules it could not read
+        # (AclError, a ConfigError); reloaded every acl_reload seconds without a restart.
+        self._acl_loop: LoopingCall | None = None
+        acl = settings.governance.acl_file
+        if acl is not None:
+            def stat() -> tuple[float, int]:
+                info = acl.stat()
+                return info.st_mtime, info.st_size
+
+            self.router.governance.policy = PolicyFile(acl.read_bytes, str(acl), reactor.seconds(), stat=stat)
+        # The audit trail (a real router; the simulator's thousands keep none).
+        self.audit: AuditStore | None = None
+        if transactions and settings.audit.enabled:
+            sealer = regulator_sealer(settings.audit.regulator_cert) if settings.audit.regulator_cert else None
+            self.audit = AuditStore(settings.audit.file or settings.data_dir / "audit.sqlite", reactor,
+                                    settings.router_id, sealer=sealer)
         metrics = None
         if transactions:  # a real router (the simulator's thousands skip the registry)
             from wecross.metrics import RouterMetrics
@@ -187,7 +205,7 @@ class RouterNode(MultiService):
         self.site = make_site(self.router, max_body=settings.rest.max_body, metrics=metrics,
                               header_timeout=settings.rest.header_timeout,
                               max_connections_per_client=settings.rest.max_connections_per_client,
-                              limits=settings.limits)
+                              limits=settings.limits, governance=self.router.governance)
 
     def is_revoked(self, cert: Any) -> bool:
         """Whether the revocation list in force names ``cert`` (x509.Certificate or DER): for the REST layer."""
@@ -236,6 +254,15 @@ class RouterNode(MultiService):
             loop.start(self.settings.p2p_tls.crl_reload, now=False).addErrback(
                 lambda failure: log.failure("revocation reload loop stopped", failure))
             self._revocation_loop = loop
+        if self.router.governance.policy is not None:
+            acl_loop = LoopingCall(self._reload_acl)
+            acl_loop.clock = self.reactor
+            acl_loop.start(self.settings.governance.acl_reload, now=False).addErrback(
+                lambda failure: log.failure("ACL reload loop stopped", failure))
+            self._acl_loop = acl_loop
+        if self.audit is not None:
+            self.audit.open()
+            self.router.audit = self.audit.append
         d = self.stubs.ready
         d.addCallback(lambda _: self.headers.start())
         d.addCallback(lambda _: self.router.start())
@@ -291,10 +318,22 @@ class RouterNode(MultiService):
         log.critical("router {id} failed to start: {message}", id=self.settings.router_id, message=message)
         self.ready.errback(StartupError(f"router {self.settings.router_id} failed to start: {message}"))
 
+    def _reload_acl(self) -> None:
+        try:
+            self.router.governance.maybe_reload(self.reactor.seconds(), lambda line: log.warn(
+                "router {id}: {line}", id=self.settings.router_id, line=line))
+        except Exception:  # the loop must survive whatever one reload meets
+            log.failure("router {id}: ACL reload failed", id=self.settings.router_id)
+
     def stopService(self) -> Deferred[None]:
         if self._revocation_loop is not None and self._revocation_loop.running:
             self._revocation_loop.stop()
         self._revocation_loop = None
+        if self._acl_loop is not None and self._acl_loop.running:
+            self._acl_loop.stop()
+        self._acl_loop = None
+        audit, self.audit = self.audit, None
+        self.router.audit = None
         self.router.stop()
         ports, self._ports = self._ports, []
         stopping = [defer.maybeDeferred(p.stopListening) for p in ports]
@@ -302,4 +341,6 @@ class RouterNode(MultiService):
         d = defer.gatherResults(stopping, consumeErrors=True)
         d.addBoth(lambda _: super(RouterNode, self).stopService())
         d.addBoth(lambda _: self.headers.stop())
+        if audit is not None:
+            d.addBoth(lambda result: audit.close().addBoth(lambda _: result))
         return d

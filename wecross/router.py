@@ -31,6 +31,8 @@ from wecross.facade import Invocation
 from wecross.gossip.directory import Directory
 from wecross.gossip.record import ChainInfo, RecordError, ResourceEntry, RouterRecord
 from wecross.gossip.service import GossipService, LocalContent
+from wecross.governance.enforce import OWNER_INTERFACES, Governance
+from wecross.governance.identity import Identity
 from wecross.ipath import IPath, IPathError
 from wecross.logs import untrusted
 from wecross.pki.authority import common_name
@@ -86,9 +88,18 @@ if TYPE_CHECKING:
 log = Logger()
 
 
+def _audit_failed(failure: Failure) -> None:
+    log.warn("audit record not written: {why}", why=untrusted(failure.getErrorMessage()))
+
+
+def _is_router(sender: str) -> bool:
+    """A router acting for itself (header fetches, txStatus, its participant watcher and HTLC service)."""
+    return sender == "router" or sender.startswith("router:")
+
+
 def _is_user(sender: str) -> bool:
     """A user's name, as opposed to nobody in particular (plain HTTP) or a router acting for itself."""
-    return sender not in ("anonymous", "router") and not sender.startswith("router:")
+    return sender != "anonymous" and not _is_router(sender)
 
 
 def _as_router_error(failure: Failure) -> Failure:
@@ -131,6 +142,8 @@ class Outbound:
     signature: bytes = b""
     #: The user's own signature (wecross.attest.ClientProof, encoded) or empty; passed on unchanged.
     client_auth: bytes = b""
+    #: The organisation the origin vouches the sender belongs to ("" unknown); signed, passed on unchanged.
+    sender_org: str = ""
 
     @property
     def originated_here(self) -> bool:
@@ -177,6 +190,10 @@ class Router:
         self.signing_key = signing_key
         self.auth = attest.Authenticator(self.local_id, signing_key) if signing_key is not None else None
         self.header_signer = attest.HeaderSigner(signing_key) if signing_key is not None else None
+        #: Who may do what (wecross.governance); open until the node gives it the configured policy.
+        self.governance = Governance()
+        #: The audit trail's append (wecross.governance.audit_store.AuditStore.append), set by the node; None: off.
+        self.audit: Callable[..., Deferred[Any]] | None = None
         #: End-to-end checks refused, by check (bad_signature, unknown_signer, no_authority, expired, ...).
         self.auth_refused: Counter[str] = Counter()
         #: (chain, tx hash) of writes verified here: an answer naming one again is a replayed receipt.
@@ -292,6 +309,49 @@ class Router:
         if invocation.op not in OPERATIONS:
             return self._count(defer.fail(RouterError("bad_request", f"unknown operation {invocation.op!r}; use one "
                                                                      f"of {', '.join(OPERATIONS)}")), "rest")
+        org = ""
+        if not _is_router(invocation.sender):  # this router's own services act as themselves, not as a user
+            try:
+                identity = self.caller(invocation)
+                org = identity.org or ""
+                # Early refusal at the entry router; the owner decides again (its rules are the ones that count).
+                self.governance.authorize(identity, invocation.path, invocation.op, f"router {self.local_id}")
+            except RouterError as exc:
+                return self._audited(self._count(defer.fail(exc), "rest"), invocation.sender, org, self.local_id,
+                                     str(invocation.path), invocation.op, invocation.method, invocation.args)
+        return self._audited(self._invoke(invocation, org), invocation.sender, org, self.local_id,
+                             str(invocation.path), invocation.op, invocation.method, invocation.args)
+
+    def _audited(self, d: Deferred[dict[str, Any]], initiator: str, org: str, entry: str, ipath: str,
+                 interface: str, method: str, args: Any) -> Deferred[dict[str, Any]]:
+        """Append the request's outcome to the audit trail (every request originated or served here, allowed or
+        refused); the answer passes through unchanged, and a failing audit log never fails a request."""
+        append = self.audit
+        if append is None:
+            return d
+
+        def record(outcome: dict[str, Any] | Failure) -> dict[str, Any] | Failure:
+            if isinstance(outcome, Failure):
+                error = outcome.value
+                code = error.code if isinstance(error, RouterError) else "internal"
+                path = error.details.get("path", ()) if isinstance(error, RouterError) else ()
+                fields: dict[str, Any] = {"outcome": code, "path": path if isinstance(path, list) else ()}
+            else:
+                block = outcome.get("block_number")
+                tx_hash = outcome.get("tx_hash")
+                fields = {"outcome": "ok", "path": outcome.get("path") or (),
+                          "tx_hash": tx_hash if isinstance(tx_hash, str) else None,
+                          "block": block if type(block) is int else None}
+            try:
+                append(initiator=initiator, org=org or None, entry_router=entry, ipath=ipath, interface=interface,
+                       method=method, args=args, **fields).addErrback(_audit_failed)
+            except Exception:
+                log.failure("the audit trail refused a record")
+            return outcome
+
+        return d.addBoth(record)
+
+    def _invoke(self, invocation: Invocation, org: str) -> Deferred[dict[str, Any]]:
         path = invocation.path
         if self._serves(path.chain_path):
             d = self._run_local(path, invocation.op, invocation.method, invocation.args, invocation.sender,
@@ -299,21 +359,30 @@ class Router:
             return self._count(d, "local")
         proof = invocation.client_proof
         d = self._originate(path, invocation.op, invocation.method, list(invocation.args), invocation.sender,
-                            client_auth=proof.encode() if proof is not None else b"")
+                            client_auth=proof.encode() if proof is not None else b"", sender_org=org)
         if self.trust is not None:
             d.addCallback(self.trust.verify, invocation)
         d.addCallback(self._proven_or_attested, path.chain_path)
         return self._count(d, "forwarded")
 
+    def caller(self, invocation: Invocation) -> Identity:
+        """The caller's identity: the REST layer's (from the TLS client certificate), else ``sender`` as this
+        router vouches for it."""
+        if invocation.identity is not None:
+            return invocation.identity
+        return self.governance.identity_of(invocation.sender, None)
+
     def _originate(self, path: IPath, op: str, method: str, args: list[Any], sender: str,
-                   destination: str | None = None, client_auth: bytes = b"") -> Deferred[dict[str, Any]]:
+                   destination: str | None = None, client_auth: bytes = b"",
+                   sender_org: str = "") -> Deferred[dict[str, Any]]:
         """The one way a request leaves its entry router: a new request id, its deadline and signed expiry."""
         now = self.clock.seconds()
         lifetime = self.settings.limits.request_deadline
         out = Outbound(path=path, op=op, method=method, args=args, sender=sender,
                        request_id=self.id_prefix + next(self._id_counter).to_bytes(8, "big"),
                        deadline=now + lifetime, expires_ms=int((now + lifetime) * 1000), trail=[self.local_id],
-                       hop_limit=self.settings.limits.hop_limit, destination=destination, client_auth=client_auth)
+                       hop_limit=self.settings.limits.hop_limit, destination=destination, client_auth=client_auth,
+                       sender_org=sender_org)
         return self._forward(out, set())
 
     def _serves(self, chain_path: str) -> bool:
@@ -420,7 +489,8 @@ class Router:
                 signature = self.auth.tag(
                     route.destination, self.directory.signing_key(route.destination),
                     attest.request_body(out.request_id, self.local_id, route.destination, out.expires_ms, out.op,
-                                        str(path), out.method, out.args, out.sender, out.client_auth),
+                                        str(path), out.method, out.args, out.sender, out.client_auth,
+                                        out.sender_org),
                     signed=out.op in _SIGNED)
             except attest.AttestError as exc:
                 return defer.fail(RouterError("bad_args", f"the request cannot be sent: {exc.message}"))
@@ -429,7 +499,7 @@ class Router:
                 request_id=out.request_id, origin=trail[0], destination=route.destination, hop_limit=out.hop_limit,
                 deadline_ms=int(remaining * 1000), path=list(trail), op=out.op, ipath=str(path), method=out.method,
                 args=list(out.args), sender=out.sender, expires_ms=out.expires_ms, signature=signature,
-                client_auth=out.client_auth,
+                client_auth=out.client_auth, sender_org=out.sender_org,
             )
         except WireError as exc:  # values the wire cannot carry: the caller's mistake, refused before anything
             return defer.fail(RouterError("bad_args", f"the request cannot be sent: {exc}"))
@@ -472,7 +542,7 @@ class Router:
         self.auth_refused[check] += 1
         raise RouterError(code, f"{message} ({check})", {"check": check, **details})
 
-    def _authenticate_request(self, request: Request) -> None:
+    def _authenticate_request(self, request: Request) -> x509.Certificate | None:
         """At the destination, before anything runs: the request is the one its origin signed, not expired, and
         not claiming to live longer than any request may. The origin's key comes from its verified gossip record;
         the sender named inside is the identity the origin vouches for."""
@@ -482,7 +552,8 @@ class Router:
             self.auth.check(request.origin, self.directory.signing_key(request.origin), request.signature,
                             attest.request_body(request.request_id, request.origin, request.destination,
                                                 request.expires_ms, request.op, request.ipath, request.method,
-                                                request.args, request.sender, request.client_auth),
+                                                request.args, request.sender, request.client_auth,
+                                                request.sender_org),
                             signed=request.op in _SIGNED)
         except attest.AttestError as exc:
             code = "unknown_signer" if exc.check == "unknown_signer" else "bad_signature"
@@ -497,16 +568,22 @@ class Router:
             self._refuse_auth("bad_request", "expiry_too_far",
                               f"request refused by {self.local_id}: it claims to live until {request.expires_ms} "
                               f"ms, beyond the longest deadline a request may have")
+        if _is_router(request.sender) and request.sender not in ("router", f"router:{request.origin}"):
+            # A router may act for itself (its own services), never as another router.
+            self._refuse_auth("forbidden", "router_identity",
+                              f"request refused by {self.local_id}: {request.origin} may act as itself, not as "
+                              f"{untrusted(request.sender)}")
         if request.client_auth:
-            self._authenticate_client(request, now_ms, skew_ms)
-        elif self.settings.trust.client_signatures == "required" and _is_user(request.sender) \
+            return self._authenticate_client(request, now_ms, skew_ms)
+        if self.settings.trust.client_signatures == "required" and _is_user(request.sender) \
                 and request.op in OPERATIONS:
             self._refuse_auth("unauthenticated", "client_signature",
                               f"request refused by {self.local_id}: operations in a user's name need the user's own "
                               f"signature here ([trust] client_signatures = \"required\"), and "
                               f"{untrusted(request.sender)!s} did not sign this one")
+        return None
 
-    def _authenticate_client(self, request: Request, now_ms: float, skew_ms: float) -> None:
+    def _authenticate_client(self, request: Request, now_ms: float, skew_ms: float) -> x509.Certificate:
         """The user's own signature, when the client holds a key: by a certificate of the network's CA whose name
         is the sender, over exactly this operation, not expired, and each signed operation run once (nonce)."""
         try:
@@ -545,6 +622,7 @@ class Router:
         while len(nonces) > _CLIENT_NONCES:
             nonces.popitem(last=False)
         self.outcomes["client_signed"] += 1
+        return x509.load_der_x509_certificate(proof.chain[0])
 
     def _client_certificate(self, chain: tuple[bytes, ...]) -> tuple[attest.PublicKey, str]:
         """The key and common name of a user's certificate chain, checked against the CA (cached by the
@@ -660,9 +738,13 @@ class Router:
 
     def handle_request(self, link: PeerLink, request: Request) -> Deferred[dict[str, Any]]:
         try:
-            return self._count(self._serve(link, request), "served")
+            d = self._count(self._serve(link, request), "served")
         except RouterError as exc:
-            return self._count(defer.fail(exc), "served")
+            d = self._count(defer.fail(exc), "served")
+        if request.destination == self.local_id and request.op in OWNER_INTERFACES:
+            d = self._audited(d, request.sender, request.sender_org, request.origin, request.ipath,
+                              OWNER_INTERFACES[request.op], request.method, request.args)
+        return d
 
     def _serve(self, link: PeerLink, request: Request) -> Deferred[dict[str, Any]]:
         if request.deadline_ms <= 0:
@@ -683,7 +765,12 @@ class Router:
         if request.destination == self.local_id:
             # Only the router the origin signed the request for runs it (a replica on the way relays it): nothing
             # runs before the signature, the expiry and the signer check out.
-            self._authenticate_request(request)
+            certificate = self._authenticate_request(request)
+            interface = OWNER_INTERFACES.get(request.op)
+            if interface is not None and not _is_router(request.sender):
+                # The decision that counts: this router's rules, for the identity the signed request proves.
+                identity = self.governance.identity_of(request.sender, request.sender_org, certificate)
+                self.governance.authorize(identity, path, interface, f"router {self.local_id} (owner)")
             return self._execute(request, path, trail).addCallback(self._attest_result, request)
         if not self.settings.transit:
             raise RouterError("forbidden", f"router {self.local_id} does not relay for others (transit = false)")
@@ -696,7 +783,8 @@ class Router:
                        sender=request.sender, request_id=request.request_id,
                        deadline=self.clock.seconds() + request.deadline_ms / 1000.0, expires_ms=request.expires_ms,
                        trail=trail, hop_limit=request.hop_limit - 1, destination=request.destination,
-                       signature=request.signature, client_auth=request.client_auth)
+                       signature=request.signature, client_auth=request.client_auth,
+                       sender_org=request.sender_org)
         return self._forward(out, set())
 
     def _execute(self, request: Request, path: IPath, trail: list[str]) -> Deferred[dict[str, Any]]:
@@ -818,9 +906,16 @@ class Router:
         return page.addCallback(lambda p: {"output": {"events": p.events, "next_block": p.next_block},
                                            "router": self.local_id, "path": trail})
 
-    def events(self, path: IPath, from_block: int, wait: float) -> Deferred[dict[str, Any]]:
+    def events(self, path: IPath, from_block: int, wait: float,
+               identity: Identity | None = None) -> Deferred[dict[str, Any]]:
         """``GET /{zone}/{chain}/{resource}/events``: a long poll. Answers as soon as there are events from
-        ``from_block`` on, else after ``wait`` seconds with none; ``next_block`` says where to continue."""
+        ``from_block`` on, else after ``wait`` seconds with none; ``next_block`` says where to continue. Polls
+        travel in the caller's name (``identity``: the owner decides whether it may read these events)."""
+        caller = identity if identity is not None else self.governance.identity_of("anonymous", None)
+        try:
+            self.governance.authorize(caller, path, "events", f"router {self.local_id}")
+        except RouterError as exc:
+            return defer.fail(exc)
         wait = min(max(wait, 0.0), MAX_EVENTS_WAIT)
         deadline = self.clock.seconds() + wait
         timers: list[IDelayedCall] = []
@@ -838,7 +933,7 @@ class Router:
             if self._serves(path.chain_path):
                 d = self._answer_events(path, [from_block], [self.local_id])
             else:
-                d = self._originate(path, OP_EVENTS, "poll", [from_block], "router")
+                d = self._originate(path, OP_EVENTS, "poll", [from_block], caller.name, sender_org=caller.org or "")
                 d.addCallback(self._drop_attestation_marks)
                 if self.trust is not None:
                     d.addCallback(self.trust.verify_events, path)

@@ -47,6 +47,8 @@ from twisted.web.server import version as _SERVER_VERSION
 from wecross.config import Limits
 from wecross.errors import RouterError
 from wecross.facade import Invocation, RouterFacade
+from wecross.governance.enforce import Governance
+from wecross.governance.identity import Identity
 from wecross.ipath import IPath, IPathError, IPathPattern
 from wecross.logs import untrusted
 from wecross.rest.http import (
@@ -56,7 +58,7 @@ from wecross.rest.http import (
     RefusedConnection,
     RestChannel,
 )
-from wecross.rest.identity import ANONYMOUS, client_identity, client_proof, has_signature_headers
+from wecross.rest.identity import ANONYMOUS, caller_identity, client_identity, client_proof, has_signature_headers
 from wecross.rest.json_body import (
     JSON_CONTENT_TYPE,
     check_content_type,
@@ -484,9 +486,12 @@ class RestApi(Resource):
         metrics: Any = None,
         limits: Limits | None = None,
         wall_clock: Callable[[], float] = time.time,
+        governance: Governance | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.router = router
+        #: The router's permissions (wecross.governance.enforce); open when none are given.
+        self.governance = governance if governance is not None else Governance()
         #: clock_skew and request_deadline bound the life of a client's signature (wecross.rest.identity).
         self.limits = limits if limits is not None else Limits()
         #: The wall clock a client's signed expiry is compared with (seconds since the epoch).
@@ -568,7 +573,8 @@ class RestApi(Resource):
             if not 0.0 <= seconds <= 60.0:
                 raise RouterError("bad_request", f"wait must be a number of seconds from 0 to 60, got {wait!r}",
                                   {"field": "wait"})
-            return self.router.events(_url_ipath(zone, chain, resource), int(from_block), seconds)
+            return self.router.events(_url_ipath(zone, chain, resource), int(from_block), seconds,
+                                      self._caller(request))
 
         if segments and segments[0] in ("tx", "htlc"):
             return self._transactions(request, segments, shown_path)
@@ -614,7 +620,12 @@ class RestApi(Resource):
             raise RouterError("bad_request", "path segments must be valid UTF-8")
         parts = [s for s in segments if s is not None]
         kind = parts[0]
-        sender = client_identity(request)
+        identity = self._caller(request)
+        sender = identity.name
+
+        def allow(interface: str, ipath: IPath | None = None) -> None:
+            self.governance.authorize(identity, ipath, interface, "this router")
+
         if len(parts) == 1:
             if method not in _GET_METHODS:
                 raise _MethodNotAllowed(method, _GET_METHODS, shown_path)
@@ -622,6 +633,7 @@ class RestApi(Resource):
             limit = query.get("limit", "100")
             if not limit.isdigit() or not 1 <= int(limit) <= 10000:
                 raise RouterError("bad_request", f"limit must be an integer from 1 to 10000, got {limit!r}")
+            allow(f"{kind}.read")
             service = self.router.transactions() if kind == "tx" else self.router.htlc()
             return {"transactions" if kind == "tx" else "htlcs": service.list(query.get("state"), int(limit)),
                     "stats": service.stats()}
@@ -629,6 +641,7 @@ class RestApi(Resource):
             if method not in _POST_METHODS:
                 raise _MethodNotAllowed(method, _POST_METHODS, shown_path)
             body = self._json_body(request)
+            allow(f"{kind}.{parts[1]}")
             if kind == "tx" and parts[1] == "start":
                 resources, timeout = body.get("resources", []), body.get("timeout")
                 return self.router.transactions().start(resources, timeout, sender)
@@ -641,6 +654,7 @@ class RestApi(Resource):
             if method not in _GET_METHODS:
                 raise _MethodNotAllowed(method, _GET_METHODS, shown_path)
             _query(request, frozenset())
+            allow(f"{kind}.read")
             service = self.router.transactions() if kind == "tx" else self.router.htlc()
             return service.get(parts[1])
         actions = {"tx": ("exec", "commit", "rollback"), "htlc": ("unlock", "refund")}[kind]
@@ -650,13 +664,26 @@ class RestApi(Resource):
             tx_id, action = parts[1], parts[2]
             body = self._json_body(request, optional=action != "exec")
             if kind == "htlc":
+                allow("htlc.act")
                 return self.router.htlc().act(tx_id, action, body, sender)
             coordinator = self.router.transactions()
+            if action != "exec":
+                allow(f"tx.{action}")
+            # The transaction control plane: only whoever started it (or an admin) drives it.
+            started_by = coordinator.get(tx_id).get("sender")
+            if started_by != sender and "admin" not in identity.roles:
+                raise RouterError("forbidden", f"transaction {tx_id} was started by {started_by!r}: only that "
+                                               f"identity or an admin may {action} it, not {sender!r}",
+                                  {"interface": f"tx.{action}", "identity": sender})
             if action == "exec":
                 ipath, step_method, args = body.get("path"), body.get("method"), body.get("args", [])
                 if not isinstance(ipath, str) or not isinstance(step_method, str) or not isinstance(args, list):
                     raise RouterError("bad_request", 'exec takes {"path": "zone.chain.resource", "method": "...", '
                                                      '"args": [...]}')
+                try:
+                    allow("tx.exec", IPath.parse(ipath))
+                except IPathError as exc:
+                    raise RouterError("bad_ipath", str(exc)) from None
                 return coordinator.execute(tx_id, ipath, step_method, args, sender)
             if action == "commit":
                 return coordinator.commit(tx_id)
@@ -758,14 +785,16 @@ class RestApi(Resource):
             check_content_type(content_type)
         body = self._read_body(request)
         method, args = parse_operation_body(op, parse_json_object(body))
-        sender = client_identity(request)
+        identity = self._caller(request)
+        sender = identity.name
         proof = None
         if has_signature_headers(request):
             # The client signed the (method, args) it sent: checked here against this very body, so a request
             # changed on its way to this router is refused before it goes anywhere.
             proof = client_proof(request, sender=sender, ipath=str(path), op=op, method=method, args=args,
                                  now_ms=int(self.wall_clock() * 1000), limits=self.limits)
-        invocation = Invocation(path=path, op=op, method=method, args=args, sender=sender, client_proof=proof)
+        invocation = Invocation(path=path, op=op, method=method, args=args, sender=sender, client_proof=proof,
+                                identity=identity)
         if with_proof:
             return self._invoke(invocation)
         token = PROOFS_WANTED.set(False)
@@ -774,6 +803,11 @@ class RestApi(Resource):
         finally:
             PROOFS_WANTED.reset(token)
         return d.addCallback(_without_proof)
+
+    def _caller(self, request: Request) -> Identity:
+        """The caller's identity from its TLS client certificate (anonymous on plain HTTP), with this router's
+        role grants."""
+        return caller_identity(request, self.governance.grants)
 
     def _invoke(self, invocation: Invocation) -> Deferred[Any]:
         try:
@@ -1057,6 +1091,7 @@ def make_site(
     header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
     max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     limits: Limits | None = None,
+    governance: Governance | None = None,
 ) -> RestSite:
     """The REST API for one router, ready to be given to a TCP or TLS listener.
 
@@ -1070,7 +1105,7 @@ def make_site(
     if max_body < 0:
         raise ValueError(f"max_body must be >= 0, got {max_body}")
     api = RestApi(router, max_body=max_body, counters=new_counters(), log_requests=log_requests, metrics=metrics,
-                  limits=limits)
+                  limits=limits, governance=governance)
     return RestSite(api, max_body=max_body, log_requests=log_requests, reactor=reactor, header_timeout=header_timeout,
                     max_connections_per_client=max_connections_per_client)
 

@@ -36,6 +36,7 @@ from wecross import attest
 from wecross.attest import ClientProof
 from wecross.config import Limits
 from wecross.errors import RouterError
+from wecross.governance.identity import Identity, RoleGrants
 
 ANONYMOUS = "anonymous"
 
@@ -300,3 +301,43 @@ __all__ = [
     "parse_signature_headers",
     "peer_chain",
 ]
+
+
+#: Certificate (DER) -> the identity it names before this router's role grants (Identity.from_certificate), or the
+#: reason it names none. Bounded like _IDENTITIES.
+_CALLERS: dict[bytes, Identity | str] = {}
+
+
+def caller_identity(request: Any, grants: RoleGrants | None = None) -> Identity:
+    """The caller as permissions see it (wecross.governance): the TLS client certificate's CN, O and roles
+    (``wecross:ROLE`` units, plus ``grants``), or the anonymous caller on plain HTTP or without a certificate.
+    A certificate that names no usable identity (no CN, a reserved name) is refused: 401 unauthenticated."""
+    transport = _tls_transport(request)
+    if transport is None:
+        return Identity.nobody()
+    try:
+        cert = transport.getPeerCertificate()
+    except Exception:
+        return Identity.nobody()
+    if cert is None:
+        return Identity.nobody()
+    try:
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+    except Exception:
+        der = b""
+    known = _CALLERS.get(der) if der else None
+    if known is None:
+        try:
+            known = Identity.from_certificate(cert.to_cryptography(), proven="tls")
+        except (ValueError, AttributeError) as exc:
+            known = str(exc)[:200]
+        if der:
+            if len(_CALLERS) >= _IDENTITY_CACHE_SIZE:
+                _CALLERS.clear()
+            _CALLERS[der] = known
+    if isinstance(known, str):
+        raise RouterError("unauthenticated", f"the client certificate names no usable identity: {known}")
+    if grants is None:
+        return known
+    extra = grants.roles_for(known.name, known.org)
+    return known if extra <= known.roles else Identity(known.name, known.org, known.roles | extra, known.proven)

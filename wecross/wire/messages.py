@@ -374,7 +374,7 @@ def _check_gossip_records(v: Sequence[Any], limits: Limits) -> None:
 def _explain_request(v: Sequence[Any], limits: Limits) -> None:
     """The reference rules for Request, one helper per field; slow but says exactly what is wrong."""
     request_id, origin, destination, hop_limit, deadline_ms, path, op, ipath, method, args, sender, expires_ms, \
-        signature, client_auth = v
+        signature, client_auth, sender_org = v
     _request_id(request_id, "Request.request_id")
     _name(origin, "Request.origin")
     _name(destination, "Request.destination")
@@ -392,6 +392,7 @@ def _explain_request(v: Sequence[Any], limits: Limits) -> None:
         _fail("schema", "Request.signature", f"expected at most {SIGNATURE_MAX} bytes, got {_show(signature)}")
     if type(client_auth) is not bytes or len(client_auth) > CLIENT_AUTH_MAX:
         _fail("schema", "Request.client_auth", f"expected at most {CLIENT_AUTH_MAX} bytes, got {_show(client_auth)}")
+    _short(sender_org, "Request.sender_org")
 
 
 def _check_request(v: Sequence[Any], limits: Limits) -> None:
@@ -399,7 +400,7 @@ def _check_request(v: Sequence[Any], limits: Limits) -> None:
     (:func:`_explain_request`) only when something looks wrong. The inline tests are each at least as strict as the
     reference, so the fallback decides every doubtful case."""
     request_id, origin, destination, hop_limit, deadline_ms, path, op, ipath, method, args, sender, expires_ms, \
-        signature, client_auth = v
+        signature, client_auth, sender_org = v
     if not (
         type(request_id) is bytes
         and len(request_id) == REQUEST_ID_LEN
@@ -429,6 +430,8 @@ def _check_request(v: Sequence[Any], limits: Limits) -> None:
         and len(signature) <= SIGNATURE_MAX
         and type(client_auth) is bytes
         and len(client_auth) <= CLIENT_AUTH_MAX
+        and type(sender_org) is str
+        and len(sender_org) <= NAME_MAX
     ):
         _explain_request(v, limits)
     for hop in path:
@@ -626,6 +629,9 @@ class Request:
     #: The user's own signature of the operation (wecross.attest.ClientProof, encoded), or empty: covered by the
     #: origin's signature, so no relay can strip or swap it.
     client_auth: bytes = b""
+    #: The organisation the entry router vouches the sender belongs to ("" when it does not say): signed with the
+    #: rest, for the owner's organisation rules (wecross.governance).
+    sender_org: str = ""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -818,18 +824,18 @@ _new = object.__new__
 def _encode_request(m: Request) -> list[Any]:
     return [
         m.request_id, m.origin, m.destination, m.hop_limit, m.deadline_ms, m.path, m.op, m.ipath, m.method, m.args,
-        m.sender, m.expires_ms, m.signature, m.client_auth,
+        m.sender, m.expires_ms, m.signature, m.client_auth, m.sender_org,
     ]  # fmt: skip
 
 
 def _decode_request(body: list[Any], limits: Limits) -> Request:
-    if len(body) != 14:
-        _fail("schema", "REQUEST", f"expected 14 fields, got {len(body)}")
+    if len(body) != 15:
+        _fail("schema", "REQUEST", f"expected 15 fields, got {len(body)}")
     _check_request(body, limits)
     m = _new(_REQUEST_TWIN)
     (
         m.request_id, m.origin, m.destination, m.hop_limit, m.deadline_ms, m.path, m.op, m.ipath, m.method, m.args,
-        m.sender, m.expires_ms, m.signature, m.client_auth,
+        m.sender, m.expires_ms, m.signature, m.client_auth, m.sender_org,
     ) = body  # fmt: skip
     m.__class__ = Request
     return m  # type: ignore[no-any-return]
