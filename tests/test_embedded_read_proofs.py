@@ -307,6 +307,16 @@ class TamperTests(ReadProofCase):
             mangle(wire)
             self.assert_fails("malformed", wire)
 
+    async def test_negative_zero_is_not_zero(self) -> None:
+        """0.0 and -0.0 are equal in Python but encode differently: an output of -0.0 for a proven 0.0 is a lie."""
+        await self.resource(self.stub, "hello").send_transaction("set", ["zero", 0.0], "w")
+        expected = get_data("hello", "zero")
+        wire = await self.read(self.stub, expected)
+        header_hash = (await self.stub.header(wire["block_number"])).hash
+        self.assertIsNone(check_read_proof(wire, expected_header_hash=header_hash, expected_read=expected))
+        wire["output"] = -0.0
+        self.fails("output_mismatch", wire, expected, header_hash)
+
     def test_unencodable_output(self) -> None:
         wire = self.tampered()
         wire["output"] = object()
