@@ -39,9 +39,11 @@ def pki() -> Path:
         leaf = authority.issue_router_cert(intermediate, rid, serves=patterns)
         authority.write_certificates(base / rid / "chain.pem", leaf.full_chain)
         authority.write_private_key(base / rid / "key.pem", leaf.key)
-    client = authority.issue_client_cert(intermediate, "alice")
-    authority.write_certificates(base / "alice" / "chain.pem", client.full_chain)
-    authority.write_private_key(base / "alice" / "key.pem", client.key)
+    # Users: alice (no organisation: the oldest tests know her so), bob of org Court, carol of org BankA.
+    for user, org in (("alice", None), ("bob", "Court"), ("carol", "BankA")):
+        client = authority.issue_client_cert(intermediate, user, org=org)
+        authority.write_certificates(base / user / "chain.pem", client.full_chain)
+        authority.write_private_key(base / user / "key.pem", client.key)
     (stranger_root,) = authority.create_ca_chain(0, root_name="Stranger CA")
     authority.write_certificates(base / "stranger" / "ca.crt", [stranger_root.cert])
     for rid in ("router-a", "router-b"):

@@ -58,6 +58,7 @@ SCHEME_SIGNATURE = 1
 SCHEME_MAC = 2
 REQUEST_CONTEXT = b"wecross-request-v1\x00"
 CLIENT_CONTEXT = b"wecross-client-request-v1\x00"
+TX_RECORD_CONTEXT = b"wecross-tx-record-v1\x00"
 RESULT_CONTEXT = b"wecross-result-v1\x00"
 HEADER_CONTEXT = b"wecross-header-v1\x00"
 
@@ -150,6 +151,13 @@ def result_body(request_id: bytes, origin: str, owner: str, result: Mapping[str,
     """What an owner signs for its answer to a request: the request it answers and the result's own fields."""
     content = {key: value for key, value in result.items() if key not in UNSIGNED_RESULT_FIELDS}
     return RESULT_CONTEXT + _pack([request_id, origin, owner, content])
+
+
+def tx_record_body(record: Mapping[str, Any]) -> bytes:
+    """What a 2PC coordinator signs for a transaction's record (the whitepaper's step record, every field but the
+    signature itself): the evidence another router needs to adopt the transaction, and that participants need to
+    take a decision from the adopter instead of the coordinator named in the transaction id."""
+    return TX_RECORD_CONTEXT + _pack({key: value for key, value in record.items() if key != "signature"})
 
 
 def header_body(chain: str, wire: Mapping[str, Any]) -> bytes:

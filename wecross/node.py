@@ -172,6 +172,9 @@ class RouterNode(MultiService):
                                            hold_after_decision=tx.test_hold_after_decision,
                                            hold_between_participants=tx.test_hold_between_participants)
             self.router.coordinator = self.coordinator
+            # Records it coordinates are signed; records to adopt must be signed by their coordinator.
+            self.coordinator.sign_record = self.router.sign_tx_record
+            self.coordinator.verify_record = self.router.verify_tx_record
             self.participant = ParticipantWatcher(self.router, self.stubs.stubs, reactor,
                                                   timeout=tx.participant_timeout, interval=tx.check_interval,
                                                   heuristic=tx.participant_heuristic,

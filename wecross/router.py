@@ -12,7 +12,7 @@ import itertools
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from cryptography import x509
@@ -44,6 +44,8 @@ from wecross.stub.interfaces import (
     OP_CALL,
     OP_GET_DATA,
     OP_TX_COMMIT,
+    OP_TX_PREPARE,
+    OP_TX_ROLLBACK,
     OPERATIONS,
     TX_OPERATIONS,
     WRITE_OPERATIONS,
@@ -71,6 +73,8 @@ _PROVABLE_READS = frozenset({OP_CALL, OP_GET_DATA})
 #: participants commit or roll back.
 _SIGNED = _STATEFUL
 _SIGNED_ANSWERS = _STATEFUL | {OP_TX_STATUS}
+#: Decisions and steps a participant takes only from the transaction's coordinator (Router._from_coordinator).
+_TX_DECISIONS = frozenset({OP_TX_PREPARE, OP_TX_COMMIT, OP_TX_ROLLBACK})
 #: Users' signed operations remembered (nonces until they expire), and user certificates' names.
 _CLIENT_NONCES = 100_000
 #: How many (chain, transaction hash) pairs of verified writes an entry router remembers (see _check_fresh).
@@ -654,6 +658,59 @@ class Router:
                               f"header {wire.get('number')!r} of {chain} from {signer}: {exc.message}",
                               router=signer)
 
+    def sign_tx_record(self, record: dict[str, Any]) -> bytes:
+        """This router's signature of a transaction record it coordinates (wecross.attest.tx_record_body)."""
+        if self.signing_key is None:
+            raise RouterError("internal", "this router has no key to sign with")
+        return attest.sign(self.signing_key, attest.tx_record_body(record))
+
+    def verify_tx_record(self, record: Any) -> None:
+        """Raises RouterError('forbidden') unless ``record`` carries the signature of the coordinator that its
+        transaction id names (the only router that can have decided it)."""
+        if not isinstance(record, dict):
+            raise RouterError("forbidden", "a transaction record must be a map")
+        tx_id, coordinator, signature = record.get("tx_id"), record.get("coordinator"), record.get("signature")
+        if not isinstance(tx_id, str) or not isinstance(coordinator, str) or not tx_id.startswith(coordinator + ":"):
+            raise RouterError("forbidden", "the record's transaction id does not name its coordinator")
+        try:
+            raw = bytes.fromhex(signature) if isinstance(signature, str) else b""
+        except ValueError:
+            raw = b""
+        key = self.directory.signing_key(coordinator)
+        if key is None and coordinator == self.local_id and self.signing_key is not None:
+            key = self.signing_key.public_key()
+        try:
+            attest.verify(key, raw, attest.tx_record_body(record), coordinator)
+        except attest.AttestError as exc:
+            raise RouterError("forbidden", f"the record of {untrusted(tx_id)} is not signed by its coordinator "
+                                           f"{untrusted(coordinator)}: {exc.message}",
+                              {"check": "tx_record_signature"}) from None
+
+    def _from_coordinator(self, request: Request) -> Request:
+        """A participant takes a transaction's steps and decisions from the coordinator its id names; a decision
+        from another router (one that adopted the transaction) only with that coordinator's signed record showing
+        the same decision (commit: it had decided commit; rollback: it had not), which is then left out of what
+        the chain sees."""
+        tx_id = request.args[0] if request.args else None
+        if not isinstance(tx_id, str) or ":" not in tx_id:
+            raise RouterError("bad_args", "a transaction operation names its transaction id first")
+        coordinator = tx_id.split(":", 1)[0]
+        if request.origin == coordinator:
+            return request
+        if request.op == OP_TX_PREPARE or len(request.args) != 2:
+            self._refuse_auth("forbidden", "tx_coordinator",
+                              f"{self.local_id} takes {request.op} of {untrusted(tx_id)} from its coordinator "
+                              f"{untrusted(coordinator)} only, not from {request.origin}")
+        record = request.args[1]
+        self.verify_tx_record(record)
+        state = record.get("state")
+        decided = state in ("committing", "committed")
+        if record.get("tx_id") != tx_id or (request.op == OP_TX_COMMIT) != decided:
+            self._refuse_auth("forbidden", "tx_coordinator",
+                              f"the signed record of {untrusted(tx_id)} ({untrusted(state)}) does not allow "
+                              f"{request.op}")
+        return replace(request, args=[tx_id])
+
     def _attest_result(self, result: dict[str, Any], request: Request) -> dict[str, Any]:
         """The owner signs its answer, binding it to the request it answers; a read that carries a proof is
         checked against trusted headers instead and saves the signature."""
@@ -771,6 +828,8 @@ class Router:
                 # The decision that counts: this router's rules, for the identity the signed request proves.
                 identity = self.governance.identity_of(request.sender, request.sender_org, certificate)
                 self.governance.authorize(identity, path, interface, f"router {self.local_id} (owner)")
+            if request.op in _TX_DECISIONS:
+                request = self._from_coordinator(request)
             return self._execute(request, path, trail).addCallback(self._attest_result, request)
         if not self.settings.transit:
             raise RouterError("forbidden", f"router {self.local_id} does not relay for others (transit = false)")
@@ -1102,3 +1161,23 @@ class Router:
             new = " -> ".join(change.new.path) if change.new else "none"
             log.info("router {id}: route to {chain} {kind}: {old} => {new}", id=self.local_id, chain=change.chain,
                      kind=change.kind, old=old, new=new)
+
+    # -- peers added and removed at run time (admin.peers: the REST layer decides who may) -------------------------
+
+    def add_peer(self, address: str, peer_id: str | None) -> dict[str, Any]:
+        """Dial ``address`` now and keep redialling it as a configured peer (PeerService.add_peer, idempotent):
+        what changed, as a dict. RouterError ``bad_request`` for what the peer service refuses (a bad address or
+        id, this router's own id, an address dialled under another id), ``unsupported`` without a peer service."""
+        if self.peer_service is None:
+            raise RouterError("unsupported", "this router has no peer service")
+        try:
+            return self.peer_service.add_peer(address, peer_id).as_dict()
+        except ValueError as exc:
+            raise RouterError("bad_request", f"cannot add peer: {str(exc)[:300]}") from None
+
+    def remove_peer(self, peer: str) -> dict[str, Any]:
+        """Stop dialling ``peer`` (router id or host:port) and close the links to it (PeerService.remove_peer,
+        idempotent: ``changed`` False when there was none); ``unsupported`` without a peer service."""
+        if self.peer_service is None:
+            raise RouterError("unsupported", "this router has no peer service")
+        return self.peer_service.remove_peer(peer).as_dict()

@@ -89,6 +89,12 @@ class Coordinator(Service):
         tests can kill the process inside them."""
         self.router_id = router_id
         self.log = txlog
+        #: Signs this coordinator's records (the router's key: wecross.attest.tx_record_body), set by the node.
+        self.sign_record: Callable[[dict[str, Any]], bytes] | None = None
+        #: Checks an adopted record's coordinator signature (raises RouterError), set by the node.
+        self.verify_record: Callable[[dict[str, Any]], None] | None = None
+        #: tx id -> the coordinator-signed record of a transaction adopted here (sent along with decisions).
+        self._adopted: dict[str, dict[str, Any]] = {}
         self.participants = participants
         self.clock = clock
         self.default_timeout = default_timeout
@@ -245,11 +251,17 @@ class Coordinator(Service):
         return d.addCallback(lambda _: self._drive(tx)).addCallback(lambda _: self._wait(tx, wait))
 
     def adopt(self, record: dict[str, Any]) -> Deferred[dict[str, Any]]:
-        """Take over a transaction from its record (another coordinator's): finish it by the recovery rules."""
+        """Take over a transaction from its record (another coordinator's): finish it by the recovery rules. The
+        record must carry its coordinator's signature (``verify_record``; a forged ``committing`` record would
+        otherwise drive commits to whatever participants it names)."""
         try:
+            if self.verify_record is not None:
+                self.verify_record(record)
             tx = Tx.from_record(record)
         except RouterError as exc:
             return defer.fail(exc)
+        if isinstance(record.get("signature"), str):
+            self._adopted[tx.tx_id] = dict(record)
         known = self.txs.get(tx.tx_id)
         if (known is not None and known.state not in FINAL_STATES) or tx.tx_id in self._deciding:
             return defer.fail(TxError("tx_state", f"transaction {tx.tx_id} is already being finished here"))
@@ -279,7 +291,13 @@ class Coordinator(Service):
         return tx
 
     def get(self, tx_id: str) -> dict[str, Any]:
-        return self.get_tx(tx_id).to_record()
+        """The transaction's record, signed by this router when it coordinates it (``signature``, hex): what
+        ``adopt`` elsewhere requires."""
+        tx = self.get_tx(tx_id)
+        record = tx.to_record()
+        if self.sign_record is not None and tx.coordinator == self.router_id:
+            record["signature"] = self.sign_record(record).hex()
+        return record
 
     def status(self, tx_id: str) -> dict[str, Any]:
         """What a participant asks: the state, which shows a decision only once the log has it (a participant
@@ -380,7 +398,13 @@ class Coordinator(Service):
         call = self._retry_calls.pop(key, None)
         if call is not None and call.active():
             call.cancel()
-        d = self.participants.tx_call(IPath.parse(ipath), op, "", [tx.tx_id], tx.sender)
+        args: list[Any] = [tx.tx_id]
+        evidence = self._adopted.get(tx.tx_id)
+        if evidence is not None:
+            # Not the coordinator named in the transaction id: participants take the decision from us only with
+            # that coordinator's signed record (the one we adopted), which shows it already decided, or had not.
+            args.append(evidence)
+        d = self.participants.tx_call(IPath.parse(ipath), op, "", args, tx.sender)
         self._in_flight[key] = d
 
         def acked(result: dict[str, Any]) -> None:
