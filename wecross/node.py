@@ -30,6 +30,7 @@ from wecross.gossip.directory import Directory
 from wecross.gossip.record import RecordSigner, RecordVerifier, SignedRecord
 from wecross.gossip.service import GossipService
 from wecross.governance.audit_store import AuditStore, regulator_sealer
+from wecross.governance.keystore import Keystore, load_kek
 from wecross.governance.reload import PolicyFile
 from wecross.peer.service import LinkTransports, PeerService
 from wecross.peer.tls import TLSMaterial, load_tls_material, rest_server_options
@@ -37,7 +38,7 @@ from wecross.peer.transports import TLSTransports
 from wecross.pki.revocation import RevocationFile, RevocationList
 from wecross.rest.api import make_site
 from wecross.router import Router
-from wecross.stub.interfaces import StubSettings
+from wecross.stub.interfaces import IUserAccounts, StubSettings
 from wecross.stub.service import StubService
 from wecross.tx.coordinator import Coordinator
 from wecross.tx.htlc import Htlc, HtlcService
@@ -194,6 +195,16 @@ class RouterNode(MultiService):
                 return info.st_mtime, info.st_size
 
             self.router.governance.policy = PolicyFile(acl.read_bytes, str(acl), reactor.seconds(), stat=stat)
+        # Users' chain accounts ([keystore]): opened only when some stub acts from users' own accounts.
+        self.keystore: Keystore | None = None
+        if any(stub.options.get("per_user_accounts") for stub in settings.stubs):
+            self.keystore = Keystore.in_data_dir(
+                settings.data_dir, load_kek(settings.keystore.key_file),
+                chain_types={f"{s.zone}.{s.name}": s.type for s in settings.stubs},
+                create_on_first_use=settings.keystore.create_on_first_use)
+            for stub in self.stubs.load().values():
+                if IUserAccounts.providedBy(stub):
+                    stub.use_keystore(self.keystore)
         # The audit trail (a real router; the simulator's thousands keep none).
         self.audit: AuditStore | None = None
         if transactions and settings.audit.enabled:
@@ -344,6 +355,9 @@ class RouterNode(MultiService):
         d = defer.gatherResults(stopping, consumeErrors=True)
         d.addBoth(lambda _: super(RouterNode, self).stopService())
         d.addBoth(lambda _: self.headers.stop())
+        keystore = self.keystore
+        if keystore is not None:
+            d.addBoth(lambda result: (keystore.close(), result)[1])
         if audit is not None:
             d.addBoth(lambda result: audit.close().addBoth(lambda _: result))
         return d

@@ -77,6 +77,7 @@ from wecross.stub.interfaces import (
     IEventSource,
     IResource,
     IStub,
+    IUserAccounts,
     Result,
     StubError,
     StubSettings,
@@ -103,7 +104,7 @@ def _revert_reason(exc: ContractLogicError) -> str:
     return message[len(prefix):] if message.startswith(prefix) else message
 
 
-@implementer(IStub, IEventSource)
+@implementer(IStub, IEventSource, IUserAccounts)
 class EvmStub(EventPages):
     """One EVM chain reached over JSON-RPC; ``data_dir`` keeps the addresses of contracts it deployed."""
 

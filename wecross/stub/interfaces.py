@@ -228,6 +228,14 @@ class EventPage:
     next_block: int
 
 
+class IUserAccounts(Interface):
+    """A stub that can act on its chain from each user's own account (wecross.governance.keystore): the node hands
+    it the router's keystore before start."""
+
+    def use_keystore(keystore: Any) -> None:
+        """The keystore to take users' keys from (before start)."""
+
+
 class IEventSource(Interface):
     """A stub that serves its resources' events (an optional capability beside IStub; test it with
     ``IEventSource.providedBy(stub)``). The stub decides how far one poll scans, so that the router needs to know
