@@ -136,7 +136,7 @@ class TwoPhaseCommit(TxBase):
         self.assertEqual((again.tx_hash, again.output), (rolled.tx_hash, rolled.output))
         unknown = yield asset.rollback(TX_B)
         self.assertEqual((unknown.output, unknown.tx_hash), ({"rolled_back": TX_B, "known": False}, None))
-        yield self.assert_stub_error(asset.commit(TX_A), "unknown_tx", "rolled back")
+        yield self.assert_stub_error(asset.commit(TX_A), "rolled_back", "rolled back")
         yield self.assert_stub_error(asset.commit(TX_B), "unknown_tx", "never prepared")
         height = self.height()
         yield self.assert_stub_error(hello.prepare(TX_A, "set", ["k", "v"], "alice"), "tx_state",

@@ -280,7 +280,7 @@ class EvmResource:
     def commit(self, tx_id: str) -> Deferred[Result]:
         """Apply every step of ``tx_id`` in one mined transaction and release its locks. Again on a committed
         transaction: that same transaction's Result (found by its TxCommitted log). StubError('unknown_tx') for a
-        transaction never prepared here or rolled back."""
+        transaction never prepared here, StubError('rolled_back') for one rolled back."""
         return self._end(tx_id, OP_TX_COMMIT)
 
     def rollback(self, tx_id: str) -> Deferred[Result]:
@@ -315,8 +315,13 @@ class EvmResource:
                 return found.addCallback(lambda result: _with_output(result, output(self._applied(result))))
             self._stub.note_ended(self, tx_id, finished=info.state != TX_NONE)
             if committing:
-                what = "was rolled back" if info.state == TX_ROLLED_BACK else "was never prepared here"
-                raise StubError("unknown_tx", f"{self.where}: transaction {tx_id} {what}; there is nothing to commit")
+                # The participant contract (wecross.stub.interfaces): a commit after a rollback is "rolled_back",
+                # one never prepared here "unknown_tx", as on the embedded chain.
+                if info.state == TX_ROLLED_BACK:
+                    raise StubError("rolled_back", f"{self.where}: transaction {tx_id} was rolled back; there is "
+                                                   "nothing to commit")
+                raise StubError("unknown_tx", f"{self.where}: transaction {tx_id} was never prepared here; there is "
+                                              "nothing to commit")
             if info.state == TX_COMMITTED:
                 raise StubError("already_committed", f"{self.where}: transaction {tx_id} is committed; it cannot be "
                                                      "rolled back")

@@ -52,8 +52,7 @@ TX_OPERATIONS = frozenset({OP_TX_PREPARE, OP_TX_COMMIT, OP_TX_ROLLBACK, OP_HTLC_
 #:   (the same commit), never an error (idempotent repeat).
 #: - ``rollback`` of a transaction prepared here, or again after it rolled back, or of one never prepared here
 #:   (a rollback may overtake its prepare): a Result (``{"rolled_back": tx_id, "known": bool}``), never an error.
-#: - ``commit`` of a transaction this participant rolled back: StubError("rolled_back"). The EVM stub answers
-#:   ``unknown_tx`` (with "was rolled back" in the message) for now; the coordinator takes either.
+#: - ``commit`` of a transaction this participant rolled back: StubError("rolled_back").
 #: - ``commit`` of a transaction never prepared here: StubError("unknown_tx").
 #: - ``rollback`` of a transaction committed here: StubError("already_committed").
 #:
