@@ -20,8 +20,10 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class RouterCollector(Collector):
-    def __init__(self, router: Any) -> None:
+    def __init__(self, router: Any, participant: Any = None) -> None:
         self.router = router
+        #: The participant watcher (wecross.tx.participant), when the router runs the transaction layer.
+        self.participant = participant
 
     def collect(self) -> Iterator[Any]:
         router = self.router
@@ -108,9 +110,21 @@ class RouterCollector(Collector):
             yield txs
             tx_events = CounterMetricFamily("wecross_transaction_events", "Coordinator events (recovered, timed "
                                             "out, decision retries, heuristic outcomes)", labels=["router", "event"])
-            for event in ("recovered", "timed_out", "retries", "heuristic"):
+            for event in ("recovered", "timed_out", "retries", "heuristic", "log_failures"):
                 tx_events.add_metric([rid, event], stats.get(event, 0))
             yield tx_events
+            unlogged = GaugeMetricFamily("wecross_transactions_unlogged", "Transaction records whose log write "
+                                         "failed and waits to be written again", labels=["router"])
+            unlogged.add_metric([rid], stats.get("unlogged", 0))
+            yield unlogged
+        watcher = self.participant
+        if watcher is not None:
+            decided = CounterMetricFamily("wecross_participant_events", "Prepared participants here: coordinators "
+                                          "asked, decisions carried out, and decisions taken alone (heuristic)",
+                                          labels=["router", "event"])
+            for event, value in sorted(watcher.counters.items()):
+                decided.add_metric([rid, event], value)
+            yield decided
         htlc = router.htlc_service
         if htlc is not None:
             open_htlc = GaugeMetricFamily("wecross_htlc_open", "Hash time-locked exchanges not finished",
@@ -123,9 +137,9 @@ class RouterMetrics:
     """The registry of one router (not the process-wide default: tests and the simulator run many routers in one
     process)."""
 
-    def __init__(self, router: Any) -> None:
+    def __init__(self, router: Any, participant: Any = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(RouterCollector(router))
+        self.registry.register(RouterCollector(router, participant))
         self.latency = Histogram("wecross_request_seconds", "REST request latency by operation and outcome",
                                  ["op", "outcome"], registry=self.registry, buckets=_LATENCY_BUCKETS)
         self.hops = Histogram("wecross_request_hops", "Routers a forwarded result crossed (1: one link)",

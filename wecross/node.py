@@ -215,11 +215,12 @@ class RouterNode(MultiService):
         if transactions:  # a real router (the simulator's thousands skip the registry)
             from wecross.metrics import RouterMetrics
 
-            metrics = RouterMetrics(self.router)
+            metrics = RouterMetrics(self.router, self.participant)
         self.site = make_site(self.router, max_body=settings.rest.max_body, metrics=metrics,
                               header_timeout=settings.rest.header_timeout,
                               max_connections_per_client=settings.rest.max_connections_per_client,
-                              limits=settings.limits, governance=self.router.governance)
+                              limits=settings.limits, governance=self.router.governance, audit=self.audit,
+                              is_revoked=self.is_revoked if self.revocation is not None else None)
 
     def is_revoked(self, cert: Any) -> bool:
         """Whether the revocation list in force names ``cert`` (x509.Certificate or DER): for the REST layer."""
