@@ -43,6 +43,8 @@ class MetricsTests(TestCase):
         coordinator = net.nodes["router-a"].router.transactions()
         yield coordinator.start([])
         yield net.nodes["router-a"].router.invoke(Invocation(IPath.parse("z.one.hello"), "getData", "", ["k"]))
+        router_a = net.nodes["router-a"].router
+        router_a.auth_refused["result_signature"] += 1  # as a refused answer counts it
         response = yield agent.request(b"GET", f"http://127.0.0.1:{port}/metrics".encode())
         text = (yield readBody(response)).decode()
         self.assertEqual(response.code, 200)
@@ -60,3 +62,7 @@ class MetricsTests(TestCase):
         self.assertGreaterEqual(value("wecross_gossip_total", event="published"), 1)
         self.assertEqual(samples[("wecross_request_seconds_count", (("op", "call"), ("outcome", "ok")))], 1)
         self.assertEqual(samples[("wecross_request_hops_count", ())], 1)
+        self.assertEqual(value("wecross_auth_refused_total", check="result_signature"), 1)
+        self.assertEqual(value("wecross_transactions_unlogged"), 0)
+        self.assertEqual(value("wecross_transaction_events_total", event="log_failures"), 0)
+        self.assertEqual(value("wecross_participant_events_total", event="heuristic_decisions"), 0)
