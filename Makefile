@@ -25,6 +25,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check wecross tests bench plugins twisted
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/trial -j 2 tests
 
 # Recompile the Solidity resources of the EVM stub (ABI and bytecode are committed: routers need no compiler).
@@ -33,6 +34,7 @@ contracts: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check wecross tests bench plugins twisted
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

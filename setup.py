@@ -38,7 +38,8 @@ setup(
         "rlp>=4.0",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "mypy>=1.10", "ruff>=0.5", "schemathesis>=4.0", "pexpect>=4.9"],
+        "test": ["hypothesis>=6.100", "mypy>=1.10", "ruff>=0.5", "schemathesis>=4.0", "pexpect>=4.9",
+                 "import-linter>=2.0"],
     },
     entry_points={"console_scripts": ["wecross=wecross.cli:main"]},
     classifiers=[

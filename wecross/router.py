@@ -29,7 +29,7 @@ from wecross.chain.trust import TrustedResults
 from wecross.errors import RouterError
 from wecross.facade import Invocation
 from wecross.gossip.directory import Directory
-from wecross.gossip.record import ChainInfo, RecordError, ResourceEntry, RouterRecord
+from wecross.gossip.record import ChainInfo, LinkInfo, RecordError, ResourceEntry, RouterRecord
 from wecross.gossip.service import GossipService, LocalContent
 from wecross.governance.enforce import OWNER_INTERFACES, Governance
 from wecross.governance.identity import Identity
@@ -1128,7 +1128,8 @@ class Router:
                          for p, st in sorted(self.chain_states.items())),
             resources=tuple(ResourceEntry(ipath=str(path), kind=info.kind, methods=dict(info.methods))
                             for path, info in self.stubs.local_resources()),
-            links=peers.link_infos() if peers else (),
+            links=tuple(LinkInfo(m.peer, m.srtt_ms, m.loss, m.bandwidth_bps, m.flaps)
+                        for m in peers.link_infos()) if peers else (),
         )
 
     def directory_changed(self) -> None:

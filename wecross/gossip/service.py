@@ -20,7 +20,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -33,8 +33,23 @@ from wecross.gossip.record import ChainInfo, LinkInfo, RecordError, RecordSigner
 from wecross.logs import untrusted
 from wecross.wire.messages import GossipDigest, GossipRecords, GossipSummary
 
-if TYPE_CHECKING:
-    from wecross.peer.protocol import PeerLink
+
+class PeerLink(Protocol):
+    """What gossip needs of a link (wecross.peer.protocol.PeerLink has it): gossip and peer do not import each
+    other, the router core hands links over."""
+
+    established: bool
+    closing_reason: str | None
+
+    @property
+    def peer_id(self) -> str | None: ...
+
+    @property
+    def writable(self) -> bool: ...
+
+    def when_writable(self, callback: Callable[[], None]) -> None: ...
+
+    def send(self, message: Any) -> None: ...
 
 log = Logger()
 

@@ -194,3 +194,15 @@ def judge_duplicate(
         return DuplicateVerdict(False, "duplicate", "duplicate link (the other connection is kept)")
     return DuplicateVerdict(False, "duplicate_live",
                             "duplicate link: this router already has a live link to that router")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkMeasure:
+    """One link as this router measures it (what its gossip record then states: the router core turns it into
+    ``wecross.gossip.record.LinkInfo``; peer and gossip do not import each other)."""
+
+    peer: str
+    srtt_ms: float
+    loss: float  # fraction of heartbeats lost, 0..1
+    bandwidth_bps: float  # 0 when unknown
+    flaps: int  # times the link went down recently

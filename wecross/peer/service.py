@@ -35,9 +35,8 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from wecross.config import Address, PeerSettings, Timing, parse_address
-from wecross.gossip.record import LinkInfo
 from wecross.logs import untrusted
-from wecross.peer.link import judge_duplicate
+from wecross.peer.link import LinkMeasure, judge_duplicate
 from wecross.peer.protocol import LinkOwner, PeerLink
 from wecross.pki.authority import InvalidNameError, validate_router_id
 from wecross.pki.revocation import RevocationList
@@ -475,7 +474,7 @@ class PeerService(MultiService, LinkOwner):
     def handle_gossip(self, link: PeerLink, message: GossipDigest | GossipRecords | GossipSummary) -> None:
         self.handler.handle_gossip(link, message)
 
-    def link_infos(self) -> tuple[LinkInfo, ...]:
+    def link_infos(self) -> tuple[LinkMeasure, ...]:
         """Our links as our gossip record states them: measured RTT, loss and recent flaps per peer.
 
         A link without an RTT sample yet is left out: it cannot be weighed, and it is stated as soon as its first
@@ -487,7 +486,7 @@ class PeerService(MultiService, LinkOwner):
             snap = link.health.snapshot()
             if snap.srtt is None:
                 continue
-            infos.append(LinkInfo(
+            infos.append(LinkMeasure(
                 peer=peer_id,
                 srtt_ms=snap.srtt * 1000.0,
                 loss=min(1.0, max(0.0, snap.loss)),

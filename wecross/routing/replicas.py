@@ -22,10 +22,9 @@ Genesis hashes compare as lower-case hex without a ``0x`` prefix. A checkpoint a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-
-from wecross.gossip.record import RouterRecord
+from typing import Protocol
 
 __all__ = ["ClashVerdict", "Replicas", "replicas"]
 
@@ -65,12 +64,29 @@ class Replicas(dict[str, list[str]]):
         return sorted(path for path, verdict in self.clashes.items() if verdict.by == "unresolved")
 
 
+class ChainClaim(Protocol):
+    """A chain as a router record announces it (``wecross.gossip.record.ChainInfo`` has these)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def genesis_hash(self) -> str: ...
+
+
+class ClaimsChains(Protocol):
+    """The part of a router record this module reads (routing stays below gossip: no import of its types)."""
+
+    @property
+    def chains(self) -> Sequence[ChainClaim]: ...
+
+
 def _norm(genesis: str) -> str:
     return genesis.lower().removeprefix("0x")
 
 
 def replicas(
-    records: Mapping[str, RouterRecord],
+    records: Mapping[str, ClaimsChains],
     authorized: Callable[[str, str], bool],
     served_here: Mapping[str, str],
     checkpoints: Mapping[str, str],
