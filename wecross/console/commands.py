@@ -333,6 +333,43 @@ def _list_tx(session: Session, args: list[str]) -> Outcome:
     return Outcome(data, render.tx_list)
 
 
+#: ``audit`` filters as the console takes them (``name=value``), in the order help lists them.
+AUDIT_FILTERS = ("initiator", "ipath", "interface", "outcome", "since", "until", "after", "limit")
+
+
+def _whoami(session: Session, args: list[str]) -> Outcome:
+    return Outcome(session.client.whoami(), render.identity)
+
+
+def _audit(session: Session, args: list[str]) -> Outcome:
+    filters: dict[str, Any] = {}
+    for word in args:
+        name, sep, value = word.partition("=")
+        if not sep or name not in AUDIT_FILTERS:
+            raise ConsoleError("bad_args", f"audit takes name=value filters ({', '.join(AUDIT_FILTERS)}), "
+                                           f"got {word[:80]!r}")
+        if name in filters:
+            raise ConsoleError("bad_args", f"audit filter {name} given twice")
+        if name in ("after", "limit"):
+            filters[name] = _int(value, name)
+        elif name in ("since", "until"):
+            try:
+                filters[name] = float(value)
+            except ValueError:
+                raise ConsoleError("bad_args", f"{name} must be seconds since the epoch, got {value[:40]!r}") from None
+        else:
+            filters[name] = value
+    return Outcome(session.client.audit(**filters), render.audit)
+
+
+def _add_peer(session: Session, args: list[str]) -> Outcome:
+    return Outcome(session.client.add_peer(args[0], args[1] if len(args) > 1 else None), render.peer_change)
+
+
+def _remove_peer(session: Session, args: list[str]) -> Outcome:
+    return Outcome(session.client.remove_peer(args[0]), render.peer_change)
+
+
 def _refresh(session: Session, args: list[str]) -> Outcome:
     rows = session.refresh()
     return Outcome({"resources": len(rows)}, lambda d: f"{d['resources']} resources known")
@@ -399,6 +436,15 @@ _LIST: list[Command] = [
     _cmd("getTransaction", "<tx_id>", "a transaction's record: state, steps and outcomes", _get_tx, ("tx_id",)),
     _cmd("listTransactions", "[state] [limit]", "the coordinator's transactions, newest first", _list_tx,
          ("?tx_state", "?limit")),
+    _cmd("whoami", "", "who this router takes you for: name, organisation, roles", _whoami),
+    _cmd("audit", "[name=value...]", "records of the router's audit trail, oldest first (auditors, admins)", _audit,
+         ("audit_filter*",), max_args=None,
+         details="filters: " + ", ".join(AUDIT_FILTERS) + "\nexamples:\n  audit initiator=alice outcome=forbidden\n"
+                 "  audit ipath=payment.bank-a since=1700000000 limit=20\n  audit after=100   (the next page)"),
+    _cmd("addPeer", "<host:port> [router_id]", "dial a new peer now and keep it (admins)", _add_peer,
+         ("address", "?router_id")),
+    _cmd("removePeer", "<router_id | host:port>", "stop dialling a peer and close its links (admins)", _remove_peer,
+         ("peer",)),
     _cmd("refresh", "", "read the resources again (for completion of iPaths and methods)", _refresh),
     _cmd(":json", "[on|off]", "print raw JSON (for scripts) instead of tables; no argument toggles", _json,
          ("?onoff",)),
@@ -420,4 +466,5 @@ def names() -> list[str]:
     return [*COMMANDS, *(a for c in _LIST for a in c.aliases)]
 
 
-__all__ = ["COMMANDS", "TX_STATES", "Command", "ConsoleError", "Outcome", "Quit", "Session", "lookup", "names"]
+__all__ = ["AUDIT_FILTERS", "COMMANDS", "TX_STATES", "Command", "ConsoleError", "Outcome", "Quit", "Session",
+           "lookup", "names"]

@@ -17,7 +17,7 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
 from wecross.console import parse
-from wecross.console.commands import TX_STATES, Session, lookup, names
+from wecross.console.commands import AUDIT_FILTERS, TX_STATES, Session, lookup, names
 from wecross.sdk import WeCrossError
 
 _SAFE = re.compile(r"[A-Za-z0-9_.:@%+=,/-]+")
@@ -100,6 +100,8 @@ def _arguments(session: Session, kind: str, previous: list[str], prefix: str) ->
         return _matching(prefix, ((t, "transaction") for t in session.tx_ids), substring=True)
     if kind == "tx_state":
         return _matching(prefix, ((s, "state") for s in TX_STATES))
+    if kind == "audit_filter":
+        return _matching(prefix, ((f"{name}=", "filter") for name in AUDIT_FILTERS))
     if kind == "onoff":
         return _matching(prefix, (("on", ""), ("off", "")))
     return []

@@ -283,8 +283,31 @@ def tx_list(data: Mapping[str, Any]) -> str:
     return body + (f"\n({len(rows)} shown; all: {summary})" if summary else f"\n({len(rows)} shown)")
 
 
+
+def identity(data: Mapping[str, Any]) -> str:
+    """``GET /whoami``."""
+    return fields([("name", data.get("name")), ("org", data.get("org")), ("roles", data.get("roles")),
+                   ("proven by", data.get("proven"))])
+
+
+def audit(data: Mapping[str, Any]) -> str:
+    """``GET /audit``: one line per record (the digest and hashes are one ``:json on`` away), then the head."""
+    rows = [[r.get("seq"), when(r.get("time")), r.get("initiator"), r.get("org"), r.get("interface"), r.get("ipath"),
+             r.get("method"), r.get("outcome"), r.get("path")] for r in data.get("records") or []]
+    head = data.get("head") or {}
+    return (table(["seq", "time", "initiator", "org", "interface", "ipath", "method", "outcome", "path"], rows,
+                  empty="(no records)")
+            + f"\nhead: seq {cell(head.get('seq'))}, hash {cell(head.get('hash'))}")
+
+
+def peer_change(data: Mapping[str, Any]) -> str:
+    """``POST /admin/peers`` and ``DELETE /admin/peers/{id}``: the router's own sentence."""
+    return cell(data.get("message")) + ("" if data.get("changed") else " (nothing changed)")
+
+
 __all__ = [
     "MAX_CELL",
+    "audit",
     "cell",
     "chains",
     "compact_json",
@@ -293,7 +316,9 @@ __all__ = [
     "flatten",
     "header",
     "headers",
+    "identity",
     "operation",
+    "peer_change",
     "peers",
     "pretty_json",
     "resources",

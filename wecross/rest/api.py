@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import secrets
 import time
 import weakref
@@ -47,10 +48,12 @@ from twisted.web.server import version as _SERVER_VERSION
 from wecross.config import Limits
 from wecross.errors import RouterError
 from wecross.facade import Invocation, RouterFacade
+from wecross.governance.audit_store import AuditStore
 from wecross.governance.enforce import Governance
 from wecross.governance.identity import Identity
 from wecross.ipath import IPath, IPathError, IPathPattern
 from wecross.logs import untrusted
+from wecross.rest import governance as gov
 from wecross.rest.http import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
@@ -58,7 +61,14 @@ from wecross.rest.http import (
     RefusedConnection,
     RestChannel,
 )
-from wecross.rest.identity import ANONYMOUS, caller_identity, client_identity, client_proof, has_signature_headers
+from wecross.rest.identity import (
+    ANONYMOUS,
+    caller_identity,
+    client_chain,
+    client_identity,
+    client_proof,
+    has_signature_headers,
+)
 from wecross.rest.json_body import (
     JSON_CONTENT_TYPE,
     check_content_type,
@@ -88,12 +98,18 @@ _GET_ENDPOINTS: dict[str, frozenset[str]] = {
     "chains": frozenset(),
     "openapi.json": frozenset(),
     "metrics": frozenset(),
+    "whoami": frozenset(),
+    "audit": gov.AUDIT_PARAMETERS,
 }
 #: Label values of the latency histogram (anything else is "other": URLs must not create label values).
 _OBSERVED_OPS = frozenset({*OPERATIONS, "status", "peers", "routes", "resources", "chains", "tx", "htlc", "index",
-                           "metrics", "openapi.json", "events", "exec", "commit", "rollback", "start"})
+                           "metrics", "openapi.json", "events", "exec", "commit", "rollback", "start",
+                           "whoami", "audit", "admin"})
 _GET_METHODS = (b"GET", b"HEAD")
 _POST_METHODS = (b"POST",)
+_DELETE_METHODS = (b"DELETE",)
+#: A non-negative integer in ASCII digits: str.isdigit() also admits digits int() refuses ("²").
+_DIGITS = re.compile(r"[0-9]{1,18}")
 _OPS_BY_SEGMENT: dict[bytes, str] = {op.encode("ascii"): op for op in OPERATIONS}
 #: Content-Type values clients send most, all of which check_content_type accepts; others go through it.
 _PLAIN_JSON_TYPES = frozenset({
@@ -118,6 +134,14 @@ _INDEX: dict[str, Any] = {
         {"method": "GET", "path": "/metrics", "summary": "Prometheus metrics (text exposition format)"},
         {"method": "GET", "path": "/ui/", "summary": "the web page of the network, served by this router"},
         {"method": "GET", "path": "/peers", "summary": "known peers and link metrics"},
+        {"method": "GET", "path": "/whoami", "summary": "the caller as this router sees it: name, org, roles"},
+        {"method": "GET", "path": "/audit",
+         "query": ["initiator", "ipath", "interface", "outcome", "since", "until", "after", "limit"],
+         "summary": "records of the audit trail, oldest first, and its head (interface audit.read)"},
+        {"method": "POST", "path": "/admin/peers", "body": {"address": "host:port", "id": "router-x"},
+         "summary": "dial a new peer now and keep it (interface admin.peers)"},
+        {"method": "DELETE", "path": "/admin/peers/{id}",
+         "summary": "stop dialling a peer (router id or host:port) and close its links (interface admin.peers)"},
         {"method": "GET", "path": "/routes", "summary": "routing table: next hop, path, cost per chain and router"},
         {"method": "GET", "path": "/chains", "summary": "chains served here, trusted header chains, verifications"},
         {"method": "GET", "path": "/{zone}/{chain}/{resource}/events", "query": ["from_block", "wait"],
@@ -487,11 +511,17 @@ class RestApi(Resource):
         limits: Limits | None = None,
         wall_clock: Callable[[], float] = time.time,
         governance: Governance | None = None,
+        audit: AuditStore | None = None,
+        is_revoked: Callable[[bytes], bool] | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.router = router
         #: The router's permissions (wecross.governance.enforce); open when none are given.
         self.governance = governance if governance is not None else Governance()
+        #: The router's audit trail, read by GET /audit and appended to by the admin endpoints; None: none kept.
+        self.audit = audit
+        #: Whether the router's revocation list names a certificate (DER); None: no list, nothing checked.
+        self.is_revoked = is_revoked
         #: clock_skew and request_deadline bound the life of a client's signature (wecross.rest.identity).
         self.limits = limits if limits is not None else Limits()
         #: The wall clock a client's signed expiry is compared with (seconds since the epoch).
@@ -517,6 +547,8 @@ class RestApi(Resource):
 
     def dispatch(self, request: Request) -> Any:
         """Route one request; returns the data (or a Deferred of it), raises RouterError for anything refused."""
+        if self.is_revoked is not None:
+            self._refuse_revoked(request)
         raw = request.postpath
         if raw is not None and len(raw) == 4 and request.method == b"POST" and not getattr(request, "args", None):
             # An operation on a resource seen before: nothing here can be refused except by _operation, so the
@@ -540,7 +572,12 @@ class RestApi(Resource):
             assert name is not None
             if method not in _GET_METHODS:
                 raise _MethodNotAllowed(method, _GET_METHODS, shown_path)
-            return self._get(name, _query(request, _GET_ENDPOINTS[name]))
+            query = _query(request, _GET_ENDPOINTS[name])
+            if name == "whoami":
+                return gov.whoami(self._caller(request))
+            if name == "audit":
+                return self._audit(request, query)
+            return self._get(name, query)
 
         if len(segments) == 5 and segments[0] == "chains" and segments[3] == "headers":
             if method not in _GET_METHODS:
@@ -550,7 +587,7 @@ class RestApi(Resource):
                 raise RouterError("bad_ipath", "chain path parts in the URL must be valid UTF-8")
             _check_single_part("zone", zone, "URL")
             _check_single_part("chain", chain, "URL")
-            if number is None or not number.isdigit() or len(number) > 18:
+            if number is None or _DIGITS.fullmatch(number) is None:
                 raise RouterError("bad_request", f"block number must be a non-negative integer, got {number!r}")
             _query(request, frozenset())
             return self.router.header(f"{zone}.{chain}", int(number))
@@ -563,7 +600,7 @@ class RestApi(Resource):
                 raise RouterError("bad_ipath", "iPath parts in the URL must be valid UTF-8")
             query = _query(request, frozenset({"from_block", "wait"}))
             from_block, wait = query.get("from_block", "0"), query.get("wait", "0")
-            if not from_block.isdigit() or len(from_block) > 18:
+            if _DIGITS.fullmatch(from_block) is None:
                 raise RouterError("bad_request", f"from_block must be a non-negative integer, got {from_block!r}",
                                   {"field": "from_block"})
             try:
@@ -581,6 +618,9 @@ class RestApi(Resource):
 
         if segments and segments[0] == "ui":
             return self._ui(request, segments, shown_path)
+
+        if segments and segments[0] == "admin":
+            return self._admin(request, segments, shown_path)
 
         if len(segments) == 4:
             op = segments[3]
@@ -608,7 +648,8 @@ class RestApi(Resource):
         raise RouterError(
             "not_found",
             f"no endpoint at {shown_path}; GET / lists the endpoints",
-            {"endpoints": ["/", "/status", "/peers", "/routes", "/resources", "/chains", "/tx", "/htlc",
+            {"endpoints": ["/", "/status", "/peers", "/routes", "/resources", "/chains", "/tx", "/htlc", "/whoami",
+                           "/audit", "/admin/peers",
                            "/chains/{zone}/{chain}/headers/{n}", "/{zone}/{chain}/{resource}/events",
                            "/{zone}/{chain}/{resource}/{op}"]},
         )
@@ -631,7 +672,7 @@ class RestApi(Resource):
                 raise _MethodNotAllowed(method, _GET_METHODS, shown_path)
             query = _query(request, frozenset({"state", "limit"}))
             limit = query.get("limit", "100")
-            if not limit.isdigit() or not 1 <= int(limit) <= 10000:
+            if _DIGITS.fullmatch(limit) is None or not 1 <= int(limit) <= 10000:
                 raise RouterError("bad_request", f"limit must be an integer from 1 to 10000, got {limit!r}")
             allow(f"{kind}.read")
             service = self.router.transactions() if kind == "tx" else self.router.htlc()
@@ -806,8 +847,68 @@ class RestApi(Resource):
 
     def _caller(self, request: Request) -> Identity:
         """The caller's identity from its TLS client certificate (anonymous on plain HTTP), with this router's
-        role grants."""
+        role grants. A revoked certificate never gets here: :meth:`dispatch` refuses it first, on every endpoint."""
         return caller_identity(request, self.governance.grants)
+
+    def _refuse_revoked(self, request: Request) -> None:
+        """401 ``unauthenticated`` when the router's revocation list names the client's certificate or a CA
+        certificate of its chain. The chain is read once per connection (:func:`client_chain`), the list is asked
+        on every request: a list reloaded mid-connection applies to the connection's next request
+        (``tests.test_governance_rest.RevokedUserTests``)."""
+        chain = client_chain(request)
+        if not chain:
+            return
+        assert self.is_revoked is not None
+        for index, der in enumerate(chain):
+            if self.is_revoked(der):
+                which = "the client certificate" if index == 0 else f"CA certificate {index} of the client's chain"
+                raise RouterError("unauthenticated", f"certificate revoked: {which} is on this router's revocation "
+                                                     f"list", {"check": "revoked"})
+
+    def _audit(self, request: Request, query: dict[str, str]) -> Deferred[dict[str, Any]]:
+        """``GET /audit``: records of the trail (interface ``audit.read``); a refusal is itself recorded."""
+        identity = self._caller(request)
+        try:
+            self.governance.authorize(identity, None, "audit.read", "this router")
+        except RouterError as exc:
+            gov.record(self.audit, identity, "audit.read", "audit", [sorted(query.items())], exc.code)
+            raise
+        return gov.read_audit(self.audit, gov.audit_query(query))
+
+    def _admin(self, request: Request, segments: list[str | None], shown_path: str) -> Any:
+        """``POST /admin/peers`` and ``DELETE /admin/peers/{id}`` (interface ``admin.peers``), each recorded in
+        the audit trail with its outcome, refused or not."""
+        if len(segments) not in (2, 3) or segments[1] != "peers":
+            raise RouterError("not_found", f"no endpoint at {shown_path}; GET / lists the endpoints")
+        if any(s is None for s in segments):
+            raise RouterError("bad_request", "path segments must be valid UTF-8")
+        allowed = _POST_METHODS if len(segments) == 2 else _DELETE_METHODS
+        if request.method not in allowed:
+            raise _MethodNotAllowed(request.method, allowed, shown_path)
+        _query(request, frozenset())
+        identity = self._caller(request)
+        method = "addPeer" if len(segments) == 2 else "removePeer"
+        args: list[Any] = [] if len(segments) == 2 else [str(segments[2])[:300]]
+        try:
+            self.governance.authorize(identity, None, "admin.peers", "this router")
+            if len(segments) == 2:
+                address, peer_id = gov.peer_to_add(self._json_body(request))
+                args = [address, peer_id]
+                answer = self._peer_admin("add_peer")(address, peer_id)
+            else:
+                answer = self._peer_admin("remove_peer")(gov.peer_to_remove(str(segments[2])))
+        except RouterError as exc:
+            gov.record(self.audit, identity, "admin.peers", method, args, exc.code)
+            raise
+        gov.record(self.audit, identity, "admin.peers", method, args, "ok")
+        return answer
+
+    def _peer_admin(self, name: str) -> Callable[..., dict[str, Any]]:
+        # Not part of RouterFacade: a facade without it (the simulator's, a test fake) answers 422 unsupported.
+        method: Callable[..., dict[str, Any]] | None = getattr(self.router, name, None)
+        if method is None:
+            raise RouterError("unsupported", "this router does not manage peers at run time")
+        return method
 
     def _invoke(self, invocation: Invocation) -> Deferred[Any]:
         try:
@@ -1092,6 +1193,8 @@ def make_site(
     max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     limits: Limits | None = None,
     governance: Governance | None = None,
+    audit: AuditStore | None = None,
+    is_revoked: Callable[[bytes], bool] | None = None,
 ) -> RestSite:
     """The REST API for one router, ready to be given to a TCP or TLS listener.
 
@@ -1100,12 +1203,13 @@ def make_site(
     ``reactor`` only drives connection timeouts; the simulator passes its virtual clock. ``header_timeout`` and
     ``max_connections_per_client`` are the [rest] settings of those names (see :mod:`wecross.rest.http`);
     ``limits`` the router's [limits] (clock_skew and request_deadline bound a client's signed expiry; the defaults
-    when None).
+    when None); ``governance`` its permissions; ``audit`` its audit trail (GET /audit; None: 404); ``is_revoked``
+    whether its revocation list names a certificate (DER), asked about each client's chain (None: nothing checked).
     """
     if max_body < 0:
         raise ValueError(f"max_body must be >= 0, got {max_body}")
     api = RestApi(router, max_body=max_body, counters=new_counters(), log_requests=log_requests, metrics=metrics,
-                  limits=limits, governance=governance)
+                  limits=limits, governance=governance, audit=audit, is_revoked=is_revoked)
     return RestSite(api, max_body=max_body, log_requests=log_requests, reactor=reactor, header_timeout=header_timeout,
                     max_connections_per_client=max_connections_per_client)
 

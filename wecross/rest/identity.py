@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -237,6 +238,24 @@ def peer_chain(request: Any) -> tuple[bytes, ...] | None:
     return tuple(ders[:MAX_CHAIN])
 
 
+_NOT_READ: Any = object()
+
+
+def client_chain(request: Any) -> tuple[bytes, ...] | None:
+    """:func:`peer_chain`, read once per connection and remembered by its channel: a TLS connection's client
+    certificates never change, and reading them costs a chain walk and a DER encoding per certificate. What the
+    chain is worth (revoked or not) is not remembered: the revocation list may change between two requests."""
+    channel = getattr(request, "channel", None)
+    known = getattr(channel, "client_chain", _NOT_READ)
+    if known is not _NOT_READ:
+        return cast("tuple[bytes, ...] | None", known)
+    chain = peer_chain(request)
+    if channel is not None:
+        with contextlib.suppress(AttributeError):  # a channel that takes no attributes reads the chain each time
+            channel.client_chain = chain
+    return chain
+
+
 def _self_signed(cert: Any) -> bool:
     try:
         return bool(cert.get_subject() == cert.get_issuer())
@@ -295,6 +314,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "SignatureHeaders",
     "check_signature",
+    "client_chain",
     "client_identity",
     "client_proof",
     "has_signature_headers",

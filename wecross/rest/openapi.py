@@ -158,6 +158,39 @@ def document(example: str | None = None) -> dict[str, Any]:
                                    body_required=False),
         "/htlc/{id}/refund": _post("reclaim our lock after its time lock", {"type": "object"}, [_TX_ID],
                                    body_required=False),
+        "/whoami": _get("the caller as this router's permissions see it (no permission needed)", data={
+            "type": "object", "required": ["name", "org", "roles", "proven"], "properties": {
+                "name": {"type": "string"}, "org": {"type": "string", "nullable": True},
+                "roles": {"type": "array", "items": {"type": "string", "enum": ["admin", "auditor", "user"]}},
+                "proven": {"type": "string", "enum": ["client", "entry", "tls", "none"]}}}),
+        "/audit": _get("records of this router's hash-chained audit trail, oldest first, and its head (interface "
+                       "audit.read; 404 when the router keeps no trail)", [
+            _query("initiator", {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"},
+                   "only this user's requests"),
+            _query("ipath", {"type": "string", "maxLength": 200}, "an iPath or a prefix of one (payment.bank-a), "
+                                                                   "or a pattern with * (*.*.asset)"),
+            _query("interface", {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_.]{0,63}$"},
+                   "only this interface or operation (call, sendTransaction, admin.peers...)"),
+            _query("outcome", {"type": "string", "pattern": r"^[a-z][a-z0-9_]{0,63}$"},
+                   "only this outcome: ok or an error code"),
+            _query("since", {"type": "number", "minimum": 0}, "from this time on (seconds since the epoch)"),
+            _query("until", {"type": "number", "minimum": 0}, "before this time (seconds since the epoch)"),
+            _query("after", {"type": "integer", "minimum": 0, "maximum": 10 ** 17},
+                   "records after this seq (the last seq of the previous page)"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many (default 100)")],
+            data={"type": "object", "required": ["records", "head"], "properties": {
+                "records": {"type": "array", "items": {"type": "object"}},
+                "head": {"type": "object", "required": ["seq", "hash"], "properties": {
+                    "seq": {"type": "integer"}, "hash": {"type": "string"}}}}}),
+        "/admin/peers": _post("dial a new peer now and keep redialling it (interface admin.peers); idempotent", {
+            "type": "object", "required": ["address"], "additionalProperties": False, "properties": {
+                "address": {"type": "string", "description": "host:port of the peer's p2p listener"},
+                "id": {"type": "string", "description": "the router id its certificate must name"}}}),
+        "/admin/peers/{id}": {"delete": {
+            "summary": "stop dialling a peer (router id or host:port) and close its links (interface admin.peers); "
+                       "idempotent", "responses": _responses(),
+            "parameters": [_path_param("id", {"type": "string", "minLength": 1, "maxLength": 300},
+                                       "router id, or host:port")]}},
         "/openapi.json": _get("this document"),
         "/ui/": {"get": {"summary": "the web page of the network (HTML; its script and style are served next to "
                                     "it)", "responses": {

@@ -34,14 +34,17 @@ from wecross.sdk import protocol
 from wecross.sdk.client import check_timeout
 from wecross.sdk.errors import UNREACHABLE_ROUTER, ConfigError, ConnectionError, WeCrossError
 from wecross.sdk.models import (
+    AuditPage,
     EventsPage,
     HeaderInfo,
     HtlcList,
     HtlcRecord,
+    Identity,
     JsonObject,
     OperationResult,
     OtherLeg,
     OwnLeg,
+    PeerChange,
     ResourceInfo,
     TxList,
     TxRecord,
@@ -364,6 +367,25 @@ class AsyncWeCrossClient:
 
     def set_data(self, ipath: str, key: str, value: Any) -> Deferred[OperationResult]:
         return self._call(protocol.set_data, ipath, key, value)
+
+    def whoami(self) -> Deferred[Identity]:
+        return self._run(protocol.whoami())
+
+    def audit(self, *, initiator: str | None = None, ipath: str | None = None, interface: str | None = None,
+              outcome: str | None = None, since: float | None = None, until: float | None = None,
+              after: int | None = None, limit: int | None = None) -> Deferred[AuditPage]:
+        try:
+            call = protocol.audit(initiator=initiator, ipath=ipath, interface=interface, outcome=outcome,
+                                  since=since, until=until, after=after, limit=limit)
+        except WeCrossError:
+            return fail()
+        return self._run(call)
+
+    def add_peer(self, address: str, id: str | None = None) -> Deferred[PeerChange]:
+        return self._call(protocol.add_peer, address, id)
+
+    def remove_peer(self, id: str) -> Deferred[PeerChange]:
+        return self._call(protocol.remove_peer, id)
 
     def transaction(self, resources: Sequence[str] | None = None, *,
                     timeout: float | None = None) -> AsyncTransaction:

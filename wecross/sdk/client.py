@@ -24,15 +24,18 @@ from typing import Any, TypeVar
 from wecross.sdk import protocol
 from wecross.sdk.errors import UNREACHABLE_ROUTER, BadRequest, ConfigError, ConnectionError, WeCrossError
 from wecross.sdk.models import (
+    AuditPage,
     Event,
     EventsPage,
     HeaderInfo,
     HtlcList,
     HtlcRecord,
+    Identity,
     JsonObject,
     OperationResult,
     OtherLeg,
     OwnLeg,
+    PeerChange,
     ResourceInfo,
     TxList,
     TxRecord,
@@ -350,6 +353,31 @@ class WeCrossClient:
 
     def set_data(self, ipath: str, key: str, value: Any) -> OperationResult:
         return self._run(protocol.set_data(ipath, key, value))
+
+    # --- governance --------------------------------------------------------------------------------------------------
+
+    def whoami(self) -> Identity:
+        """``GET /whoami``: who the router takes this client for (name, org, roles, proven); no permission needed."""
+        return self._run(protocol.whoami())
+
+    def audit(self, *, initiator: str | None = None, ipath: str | None = None, interface: str | None = None,
+              outcome: str | None = None, since: float | None = None, until: float | None = None,
+              after: int | None = None, limit: int | None = None) -> AuditPage:
+        """``GET /audit`` (interface ``audit.read``): records of the router's audit trail, oldest first, filtered by
+        initiator, iPath (a prefix, or a pattern with ``*``), interface, outcome, time (``since`` inclusive,
+        ``until`` exclusive, seconds), ``after`` a seq (paging), at most ``limit`` (1-1000, default 100)."""
+        return self._run(protocol.audit(initiator=initiator, ipath=ipath, interface=interface, outcome=outcome,
+                                        since=since, until=until, after=after, limit=limit))
+
+    def add_peer(self, address: str, id: str | None = None) -> PeerChange:
+        """``POST /admin/peers`` (interface ``admin.peers``): dial ``address`` (host:port) now and keep redialling
+        it; ``id`` is the router id its certificate must name."""
+        return self._run(protocol.add_peer(address, id))
+
+    def remove_peer(self, id: str) -> PeerChange:
+        """``DELETE /admin/peers/{id}`` (interface ``admin.peers``): stop dialling a peer (router id or host:port)
+        and close the links to it."""
+        return self._run(protocol.remove_peer(id))
 
     # --- 2PC ---------------------------------------------------------------------------------------------------------
 

@@ -203,7 +203,63 @@ class HtlcList(TypedDict, total=False):
     stats: dict[str, Any]
 
 
+class Identity(TypedDict, total=False):
+    """``GET /whoami``: the caller as the router's permissions see it."""
+
+    name: str
+    org: str | None
+    roles: list[str]
+    #: "tls" (the TLS client certificate) or "none" (plain HTTP, or no certificate: anonymous).
+    proven: str
+
+
+class AuditRecord(TypedDict, total=False):
+    """One record of a router's audit trail (docs/governance.md, "Audit")."""
+
+    seq: int
+    time: float
+    initiator: str
+    org: str | None
+    entry_router: str
+    ipath: str
+    interface: str
+    method: str
+    args_digest: str
+    outcome: str
+    tx_hash: str | None
+    block: int | None
+    path: list[str]
+    sealed: str | None
+    prev_hash: str
+    hash: str
+
+
+class AuditHead(TypedDict):
+    seq: int
+    hash: str
+
+
+class AuditPage(TypedDict, total=False):
+    """``GET /audit``: matching records oldest first, and the head of the trail (page on with ``after``)."""
+
+    records: list[AuditRecord]
+    head: AuditHead
+
+
+class PeerChange(TypedDict, total=False):
+    """What ``POST /admin/peers`` or ``DELETE /admin/peers/{id}`` did (``changed`` False: nothing to do)."""
+
+    changed: bool
+    message: str
+    id: str | None
+    address: str | None
+    closed_links: int
+
+
 __all__ = [
+    "AuditHead",
+    "AuditPage",
+    "AuditRecord",
     "Event",
     "EventsPage",
     "HeaderInfo",
@@ -211,10 +267,12 @@ __all__ = [
     "HtlcList",
     "HtlcRecord",
     "HtlcSummary",
+    "Identity",
     "JsonObject",
     "OperationResult",
     "OtherLeg",
     "OwnLeg",
+    "PeerChange",
     "ResourceInfo",
     "TxList",
     "TxRecord",

@@ -36,14 +36,17 @@ from wecross.sdk.errors import (
     error_class,
 )
 from wecross.sdk.models import (
+    AuditPage,
     EventsPage,
     HeaderInfo,
     HtlcList,
     HtlcRecord,
+    Identity,
     JsonObject,
     OperationResult,
     OtherLeg,
     OwnLeg,
+    PeerChange,
     ResourceInfo,
     TxList,
     TxRecord,
@@ -458,6 +461,34 @@ def htlc_unlock(htlc_id: str, secret: str | None = None) -> Call[HtlcRecord]:
 
 def htlc_refund(htlc_id: str) -> Call[HtlcRecord]:
     return _post(f"/htlc/{_id_segment('htlc_id', htlc_id)}/refund", {}, _object)
+
+
+def whoami() -> Call[Identity]:
+    return _get("/whoami", _object)
+
+
+def audit(*, initiator: str | None = None, ipath: str | None = None, interface: str | None = None,
+          outcome: str | None = None, since: float | None = None, until: float | None = None,
+          after: int | None = None, limit: int | None = None) -> Call[AuditPage]:
+    """``GET /audit`` with the filters given (None: not filtered); the router checks each value's form."""
+    times = {name: None if value is None else repr(_number_arg(name, value))
+             for name, value in (("since", since), ("until", until))}
+    counts = {name: None if value is None else _int_arg(name, value) for name, value in (("after", after),
+                                                                                         ("limit", limit))}
+    return _get("/audit", _object, {"initiator": initiator, "ipath": ipath, "interface": interface,
+                                    "outcome": outcome, **times, **counts})
+
+
+def add_peer(address: str, peer_id: str | None = None) -> Call[PeerChange]:
+    body = {"address": address} if peer_id is None else {"address": address, "id": peer_id}
+    return _post("/admin/peers", body, _object)
+
+
+def remove_peer(peer: str) -> Call[PeerChange]:
+    if not isinstance(peer, str) or not peer:
+        raise BadRequest("bad_args", f"peer must be a router id or host:port, got {peer!r}", None,
+                         {"client_side": True})
+    return Call("DELETE", f"/admin/peers/{quote(peer, safe=':')}", None, _object)
 
 
 # --- answers ---------------------------------------------------------------------------------------------------------
