@@ -150,6 +150,34 @@ class Offline(TestCase):
             self.assertIn(command.synopsis(), out)
         self.assertIn("call z.one.asset balanceOf alice", out)
 
+    def test_audit_filters_are_checked_before_any_request(self) -> None:
+        session = offline_session()
+        self.assertFalse(session.run_line("audit who=alice; audit limit=x; audit limit=1 limit=2; audit since=soon; "
+                                          "audit alice; addPeer; removePeer"))
+        self.assertEqual(session.err.getvalue().splitlines(), [  # type: ignore[attr-defined]
+            "error: bad_args: audit takes name=value filters (initiator, ipath, interface, outcome, since, until, "
+            "after, limit), got 'who=alice'",
+            "error: bad_args: limit must be a whole number, got 'x'",
+            "error: bad_args: audit filter limit given twice",
+            "error: bad_args: since must be seconds since the epoch, got 'soon'",
+            "error: bad_args: audit takes name=value filters (initiator, ipath, interface, outcome, since, until, "
+            "after, limit), got 'alice'",
+            "error: usage: addPeer <host:port> [router_id]",
+            "error: usage: removePeer <router_id | host:port>",
+        ])
+
+    def test_governance_views(self) -> None:
+        self.assertIn("roles      auditor, user",
+                      render.identity({"name": "audrey", "org": None, "roles": ["auditor", "user"], "proven": "tls"}))
+        text = render.audit({"records": [{"seq": 3, "time": 1.0, "initiator": "alice", "interface": "setData",
+                                          "outcome": "forbidden", "path": []}], "head": {"seq": 9, "hash": "ab"}})
+        self.assertIn("forbidden", text)
+        self.assertTrue(text.endswith("head: seq 9, hash ab"))
+        self.assertEqual(render.audit({"records": [], "head": {"seq": 0, "hash": "x"}}).splitlines()[0],
+                         "(no records)")
+        self.assertEqual(render.peer_change({"changed": False, "message": "no peer 'x' to remove"}),
+                         "no peer 'x' to remove (nothing changed)")
+
     def test_bad_client_configuration_is_one_line(self) -> None:
         for argv in (["--router", "ftp://x", "-c", "status"],
                      ["--router", "https://127.0.0.1:9", "--ca", "/nonexistent/ca.crt", "-c", "status"]):

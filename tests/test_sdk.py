@@ -98,6 +98,23 @@ class Protocol(TestCase):
         self.assertEqual(protocol.commit_tx("router-a:ff").path, "/tx/router-a:ff/commit")
         self.assertEqual(protocol.commit_tx("router-a:ff").extra_time, protocol.COORDINATOR_WAIT)
         self.assertEqual(protocol.get_tx("a/b").path, "/tx/a%2Fb")
+
+    def test_governance_requests(self) -> None:
+        self.assertEqual((protocol.whoami().method, protocol.whoami().path), ("GET", "/whoami"))
+        audit = protocol.audit(initiator="alice", ipath="z.*", since=1, after=4, limit=10)
+        self.assertEqual(audit.path, "/audit?initiator=alice&ipath=z.%2A&since=1.0&after=4&limit=10")
+        self.assertEqual(protocol.audit().path, "/audit")
+        for bad in ({"limit": "10"}, {"after": 1.5}, {"since": "yesterday"}, {"until": True}):
+            self.assertRaises(BadRequest, protocol.audit, **bad)
+        add = protocol.add_peer("10.0.0.7:25500", "router-c")
+        self.assertEqual((add.method, add.path, json.loads(add.body or b"")),
+                         ("POST", "/admin/peers", {"address": "10.0.0.7:25500", "id": "router-c"}))
+        self.assertEqual(json.loads(protocol.add_peer("h:1").body or b""), {"address": "h:1"})
+        remove = protocol.remove_peer("10.0.0.7:25500")
+        self.assertEqual((remove.method, remove.path, remove.body, remove.idempotent),
+                         ("DELETE", "/admin/peers/10.0.0.7:25500", None, False))
+        self.assertEqual(protocol.remove_peer("a/b").path, "/admin/peers/a%2Fb")
+        self.assertRaises(BadRequest, protocol.remove_peer, "")
         for bad in ("z.one", "z..x", "a.b.c.d"):
             exc = self.assertRaises(BadRequest, protocol.call, bad, "get", [])
             self.assertEqual((exc.code, exc.status), ("bad_ipath", None))
