@@ -11,6 +11,7 @@ shows from the DOM chromium dumps, plus a screenshot at 1280x800 checked by cont
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -526,3 +527,237 @@ class BigNetwork(TestCase):
         self.assertIn("r000 → r002 → r005", dom.text("#call-result"))
         self.assertIn("on-route", links[frozenset(("r000", "r002"))])  # zone2's chain is served by the peer r002
         self.assertIn("r000 → r002 (1 hop", dom.text("#route-shown"))
+
+
+# ---- a person at the page: links fill the form, writes need a click -------------------------------------------------
+
+
+class Cdp(protocol.ProcessProtocol):
+    """Headless chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: the browser reads
+    commands on its fd 3 and answers on its fd 4, each JSON message ended by a NUL byte), so a test can read the live
+    page and press a button with a real (trusted) mouse event. Nothing beyond Twisted: no websocket, no driver."""
+
+    def __init__(self) -> None:
+        self.ids = itertools.count(1)
+        self.pending: dict[int, Deferred[Any]] = {}
+        self.buffer = b""
+        self.session: str | None = None
+        self.problems: list[str] = []  # page exceptions and console messages
+        self.ended: Deferred[None] = Deferred()
+        self.timer: Any = None
+
+    @classmethod
+    def start(cls, workdir: Path) -> Cdp:
+        exe = chromium()
+        assert exe is not None
+        browser = cls()
+        profile = workdir / f"profile-{next(_profiles)}"
+        args = [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+                "--disable-background-networking", f"--user-data-dir={profile}", "--window-size=1280,800",
+                "--remote-debugging-pipe", "about:blank"]
+        process = reactor.spawnProcess(browser, exe, args, env=dict(os.environ), path=str(workdir),  # type: ignore
+                                       childFDs={0: "w", 1: "r", 2: "r", 3: "w", 4: "r"})
+        browser.timer = reactor.callLater(BROWSER_SECONDS, process.signalProcess, "KILL")  # type: ignore
+        return browser
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD != 4:
+            return  # the browser's own log
+        self.buffer += data
+        while b"\0" in self.buffer:
+            raw, self.buffer = self.buffer.split(b"\0", 1)
+            message = json.loads(raw)
+            waiting = self.pending.pop(message.get("id", -1), None)
+            if waiting is not None:
+                if "error" in message:
+                    waiting.errback(AssertionError(f"DevTools: {message['error']}"))
+                else:
+                    waiting.callback(message.get("result", {}))
+            elif message.get("method") == "Runtime.exceptionThrown":
+                self.problems.append(json.dumps(message["params"]["exceptionDetails"])[:2000])
+            elif message.get("method") == "Runtime.consoleAPICalled":
+                self.problems.append(json.dumps(message["params"]["args"])[:2000])
+
+    def processEnded(self, reason: Failure) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        waiting, self.pending = list(self.pending.values()), {}
+        self.ended.callback(None)
+        for each in waiting:
+            each.errback(AssertionError("the browser ended"))
+
+    def send(self, method: str, params: dict[str, Any] | None = None, page: bool = True) -> Deferred[Any]:
+        if self.ended.called:
+            return defer.fail(AssertionError(f"the browser ended before {method}"))
+        ident = next(self.ids)
+        message: dict[str, Any] = {"id": ident, "method": method, "params": params or {}}
+        if page:
+            message["sessionId"] = self.session
+        self.pending[ident] = done = Deferred()
+        self.transport.writeToChild(3, json.dumps(message).encode() + b"\0")  # type: ignore[union-attr]
+        return done
+
+    @defer.inlineCallbacks
+    def open(self, url: str) -> Any:
+        target = yield self.send("Target.createTarget", {"url": "about:blank"}, page=False)
+        attached = yield self.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True},
+                                   page=False)
+        self.session = attached["sessionId"]
+        yield self.send("Runtime.enable")
+        yield self.send("Page.enable")
+        yield self.send("Page.navigate", {"url": url})
+
+    @defer.inlineCallbacks
+    def evaluate(self, expression: str) -> Any:
+        answer = yield self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
+                                                       "returnByValue": True})
+        if "exceptionDetails" in answer:
+            raise AssertionError(f"{expression[:200]}: {answer['exceptionDetails']}")
+        return answer["result"].get("value")
+
+    def until(self, condition: str) -> Deferred[Any]:
+        """The value of a page expression once it is truthy, polled in the page (the browser's kill timer bounds
+        it)."""
+        return self.evaluate(f"new Promise((done) => {{ const look = () => {{ const v = ({condition}); "
+                             f"if (v) done(v); else setTimeout(look, 50); }}; look(); }})")
+
+    @defer.inlineCallbacks
+    def click(self, element_id: str) -> Any:
+        """A real left click in the middle of the element, as the mouse would give it (event.isTrusted)."""
+        box = yield self.evaluate(f"(() => {{ const e = document.getElementById({json.dumps(element_id)}); "
+                                  f"e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect(); "
+                                  f"return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
+        for kind in ("mousePressed", "mouseReleased"):
+            yield self.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
+                                                         "clickCount": 1})
+
+    @defer.inlineCallbacks
+    def close(self) -> Any:
+        if not self.ended.called:
+            with contextlib.suppress(AssertionError):  # it ended while closing
+                yield self.send("Browser.close", page=False)
+            yield self.ended
+
+
+WRITE_LINK = 'call=z.home.asset&op=sendTransaction&method=transfer&args=["bob",7]'
+#: The page is loaded and has rendered the resources: a write the link had run would have been sent well before
+#: this (the page before this fix sent it first thing on load, before its first refresh).
+SETTLED = "document.querySelector('#refresh-state.live') && document.querySelectorAll('#resources-table tbody tr')" \
+    ".length > 1"
+#: ... and it knows who the caller is.
+KNOWN = "document.getElementById('whoami-name')"
+
+
+class Links(TestCase):
+    """A link into the page (``#call=...&op=sendTransaction...``) fills the form and sends nothing; the write runs when
+    the Run button is clicked. The chain's state is read back through the REST API, not from the page."""
+
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        if chromium() is None:
+            raise SkipTest("no chromium on this machine: apt-get install -y chromium (the browser test needs it)")
+        self.work = Path(self.mktemp()).resolve()
+        self.work.mkdir()
+        self.net = support.Network(self.work, {"router-a": {"zones": ["z"], "chain": "home"}}, [])
+        self.addCleanup(self.net.stop)
+        yield self.net.start()
+        self.rest = Rest(self.net.nodes["router-a"].rest_port)  # type: ignore[arg-type]
+        self.browser = Cdp.start(self.work)
+        self.addCleanup(self.browser.close)
+
+    @defer.inlineCallbacks
+    def balance(self) -> Any:
+        answer = yield self.rest.call("POST", "/z/home/asset/call", {"method": "balanceOf", "args": ["anonymous"]})
+        return answer["output"]
+
+    @defer.inlineCallbacks
+    def test_a_link_fills_a_write_and_only_a_click_sends_it(self) -> Any:
+        before = yield self.balance()
+        page = self.browser
+        yield page.open(f"{self.rest.base}/ui/#{WRITE_LINK}")
+        yield page.until(SETTLED)
+        self.assertEqual((yield self.balance()), before)  # the link ran nothing
+        yield page.until(KNOWN)
+        prefilled = yield page.until("document.getElementById('call-prefilled')?.textContent")
+        self.assertIn("Nothing has been sent", prefilled)
+        self.assertIn("sendTransaction transfer on z.home.asset", prefilled)
+        form = yield page.evaluate("[document.getElementById('call-op').value, "
+                                   "document.getElementById('call-method').value, "
+                                   "document.getElementById('call-args').value, "
+                                   "document.getElementById('call-run').disabled, "
+                                   "!!document.getElementById('call-output')]")
+        self.assertEqual(form, ["sendTransaction", "transfer", '["bob",7]', False, False])
+
+        # A link followed while the page is open (the fragment changes) fills the form the same way.
+        yield page.evaluate("location.hash = '#call=z.home.hello&op=setData&args=' + "
+                            "encodeURIComponent('[\"k\",\"from a link\"]'); true")
+        yield page.until("document.getElementById('call-prefilled')?.textContent.includes('setData')")
+        self.assertEqual((yield self.balance()), before)
+        got = yield self.rest.call("POST", "/z/home/hello/getData", {"key": "k"})
+        self.assertIsNone(got["output"])
+
+        # The visitor's click sends the form as it stands: the setData the second link filled in.
+        yield page.click("call-run")
+        output = yield page.until("document.getElementById('call-output')?.textContent")
+        self.assertIsNotNone(output)
+        got = yield self.rest.call("POST", "/z/home/hello/getData", {"key": "k"})
+        self.assertEqual(got["output"], "from a link")
+        self.assertEqual((yield self.balance()), before)
+        self.assertEqual(page.problems, [])
+
+    @defer.inlineCallbacks
+    def test_the_caller_and_a_refused_write(self) -> Any:
+        """With an ACL that lets the anonymous caller read only: the page says who the caller is, shows the router's
+        403 inline with its reason, then disables writes with that reason."""
+        import tomllib
+
+        from wecross.governance.acl import parse_acl_document
+
+        self.net.nodes["router-a"].router.governance.policy = parse_acl_document(tomllib.loads("""
+[acl_settings]
+default = "deny"
+
+[[acl]]
+name = "anonymous-reads"
+who = "anonymous"
+resources = ["*.*.*"]
+interfaces = ["call", "getData"]
+effect = "allow"
+"""))
+        before = yield self.balance()
+        page = self.browser
+        yield page.open(f"{self.rest.base}/ui/#{WRITE_LINK}")
+        yield page.until(SETTLED)
+        yield page.until(KNOWN)
+        who = yield page.evaluate("document.getElementById('whoami').textContent")
+        self.assertIn("You are anonymous", who)
+        yield page.click("call-run")
+        code = yield page.until("document.getElementById('call-error-code')?.textContent")
+        self.assertEqual(code, "forbidden")
+        error = yield page.evaluate("document.getElementById('call-error').textContent")
+        self.assertIn("no rule grants anonymous sendTransaction on z.home.asset; default deny", error)
+        self.assertIn("HTTP 403", error)
+        shown = yield page.evaluate("[document.getElementById('call-run').disabled, "
+                                    "document.getElementById('call-denied').hidden, "
+                                    "document.getElementById('call-denied').textContent, "
+                                    "Array.from(document.getElementById('call-op').options)"
+                                    ".filter((o) => o.disabled).map((o) => o.value)]")
+        disabled, hidden, reason, off = shown
+        self.assertTrue(disabled)
+        self.assertFalse(hidden)
+        self.assertIn("Writes are off for the anonymous caller", reason)
+        self.assertIn("no rule grants anonymous sendTransaction", reason)
+        self.assertEqual(off, ["sendTransaction", "setData"])
+        # A read is still allowed, and Run comes back for it.
+        yield page.evaluate("const op = document.getElementById('call-op'); op.value = 'call'; "
+                            "op.dispatchEvent(new Event('change')); "
+                            "document.getElementById('call-method').value = 'balanceOf'; "
+                            "document.getElementById('call-args').value = '[\"anonymous\"]'; true")
+        self.assertFalse((yield page.evaluate("document.getElementById('call-run').disabled")))
+        yield page.click("call-run")
+        output = yield page.until("document.getElementById('call-output')?.textContent")
+        self.assertEqual(output, str(before))
+        self.assertEqual((yield self.balance()), before)
+        self.assertEqual(page.problems, [])

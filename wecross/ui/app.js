@@ -8,6 +8,13 @@
  *   that depend on data are SVG presentation attributes, everything else is a class from style.css.
  * - Each endpoint renders on its own: one failing (a router without a coordinator answers /tx with an error) leaves
  *   the rest of the page live.
+ * - A link into the page never runs a write: a fragment naming sendTransaction or setData only fills the form, and
+ *   the write is sent by the Run button alone (runCall has one caller for writes, the form's submit event). A page
+ *   anyone can link to acts with the visitor's identity (the client certificate the browser presents), so a write
+ *   must be the visitor's decision, not the link author's. Reads may still run from a link: they change nothing.
+ * - The router decides what the caller may do (its ACL); the page does not guess. It shows who the router says the
+ *   caller is (/whoami) and, once the router refused a write with 403, disables Run for that resource and operation
+ *   with the router's reason (for the anonymous caller: every write, since no user is behind it).
  */
 "use strict";
 
@@ -25,6 +32,7 @@
   const IPATH_PART = "[A-Za-z0-9][A-Za-z0-9_-]{0,63}";
   const IPATH_RE = new RegExp("^" + IPATH_PART + "\\." + IPATH_PART + "\\." + IPATH_PART + "$");
   const KEY_OPS = { getData: "[key]", setData: "[key, value]" };
+  const WRITE_OPS = new Set(["sendTransaction", "setData"]);
 
   const state = {
     results: {}, // endpoint name -> {data} | {error}
@@ -34,6 +42,9 @@
     refreshing: false,
     lastOk: null,
     self: null,
+    identity: null, // what GET /whoami says: {name, org, roles, proven}
+    refused: new Map(), // "ipath op" -> the router's reason, for writes it refused this caller with 403
+    anonymousRefused: null, // the reason a write by the anonymous caller was refused: every write is then off
   };
 
   // ---- small DOM helpers ------------------------------------------------------------------------------------------
@@ -229,6 +240,54 @@
       const run = document.visibilityState === "hidden" ? Promise.resolve() : refresh();
       run.catch(reportError).finally(schedule);
     }, REFRESH_MS);
+  }
+
+  // ---- who the caller is -------------------------------------------------------------------------------------------
+
+  const PROVEN = {
+    tls: "your TLS client certificate",
+    client: "your signature",
+    entry: "an entry router's word",
+    none: "nothing: no client certificate",
+  };
+
+  /** GET /whoami, once: the identity is that of the connection's client certificate, which a page cannot change. A
+   * router without the endpoint (older versions answer 404) is shown as serving the anonymous caller. */
+  async function fetchIdentity() {
+    try {
+      const me = await api("whoami");
+      state.identity = me && typeof me === "object" ? me : { name: "anonymous", roles: [], proven: "none" };
+    } catch (exc) {
+      if (!(exc instanceof ApiError)) throw exc;
+      state.identity = exc.status === 404 ? { name: "anonymous", roles: [], proven: "none", unsupported: true }
+        : { error: exc };
+    }
+    renderIdentity();
+    updateWriteState();
+  }
+
+  function isAnonymous() {
+    const me = state.identity;
+    return !!me && !me.error && String(me.name) === "anonymous";
+  }
+
+  function renderIdentity() {
+    const me = state.identity;
+    const line = byId("whoami");
+    if (!me) return;
+    if (me.error) {
+      line.className = "whoami";
+      put(line, "Could not ask who you are (/whoami): ", el("code", {}, me.error.code), " ", me.error.message);
+      return;
+    }
+    const roles = list(me.roles).map(String);
+    line.className = isAnonymous() ? "whoami anonymous" : "whoami";
+    put(line, "You are ", el("strong", { id: "whoami-name" }, String(me.name)),
+      me.org ? " of " + String(me.org) : "",
+      roles.length ? " · roles " + roles.join(", ") : "",
+      " · known by " + (PROVEN[String(me.proven)] || String(me.proven)),
+      me.unsupported ? " (this router does not say: no /whoami)" : "",
+      isAnonymous() ? " · a router with an ACL grants the anonymous caller only what a rule names anonymous" : "");
   }
 
   // ---- rendering --------------------------------------------------------------------------------------------------
@@ -634,6 +693,7 @@
             select(ipath);
             byId("call-resource").value = ipath;
             updateMethods();
+            updateWriteState();
           } }, selected ? "Selected" : "Select")));
     }));
     if (focused !== null) {
@@ -662,6 +722,31 @@
     byId("call-args-hint").textContent = keyOp
       ? "For " + op + ": " + KEY_OPS[op] + " (the key a string)."
       : "For call and sendTransaction: the method's arguments.";
+  }
+
+  /** The Run button for what the form names now: disabled, with the router's reason, for a write the router
+   * refused this caller (a 403 earlier on this page), and for every write of the anonymous caller once one was
+   * refused. The router still decides each request; this only spares the caller a request known to fail. */
+  function updateWriteState() {
+    const op = byId("call-op").value;
+    const ipath = byId("call-resource").value.trim();
+    for (const option of byId("call-op").options) {
+      option.disabled = WRITE_OPS.has(option.value) && state.anonymousRefused !== null && isAnonymous();
+    }
+    let reason = null;
+    if (WRITE_OPS.has(op)) {
+      if (state.anonymousRefused !== null && isAnonymous()) {
+        reason = "Writes are off for the anonymous caller: the router refused one (" + state.anonymousRefused
+          + "). Use the page over HTTPS with a client certificate.";
+      } else if (state.refused.has(ipath + " " + op)) {
+        reason = "The router refused you " + op + " on " + ipath + ": " + state.refused.get(ipath + " " + op);
+      }
+    }
+    const button = byId("call-run");
+    if (!button.classList.contains("busy")) button.disabled = reason !== null;
+    const denied = byId("call-denied");
+    denied.hidden = reason === null;
+    denied.textContent = reason || "";
   }
 
   /** The request body of an operation, or throws a message for the person at the form. */
@@ -708,6 +793,7 @@
     put(out, el("p", { class: "pending" }, "Running " + label + "…"));
     const button = byId("call-run");
     button.disabled = true;
+    button.classList.add("busy");
     try {
       const answer = await api(parts.join("/") + "/" + op, {
         method: "POST",
@@ -717,12 +803,20 @@
       put(out, ...answerView(label, answer));
     } catch (exc) {
       const error = exc instanceof ApiError ? exc : new ApiError("error", String(exc && exc.message));
+      if (error.status === 403 && error.code === "forbidden" && WRITE_OPS.has(op)) {
+        const reason = error.message + (error.details && error.details.rule ? " (rule " + error.details.rule + ")"
+          : "");
+        state.refused.set(ipath + " " + op, reason);
+        if (isAnonymous()) state.anonymousRefused = reason;
+      }
       put(out, el("h4", {}, "Error: " + label),
         el("p", { class: "error", id: "call-error" }, el("code", { id: "call-error-code" }, error.code), " ",
           error.message, error.status ? " (HTTP " + error.status + ")" : ""),
         error.details ? el("pre", { class: "json" }, pretty(error.details)) : null);
     } finally {
+      button.classList.remove("busy");
       button.disabled = false;
+      updateWriteState();
     }
   }
 
@@ -774,7 +868,8 @@
     return "Verified: the answer says nothing about verification.";
   }
 
-  /** ``#call=zone.chain.resource&op=getData&method=...&args=[...]``: fill the form and run it once. */
+  /** ``#call=zone.chain.resource&op=getData&method=...&args=[...]``: fill the form; run it once if it is a read.
+   * A write is only filled in, with a note saying so: it is sent when the visitor presses Run (see the top). */
   function callFromHash() {
     const hash = window.location.hash.replace(/^#/, "");
     if (!hash) return;
@@ -807,6 +902,15 @@
     byId("call-args").value = params.get("args") || "[]";
     updateOpFields();
     updateMethods();
+    updateWriteState();
+    if (WRITE_OPS.has(op)) {
+      const method = op === "setData" ? "" : " " + byId("call-method").value;
+      put(byId("call-result"), el("p", { class: "prefilled", id: "call-prefilled" },
+        "Filled in from the link: " + op + method + " on " + byId("call-resource").value + " with "
+        + byId("call-args").value + ". Nothing has been sent. This is a write: check it, and press Run to send it "
+        + "as " + (state.identity && !state.identity.error ? String(state.identity.name) : "you") + "."));
+      return;
+    }
     runCall().catch(reportError);
   }
 
@@ -995,7 +1099,11 @@
       event.preventDefault();
       runCall().catch(reportError);
     });
-    byId("call-op").addEventListener("change", updateOpFields);
+    byId("call-op").addEventListener("change", () => {
+      updateOpFields();
+      updateWriteState();
+    });
+    byId("call-resource").addEventListener("input", updateWriteState);
     byId("call-resource").addEventListener("change", () => {
       updateMethods();
       const value = byId("call-resource").value.trim();
@@ -1003,7 +1111,8 @@
     });
     window.addEventListener("hashchange", callFromHash);
     updateOpFields();
-    callFromHash();
+    // Who the caller is comes first: a write filled in from a link says whom it would be sent as.
+    fetchIdentity().catch(reportError).finally(callFromHash);
     refresh().catch(reportError).finally(schedule);
   }
 
