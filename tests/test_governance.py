@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests import support
@@ -201,10 +202,22 @@ effect = "allow"
         store = self.net.nodes["router-c"].audit
         from wecross.governance.audit_store import AuditQuery
 
-        records = yield store.query(AuditQuery(limit=100))
-        outcomes = [(r.initiator, r.interface, r.outcome) for r in records if r.ipath == f"{CHAIN}.asset"]
-        self.assertIn(("carol", "sendTransaction", "ok"), outcomes)
-        self.assertIn(("alice", "sendTransaction", "forbidden"), outcomes)
+        records: list[Any] = []
+
+        @defer.inlineCallbacks
+        def read() -> Any:
+            records[:] = yield store.query(AuditQuery(limit=100))
+
+        def outcomes() -> list[tuple[str, str, str]]:
+            return [(r.initiator, r.interface, r.outcome) for r in records if r.ipath == f"{CHAIN}.asset"]
+
+        for _ in range(200):  # records become readable once durable, a moment after the answers
+            yield read()
+            if len(outcomes()) >= 2:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertIn(("carol", "sendTransaction", "ok"), outcomes())
+        self.assertIn(("alice", "sendTransaction", "forbidden"), outcomes())
         carol = next(r for r in records if r.initiator == "carol")
         self.assertEqual((carol.org, carol.entry_router), ("BankA", "router-a"))
         self.assertIsNotNone(carol.tx_hash)

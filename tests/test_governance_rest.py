@@ -165,15 +165,29 @@ class PlainApi(SynchronousTestCase):
         self.assertEqual((status, body["data"]), (200, {"name": "anonymous", "org": None, "roles": [],
                                                         "proven": "none"}))
 
+    def permissive(self) -> RestApi:
+        """A router whose ACL allows everything (in open mode, admin and audit still need their roles)."""
+        from wecross.governance.acl import Policy
+        from wecross.governance.enforce import Governance
+
+        return RestApi(FakeRouter(), governance=Governance(Policy([], default="allow")))
+
+    def test_open_mode_keeps_admin_and_audit_to_their_roles(self) -> None:
+        for method, uri, body in ((b"GET", "/audit", None), (b"POST", "/admin/peers", {"address": "127.0.0.1:1"}),
+                                  (b"DELETE", "/admin/peers/router-b", None)):
+            status, answered = self.request(method, uri, body)
+            self.assertEqual((status, answered["error"]["code"]), (403, "forbidden"), uri)
+            self.assertIn("without an ACL file", answered["error"]["message"])
+
     def test_no_audit_trail_is_404(self) -> None:
-        status, body = self.request(b"GET", "/audit?limit=5")
+        status, body = self.request(b"GET", "/audit?limit=5", api=self.permissive())
         self.assertEqual((status, body["error"]["code"]), (404, "not_found"))
         self.assertIn("keeps no audit trail", body["error"]["message"])
-        status, body = self.request(b"GET", "/audit?limit=5000")
+        status, body = self.request(b"GET", "/audit?limit=5000", api=self.permissive())
         self.assertEqual((status, body["error"]["details"]), (400, {"field": "limit"}))
 
     def test_admin_routes(self) -> None:
-        status, body = self.request(b"POST", "/admin/peers", {"address": "127.0.0.1:1"})
+        status, body = self.request(b"POST", "/admin/peers", {"address": "127.0.0.1:1"}, api=self.permissive())
         self.assertEqual((status, body["error"]["code"]), (422, "unsupported"))  # a facade without peers
         self.assertEqual(self.request(b"GET", "/admin/peers")[0], 405)
         self.assertEqual(self.request(b"POST", "/admin/peers/router-b")[0], 405)

@@ -2,7 +2,8 @@
 core (owner router, the decision that counts) both ask.
 
 A router without an ACL file (``[governance] acl_file`` unset) runs in **open mode**: every identity may use every
-interface, as before governance existed; ``wecross check-config`` says so. With one, every decision goes through
+interface, as before governance existed, except managing the router (``admin.*``: certificates with the
+``wecross:admin`` role) and reading the audit trail (``audit.read``: ``wecross:auditor`` or ``wecross:admin``). With one, every decision goes through
 the file's :class:`~wecross.governance.acl.Policy` (reloaded without a restart by
 :class:`~wecross.governance.reload.PolicyFile`), and a refusal is ``403 forbidden`` naming the rule that denied or
 the grant that is missing (``details.rule``).
@@ -35,6 +36,10 @@ OWNER_INTERFACES = {
 }
 
 
+#: In open mode (no ACL file), the interfaces that still need a role: managing the router, reading the audit.
+_OPEN_MODE_ROLES = {"admin": frozenset({"admin"}), "audit.read": frozenset({"auditor", "admin"})}
+
+
 class Governance:
     """The permissions of one router: open (no policy) or a policy file, with counters of decisions."""
 
@@ -54,9 +59,16 @@ class Governance:
         return policy.grants
 
     def decide(self, identity: Identity, ipath: IPath | None, interface: str) -> Decision | None:
-        """The decision, or None in open mode."""
+        """The decision, or None when open mode lets it through. Open mode still keeps managing the router and
+        reading the audit trail to the roles made for them (from the caller's certificate: there is no [roles]
+        table without an ACL file), so a router started without rules cannot be reconfigured by anyone who
+        reaches its port."""
         if self.policy is None:
-            return None
+            needed = _OPEN_MODE_ROLES.get(interface.split(".", 1)[0] if interface.startswith("admin.") else interface)
+            if needed is None or identity.roles & needed:
+                return None
+            return Decision(False, None, f"{identity.name} may not use {interface}: without an ACL file only "
+                                         f"{' or '.join(sorted(needed))} certificates may")
         return self.policy.decide(identity, ipath, interface)
 
     def authorize(self, identity: Identity, ipath: IPath | None, interface: str, where: str) -> None:
