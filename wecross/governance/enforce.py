@@ -3,8 +3,9 @@ core (owner router, the decision that counts) both ask.
 
 A router without an ACL file (``[governance] acl_file`` unset) runs in **open mode**: every identity may use every
 interface, as before governance existed, except managing the router (``admin.*``: certificates with the
-``wecross:admin`` role) and reading the audit trail (``audit.read``: ``wecross:auditor`` or ``wecross:admin``). With one, every decision goes through
-the file's :class:`~wecross.governance.acl.Policy` (reloaded without a restart by
+``wecross:admin`` role) and reading the audit trail (``audit.read``: ``wecross:auditor`` or ``wecross:admin``).
+With one, every decision goes through the file's :class:`~wecross.governance.acl.Policy` (reloaded without a
+restart by
 :class:`~wecross.governance.reload.PolicyFile`), and a refusal is ``403 forbidden`` naming the rule that denied or
 the grant that is missing (``details.rule``).
 
