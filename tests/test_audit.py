@@ -28,14 +28,18 @@ from wecross.governance.audit import (
     AuditChain,
     AuditRecord,
     ClippedArgs,
+    PendingMaker,
     Sealer,
     SealError,
     check_regulator_key,
+    clip_path,
     digest_args,
     encode_record,
     genesis_hash,
+    link_pending,
     open_sealed,
     pack_args,
+    pending_entry,
     record_hash,
     verify_records,
 )
@@ -156,6 +160,56 @@ class ChainTest(SynchronousTestCase):
         for name, value in changes.items():
             changed = dataclasses.replace(record, **{name: value})
             self.assertNotEqual(record_hash(changed.seq, changed, changed.prev_hash), record.hash, name)
+
+
+def hostile(n: int) -> dict[str, Any]:
+    """Fields that exercise every normalisation: clipping, surrogates, unencodable arguments, odd blocks and times."""
+    big = "x" * 5000
+    variants: list[dict[str, Any]] = [
+        {}, {"initiator": big, "method": "é" * 300, "ipath": "\ud800" + big}, {"args": [1 << 70], "block": True},
+        {"time": float("nan"), "block": 1 << 70, "org": None, "tx_hash": None}, {"path": [big] * 40},
+        {"path": ["a", 7], "outcome": 5, "interface": ["not", "a", "string"]}, {"time": float("inf"), "block": -1},
+    ]
+    return fields(n, **variants[n % len(variants)])
+
+
+def pending_of(values: dict[str, Any], seal: bool = False) -> Any:
+    return pending_entry(values["time"], values["initiator"], values["org"], values["entry_router"],
+                         values["ipath"], values["interface"], values["method"], values["args"], values["outcome"],
+                         values["tx_hash"], values["block"], clip_path(values["path"]), seal)
+
+
+class BatchTest(SynchronousTestCase):
+    """The store chains a batch in one pass (``link_pending`` over ``pending_entry`` tuples) instead of through
+    ``AuditChain``: the two must make the very same records, or the store would write records ``verify`` rejects."""
+
+    def test_batch_makes_the_records_the_chain_makes(self) -> None:
+        chain = AuditChain(ROUTER)
+        expected = [chain.append(**hostile(i)) for i in range(1, 30)]
+        rows = link_pending((0, genesis_hash(ROUTER)), [pending_of(hostile(i)) for i in range(1, 30)], None, tuple)
+        self.assertEqual([AuditRecord(*row) for row in rows], expected)
+        # continuing from a head, as after a restart or a failed batch
+        more = [chain.append(**fields(i)) for i in range(30, 35)]
+        rows = link_pending((29, expected[-1].hash), [pending_of(fields(i)) for i in range(30, 35)], None, tuple)
+        self.assertEqual([AuditRecord(*row) for row in rows], more)
+
+    def test_memoised_maker_makes_what_pending_entry_makes(self) -> None:
+        maker = PendingMaker(seal=False, size=3)  # small, so that the memos fill and start over
+        for _ in range(2):  # the second pass is answered from the memos
+            for i in range(1, 30):
+                values = hostile(i)
+                made = maker.make(values["time"], values["initiator"], values["org"], values["entry_router"],
+                                  values["ipath"], values["interface"], values["method"], values["args"],
+                                  values["outcome"], values["tx_hash"], values["block"], clip_path(values["path"]))
+                self.assertEqual(made, pending_of(values), i)
+        self.assertLessEqual(max(len(maker._texts), len(maker._digests)), 3)
+
+    def test_sealed_batch_verifies_and_opens(self) -> None:
+        sealer = Sealer(_EC_KEY.public_key())
+        entries = [pending_of(fields(i, args=["secret", i]), seal=True) for i in range(1, 6)]
+        records = [AuditRecord(*row) for row in link_pending((0, genesis_hash(ROUTER)), entries, sealer, tuple)]
+        self.assertTrue(verify_records(records, ROUTER).ok)
+        self.assertEqual([open_sealed(_EC_KEY, r.sealed) for r in records], [["secret", i] for i in range(1, 6)])
 
 
 class BoundsTest(SynchronousTestCase):
@@ -318,7 +372,7 @@ class StoreTest(TestCase):
         real_insert = store._insert
         calls = []
 
-        def failing_once(db: sqlite3.Connection, records: list[AuditRecord]) -> None:
+        def failing_once(db: sqlite3.Connection, records: list[Any]) -> None:
             calls.append(len(records))
             if len(calls) == 1:
                 raise sqlite3.OperationalError("disk I/O error (test)")
@@ -344,7 +398,7 @@ class StoreTest(TestCase):
         store = self.store()
         real_insert = store._insert
 
-        def lands_then_fails(db: sqlite3.Connection, records: list[AuditRecord]) -> None:
+        def lands_then_fails(db: sqlite3.Connection, records: list[Any]) -> None:
             real_insert(db, records)
             raise sqlite3.OperationalError("disk I/O error after the commit (test)")
 
@@ -392,6 +446,66 @@ class StoreTest(TestCase):
         (record,) = yield store.query(AuditQuery())
         self.assertEqual(open_sealed(_RSA_KEY, record.sealed), ["for the regulator"])
         self.assertTrue(verify_file(store.path).ok)
+
+    @defer.inlineCallbacks
+    def test_records_without_waiting_are_chained_and_durable(self) -> Any:
+        store = self.store()
+        for i in range(1, 30):
+            values = hostile(i)
+            del values["time"]
+            self.assertTrue(store.record(**values, time=1000.0 + i))
+        yield store.sync()
+        chain = AuditChain(ROUTER)
+        expected = [chain.append(**hostile(i)) for i in range(1, 30)]
+        written = yield store.query(AuditQuery(limit=1000))
+        self.assertEqual([(r.seq, r.initiator, r.path, r.args_digest) for r in written],
+                         [(r.seq, r.initiator, r.path, r.args_digest) for r in expected])
+        self.assertEqual(store.head(), (29, written[-1].hash))
+        self.assertEqual(verify_file(store.path, store.head()).count, 29)
+
+    @defer.inlineCallbacks
+    def test_records_beyond_the_bound_are_refused_and_counted(self) -> Any:
+        store = self.store(max_pending=2)
+        self.assertEqual([store.record(**fields(i)) for i in range(3)], [True, True, False])
+        self.assertEqual(store.refused, 1)
+        yield store.sync()
+        yield store.close()
+        self.assertFalse(store.record(**fields(4)))
+        self.assertEqual(store.refused, 2)
+        self.assertEqual(verify_file(store.path).count, 2)
+
+    @defer.inlineCallbacks
+    def test_busy_trail_commits_once_per_interval(self) -> Any:
+        clock = _FrozenSeconds(reactor)
+        store = AuditStore(Path(self.mktemp()) / "audit.sqlite", clock, ROUTER, commit_interval=0.5)
+        store.open()
+        self.addCleanup(lambda: store.close() if store._db is not None else None)
+        first = store.append(**fields(1))
+        self.assertEqual(clock.delays, [0])  # an idle trail commits at the end of the turn
+        yield first
+        second = store.append(**fields(2))
+        self.assertEqual(clock.delays, [0, 0.5])  # a busy one waits for the interval since the last commit
+        yield second
+        self.assertEqual(store.flushes, 2)
+
+
+
+class _FrozenSeconds:
+    """A reactor whose clock stands still and whose timers run at the next turn, recording the delays asked for."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.delays: list[float] = []
+
+    def seconds(self) -> float:
+        return 100.0
+
+    def callLater(self, delay: float, f: Any, *args: Any) -> Any:
+        self.delays.append(delay)
+        return self.real.callLater(0, f, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
 
 
 def tamper(path: Path, *statements: str) -> None:

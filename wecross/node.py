@@ -277,7 +277,7 @@ class RouterNode(MultiService):
             self._acl_loop = acl_loop
         if self.audit is not None:
             self.audit.open()
-            self.router.audit = self.audit.append
+            self.router.audit = self.audit.record
         d = self.stubs.ready
         d.addCallback(lambda _: self.headers.start())
         d.addCallback(lambda _: self.router.start())

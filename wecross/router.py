@@ -196,8 +196,8 @@ class Router:
         self.header_signer = attest.HeaderSigner(signing_key) if signing_key is not None else None
         #: Who may do what (wecross.governance); open until the node gives it the configured policy.
         self.governance = Governance()
-        #: The audit trail's append (wecross.governance.audit_store.AuditStore.append), set by the node; None: off.
-        self.audit: Callable[..., Deferred[Any]] | None = None
+        #: The audit trail's record (wecross.governance.audit_store.AuditStore.record), set by the node; None: off.
+        self.audit: Callable[..., object] | None = None
         #: End-to-end checks refused, by check (bad_signature, unknown_signer, no_authority, expired, ...).
         self.auth_refused: Counter[str] = Counter()
         #: (chain, tx hash) of writes verified here: an answer naming one again is a replayed receipt.
@@ -329,26 +329,36 @@ class Router:
     def _audited(self, d: Deferred[dict[str, Any]], initiator: str, org: str, entry: str, ipath: str,
                  interface: str, method: str, args: Any) -> Deferred[dict[str, Any]]:
         """Append the request's outcome to the audit trail (every request originated or served here, allowed or
-        refused); the answer passes through unchanged, and a failing audit log never fails a request."""
+        refused); the answer passes through unchanged, and a failing audit log never fails a request. The trail's
+        ``record`` returns no Deferred (it logs what it cannot write itself); a callable that returns one (the
+        store's ``append``) gets its failure logged here."""
         append = self.audit
         if append is None:
             return d
+        owner_org = org or None
 
         def record(outcome: dict[str, Any] | Failure) -> dict[str, Any] | Failure:
-            if isinstance(outcome, Failure):
-                error = outcome.value
-                code = error.code if isinstance(error, RouterError) else "internal"
-                path = error.details.get("path", ()) if isinstance(error, RouterError) else ()
-                fields: dict[str, Any] = {"outcome": code, "path": path if isinstance(path, list) else ()}
-            else:
-                block = outcome.get("block_number")
-                tx_hash = outcome.get("tx_hash")
-                fields = {"outcome": "ok", "path": outcome.get("path") or (),
-                          "tx_hash": tx_hash if isinstance(tx_hash, str) else None,
-                          "block": block if type(block) is int else None}
             try:
-                append(initiator=initiator, org=org or None, entry_router=entry, ipath=ipath, interface=interface,
-                       method=method, args=args, **fields).addErrback(_audit_failed)
+                if isinstance(outcome, Failure):
+                    error = outcome.value
+                    if isinstance(error, RouterError):
+                        path = error.details.get("path", ())
+                        written = append(initiator=initiator, org=owner_org, entry_router=entry, ipath=ipath,
+                                         interface=interface, method=method, args=args, outcome=error.code,
+                                         path=path if isinstance(path, list) else ())
+                    else:
+                        written = append(initiator=initiator, org=owner_org, entry_router=entry, ipath=ipath,
+                                         interface=interface, method=method, args=args, outcome="internal")
+                else:
+                    block = outcome.get("block_number")
+                    tx_hash = outcome.get("tx_hash")
+                    written = append(initiator=initiator, org=owner_org, entry_router=entry, ipath=ipath,
+                                     interface=interface, method=method, args=args, outcome="ok",
+                                     path=outcome.get("path") or (),
+                                     tx_hash=tx_hash if isinstance(tx_hash, str) else None,
+                                     block=block if type(block) is int else None)
+                if isinstance(written, Deferred):
+                    written.addErrback(_audit_failed)
             except Exception:
                 log.failure("the audit trail refused a record")
             return outcome

@@ -33,7 +33,7 @@ import math
 import os
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,23 +214,136 @@ def digest_args(packed: bytes | None) -> str:
     return UNENCODABLE_DIGEST if packed is None else hashlib.sha256(packed).hexdigest()
 
 
-def make_entry(*, time: float, initiator: str, org: str | None, entry_router: str, ipath: str, interface: str,
-               method: str, args: Any, outcome: str, tx_hash: str | None = None, block: int | None = None,
-               path: Sequence[str] = (), sealer: Sealer | None = None) -> AuditEntry:
-    """Clip every field to :data:`LIMITS`, digest (and seal, with a ``sealer``) the arguments."""
+#: A request as the store queues it: every field already clipped and the arguments digested, exactly the content
+#: of an :class:`AuditEntry` except ``sealed``, for which it holds the bounded plaintext to seal (None: no sealing).
+#: A plain tuple because the reactor thread builds one per request: (time, initiator, org, entry_router, ipath,
+#: interface, method, args_digest, outcome, tx_hash, block, path, seal_plaintext).
+Pending = tuple[float, str, str | None, str, str, str, str, str, str, str | None, int | None, tuple[str, ...],
+                bytes | None]
+
+
+def _fit(value: Any, limit: int) -> str:
+    """:func:`clip`, with the common case (a short ASCII string, which needs nothing) answered without a copy."""
+    if type(value) is str and len(value) <= limit and value.isascii():
+        return value
+    return clip(value, limit)
+
+
+_PATH_LIMIT = LIMITS["entry_router"]
+
+
+def clip_path(path: Sequence[str]) -> tuple[str, ...]:
+    """At most :data:`MAX_PATH` router ids, each clipped like ``entry_router``."""
+    return tuple(_fit(hop, _PATH_LIMIT) for hop in list(path)[:MAX_PATH])
+
+
+def pending_entry(time: float, initiator: str, org: str | None, entry_router: str, ipath: str, interface: str,
+                  method: str, args: Any, outcome: str, tx_hash: str | None, block: int | None,
+                  path: tuple[str, ...], seal: bool) -> Pending:
+    """Clip every field to :data:`LIMITS` and digest the arguments (keeping their sealing plaintext when ``seal``):
+    what :func:`make_entry` does, as a tuple, so that the per-request work is a few string checks and one hash.
+    ``path`` must already be :func:`clip_path`'ed (the store memoises that: paths repeat)."""
     packed = pack_args(args)
     if not isinstance(block, int) or isinstance(block, bool) or not 0 <= block < 1 << 63:
         block = None
     when = float(time)
-    return AuditEntry(
-        time=when if math.isfinite(when) else 0.0,  # SQLite keeps NaN as NULL: the hash would not survive a reload
-        initiator=clip(initiator, LIMITS["initiator"]), org=_clip_optional(org, LIMITS["org"]),
-        entry_router=clip(entry_router, LIMITS["entry_router"]), ipath=clip(ipath, LIMITS["ipath"]),
-        interface=clip(interface, LIMITS["interface"]), method=clip(method, LIMITS["method"]),
-        args_digest=digest_args(packed), outcome=clip(outcome, LIMITS["outcome"]),
-        tx_hash=_clip_optional(tx_hash, LIMITS["tx_hash"]), block=block,
-        path=tuple(clip(hop, LIMITS["entry_router"]) for hop in list(path)[:MAX_PATH]),
-        sealed=None if sealer is None else sealer.seal_args(packed))
+    return (when if math.isfinite(when) else 0.0,  # SQLite keeps NaN as NULL: the hash would not survive a reload
+            _fit(initiator, LIMITS["initiator"]), None if org is None else _fit(org, LIMITS["org"]),
+            _fit(entry_router, LIMITS["entry_router"]), _fit(ipath, LIMITS["ipath"]),
+            _fit(interface, LIMITS["interface"]), _fit(method, LIMITS["method"]),
+            UNENCODABLE_DIGEST if packed is None else hashlib.sha256(packed).hexdigest(),
+            _fit(outcome, LIMITS["outcome"]), None if tx_hash is None else _fit(tx_hash, LIMITS["tx_hash"]), block,
+            path, seal_plaintext(packed) if seal else None)
+
+
+class PendingMaker:
+    """:func:`pending_entry` for a stream of requests, with what repeats remembered: the text fields that are
+    already within their limits (a router sees the same few users, resources and methods over and over) and the
+    digests of small argument lists. Each memo holds at most ``size`` items and starts over when full; only values
+    that needed no clipping are kept, so a memo holds at most ``size`` times the :data:`LIMITS`. The result is
+    exactly :func:`pending_entry`'s (``test_audit.BatchTest``)."""
+
+    def __init__(self, seal: bool, size: int = 1024) -> None:
+        self.seal = seal
+        self.size = size
+        self._texts: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._digests: dict[bytes, str] = {}
+
+    def make(self, time: float, initiator: str, org: str | None, entry_router: str, ipath: str, interface: str,
+             method: str, args: Any, outcome: str, tx_hash: str | None, block: int | None,
+             path: tuple[str, ...]) -> Pending:
+        key = (initiator, org, entry_router, ipath, interface, method, outcome)
+        try:
+            texts = self._texts[key]
+        except (KeyError, TypeError):  # new, or a value that cannot be a key
+            texts = (_fit(initiator, LIMITS["initiator"]), None if org is None else _fit(org, LIMITS["org"]),
+                     _fit(entry_router, LIMITS["entry_router"]), _fit(ipath, LIMITS["ipath"]),
+                     _fit(interface, LIMITS["interface"]), _fit(method, LIMITS["method"]),
+                     _fit(outcome, LIMITS["outcome"]))
+            if texts == key:
+                if len(self._texts) >= self.size:
+                    self._texts.clear()
+                self._texts[key] = texts
+        packed = pack_args(args)
+        if packed is None:
+            digest = UNENCODABLE_DIGEST
+        elif len(packed) > 256:
+            digest = hashlib.sha256(packed).hexdigest()
+        else:
+            known = self._digests.get(packed)
+            if known is None:
+                if len(self._digests) >= self.size:
+                    self._digests.clear()
+                known = self._digests[packed] = hashlib.sha256(packed).hexdigest()
+            digest = known
+        if block is not None and (not isinstance(block, int) or isinstance(block, bool) or not 0 <= block < 1 << 63):
+            block = None
+        when = float(time)
+        return (when if math.isfinite(when) else 0.0, texts[0], texts[1], texts[2], texts[3], texts[4], texts[5],
+                digest, texts[6], None if tx_hash is None else _fit(tx_hash, LIMITS["tx_hash"]), block, path,
+                seal_plaintext(packed) if self.seal else None)
+
+
+def make_entry(*, time: float, initiator: str, org: str | None, entry_router: str, ipath: str, interface: str,
+               method: str, args: Any, outcome: str, tx_hash: str | None = None, block: int | None = None,
+               path: Sequence[str] = (), sealer: Sealer | None = None) -> AuditEntry:
+    """Clip every field to :data:`LIMITS`, digest (and seal, with a ``sealer``) the arguments."""
+    fields = pending_entry(time, initiator, org, entry_router, ipath, interface, method, args, outcome, tx_hash,
+                           block, clip_path(path), sealer is not None)
+    plain = fields[12]
+    return AuditEntry(*fields[:12], sealed=None if sealer is None or plain is None else sealer.seal(plain))
+
+
+#: msgpack's str 8 header for the 64 hex digits of ``prev_hash``, the last item of :func:`encode_record`'s list.
+_PREV_HEADER = b"\xd9\x40"
+
+
+def link_pending(head: Head, entries: Sequence[Pending], sealer: Sealer | None,
+                 path_column: Callable[[tuple[str, ...]], Any]) -> list[tuple[Any, ...]]:
+    """Chain a batch onto ``head`` in one pass: each entry's row in :class:`AuditRecord` field order (``seq`` ...
+    ``hash``), its path given as ``path_column(path)`` (the store's column form), sealed with ``sealer`` when the
+    entry carries a plaintext. The hash is :func:`record_hash`'s, computed from the same msgpack encoding:
+    everything but ``prev_hash`` is packed as a 14-item list and then completed to the 15-item one (the array
+    header is one byte either way); ``test_audit.BatchTest`` holds the two to the same records."""
+    seq, prev = head
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
+    packb = msgpack.packb
+    sha256 = hashlib.sha256
+    for (when, initiator, org, entry_router, ipath, interface, method, digest, outcome, tx_hash, block, path,
+         plain) in entries:
+        seq += 1
+        sealed = None if sealer is None or plain is None else sealer.seal(plain)
+        body = packb([seq, when, initiator, org, entry_router, ipath, interface, method, digest, outcome, tx_hash,
+                      block, path, sealed], use_bin_type=True)
+        if len(prev) == 64 and prev.isascii():  # always, but for a head read from a file edited by hand
+            this = sha256(RECORD_CONTEXT + b"\x9f" + body[1:] + _PREV_HEADER + prev.encode()).hexdigest()
+        else:
+            this = sha256(RECORD_CONTEXT + b"\x9f" + body[1:] + packb(prev, use_bin_type=True)).hexdigest()
+        append((seq, when, initiator, org, entry_router, ipath, interface, method, digest, outcome, tx_hash, block,
+                path_column(path), sealed, prev, this))
+        prev = this
+    return rows
 
 
 class AuditChain:
@@ -370,11 +483,18 @@ class Sealer:
 
     def seal_args(self, packed: bytes | None) -> bytes:
         """Seal packed arguments (:func:`pack_args`): whole up to :data:`MAX_SEALED_ARGS` bytes, else clipped."""
-        if packed is None:
-            packed = b""  # unencodable: the digest says so; nothing to seal
-        if len(packed) <= MAX_SEALED_ARGS:
-            return self.seal(bytes((_PLAIN_WHOLE,)) + packed)
-        return self.seal(bytes((_PLAIN_CLIPPED,)) + struct.pack(">Q", len(packed)) + packed[:MAX_SEALED_ARGS])
+        return self.seal(seal_plaintext(packed))
+
+
+def seal_plaintext(packed: bytes | None) -> bytes:
+    """What a seal of packed arguments holds (:func:`open_sealed` reads it): a form byte, then the arguments whole up
+    to :data:`MAX_SEALED_ARGS` bytes, else their size and first :data:`MAX_SEALED_ARGS` bytes. Bounded, so that a
+    record waiting for its seal holds no more than that."""
+    if packed is None:
+        packed = b""  # unencodable: the digest says so; nothing to seal
+    if len(packed) <= MAX_SEALED_ARGS:
+        return bytes((_PLAIN_WHOLE,)) + packed
+    return bytes((_PLAIN_CLIPPED,)) + struct.pack(">Q", len(packed)) + packed[:MAX_SEALED_ARGS]
 
 
 def open_sealed_bytes(private_key: PrivateKey, sealed: bytes) -> bytes:

@@ -23,6 +23,7 @@ while the disk is stuck.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -42,25 +43,39 @@ from twisted.python.threadpool import ThreadPool
 from wecross.errors import RouterError
 from wecross.governance.audit import (
     AuditChain,
-    AuditEntry,
     AuditRecord,
     Head,
+    Pending,
+    PendingMaker,
     Sealer,
     SealError,
     VerifyReport,
     check_regulator_key,
-    make_entry,
+    clip_path,
+    link_pending,
     record_hash,
     verify_records,
 )
 
 log = Logger()
 
+#: Seconds between the starts of two commits while records keep coming (an idle trail commits at once).
+COMMIT_INTERVAL = 0.01
+
 #: Most records one query returns.
 MAX_QUERY_LIMIT = 1000
 
 _COLUMNS = ("seq, time, initiator, org, entry_router, ipath, interface, method, args_digest, outcome, tx_hash, "
             "block, path, sealed, prev_hash, hash")
+
+#: Rows per INSERT statement, largest first: a batch is written as a few multi-row INSERTs (powers of two, so
+#: that a handful of statements serve every batch size and stay in the connection's statement cache) instead of one
+#: statement per row. Each statement releases and retakes the GIL once; one per row made the store's thread trade
+#: the GIL with the reactor thread for every record, which cost more CPU than writing the records
+#: (docs/benchmarks.md, "Governance"). 256 rows x 16 columns stays under SQLite's 32,766 variables.
+_CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+_INSERT = {size: f"INSERT INTO audit ({_COLUMNS}) VALUES " + ", ".join([f"({', '.join('?' * 16)})"] * size)
+           for size in _CHUNKS}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -176,12 +191,6 @@ def _row_record(row: Sequence[Any]) -> AuditRecord:
     return record
 
 
-def _record_row(record: AuditRecord) -> tuple[Any, ...]:
-    return (record.seq, record.time, record.initiator, record.org, record.entry_router, record.ipath,
-            record.interface, record.method, record.args_digest, record.outcome, record.tx_hash, record.block,
-            json.dumps(list(record.path)), record.sealed, record.prev_hash, record.hash)
-
-
 def _select(db: sqlite3.Connection, query: AuditQuery) -> list[AuditRecord]:
     where, params = _where(query)
     limit = max(0, min(int(query.limit), MAX_QUERY_LIMIT))
@@ -200,39 +209,57 @@ def _router_id(db: sqlite3.Connection) -> str | None:
 
 
 class _BatchFailed(Exception):
-    def __init__(self, message: str, head: Head | None, head_known: bool) -> None:
+    """A batch whose commit raised. ``head``: the last record on disk after it, when it could be read back
+    (``head_known``); ``written``: the batch's rows when that head is the batch's own last record (the commit
+    reached the disk despite the error)."""
+
+    def __init__(self, message: str, head: Head | None, head_known: bool,
+                 written: list[tuple[Any, ...]] | None) -> None:
         super().__init__(message)
         self.head = head
         self.head_known = head_known
+        self.written = written
 
 
 class AuditStore:
-    """One router's audit log. ``open`` once at start (on the caller's thread), then ``append`` from the reactor
-    thread; ``close`` waits for every queued record."""
+    """One router's audit log. ``open`` once at start (on the caller's thread), then ``record`` or ``append`` from
+    the reactor thread; ``close`` waits for every queued record."""
 
     def __init__(self, path: Path, reactor: Any, router_id: str, *, sealer: Sealer | None = None,
-                 synchronous: str = "FULL", max_pending: int = 100_000) -> None:
+                 synchronous: str = "FULL", max_pending: int = 100_000,
+                 commit_interval: float = COMMIT_INTERVAL) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
+        if not 0 <= commit_interval <= 1:
+            raise ValueError("commit_interval must be between 0 and 1 second")
+        self.commit_interval = commit_interval
+        self._last_commit = float("-inf")
         self.path = path
         self.reactor = reactor
         self.router_id = router_id
         self.sealer = sealer
         self.synchronous = synchronous
         self.max_pending = max_pending
-        self.chain = AuditChain(router_id, sealer=sealer)
         self._db: sqlite3.Connection | None = None
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"audit-{path.name}")
-        # Chained but not yet handed to the thread: (entry, record, waiter), in seq order.
-        self._queue: list[tuple[AuditEntry, AuditRecord, Deferred[AuditRecord]]] = []
+        # Clipped and digested, not yet chained, in arrival order (the order of their seqs); the Deferreds of
+        # append() by their index in the queue; the Deferreds of sync() waiting for the queue to be written.
+        self._queue: list[Pending] = []
+        self._waiters: list[tuple[int, Deferred[AuditRecord]]] = []
+        self._syncs: list[Deferred[None]] = []
+        self._flight_syncs: list[Deferred[None]] = []
         self._in_flight = 0
         self._scheduled = False
         self._closing = False
-        self._durable: Head = self.chain.head()
+        self._durable: Head = AuditChain(router_id).head()
         self._drained: list[Deferred[None]] = []
+        self._paths: dict[Any, tuple[tuple[str, ...], str]] = {}
+        self._maker = PendingMaker(seal=sealer is not None)
+        self._refusing = False
         self.flushes = 0
         self.records_written = 0
         self.failed_batches = 0
+        self.refused = 0
 
     # -- life cycle ----------------------------------------------------------------------------------------------
 
@@ -265,8 +292,7 @@ class AuditStore:
                 db.close()
                 raise AuditStoreError(f"{self.path}: the last audit record (seq {last[0]}) is damaged; "
                                       f"run 'wecross audit verify {self.path}'")
-            self.chain.reset((record.seq, record.hash))
-        self._durable = self.chain.head()
+            self._durable = (record.seq, record.hash)
         self._db = db
         self._pool.start()
 
@@ -298,27 +324,91 @@ class AuditStore:
         """(seq, hash) of the last record known to be on disk: the value to publish (``/status``, gossip)."""
         return self._durable
 
+    def record(self, *, initiator: str, org: str | None, entry_router: str, ipath: str, interface: str,
+               method: str, args: Any, outcome: str, tx_hash: str | None = None, block: int | None = None,
+               path: Sequence[str] = (), time: float | None = None) -> bool:
+        """Queue one record, for a caller that does not wait for the disk (the router, per request): no Deferred,
+        no record object. False when it was refused (log closed, or ``max_pending`` records already waiting:
+        counted in ``refused`` and logged once per episode); a batch that cannot be written is logged by the store
+        (:meth:`_batch_failed`)."""
+        refusal = self._enqueue(initiator, org, entry_router, ipath, interface, method, args, outcome, tx_hash,
+                                block, path, time)
+        if refusal is None:
+            return True
+        self.refused += 1
+        if not self._refusing:
+            self._refusing = True
+            log.warn("audit log {path}: records refused: {why}", path=str(self.path), why=refusal.message)
+        return False
+
     def append(self, *, initiator: str, org: str | None, entry_router: str, ipath: str, interface: str,
                method: str, args: Any, outcome: str, tx_hash: str | None = None, block: int | None = None,
                path: Sequence[str] = (), time: float | None = None) -> Deferred[AuditRecord]:
-        """Chain one record now; the Deferred fires with it once it is durable, or fails with ``storage_error``
-        (not written: see the module's "No gaps") or ``overloaded`` (too many records waiting for the disk)."""
-        if self._db is None or self._closing:
-            return defer.fail(RouterError("storage_error", "the audit log is not open"))
-        if len(self._queue) + self._in_flight >= self.max_pending:
-            return defer.fail(RouterError("overloaded", "the audit log is behind: too many records wait for disk"))
-        entry = make_entry(time=self.reactor.seconds() if time is None else time, initiator=initiator, org=org,
-                           entry_router=entry_router, ipath=ipath, interface=interface, method=method, args=args,
-                           outcome=outcome, tx_hash=tx_hash, block=block, path=path, sealer=self.sealer)
+        """Queue one record; the Deferred fires with it (chained) once it is durable, or fails with
+        ``storage_error`` (not written: see the module's "No gaps") or ``overloaded`` (too many records waiting for
+        the disk)."""
+        refusal = self._enqueue(initiator, org, entry_router, ipath, interface, method, args, outcome, tx_hash,
+                                block, path, time)
+        if refusal is not None:
+            return defer.fail(refusal)
         d: Deferred[AuditRecord] = Deferred()
-        self._queue.append((entry, self.chain.append_entry(entry), d))
-        self._schedule()
+        self._waiters.append((len(self._queue) - 1, d))
         return d
 
+    def sync(self) -> Deferred[None]:
+        """Fires once every record queued so far is written (or its batch failed)."""
+        if not self._queue and not self._in_flight:
+            return defer.succeed(None)
+        d: Deferred[None] = Deferred()
+        # With nothing queued, the batch in flight is the last one to wait for.
+        (self._syncs if self._queue else self._flight_syncs).append(d)
+        return d
+
+    def _enqueue(self, initiator: str, org: str | None, entry_router: str, ipath: str, interface: str, method: str,
+                 args: Any, outcome: str, tx_hash: str | None, block: int | None, path: Sequence[str],
+                 time: float | None) -> RouterError | None:
+        """The reactor thread's whole share of a record: clip, digest the arguments (so that what waits for the
+        disk is bounded and no longer refers to the caller's objects), queue a tuple. Chaining, sealing and
+        encoding happen on the store's thread, a batch at a time (:func:`link_pending`)."""
+        if self._db is None or self._closing:
+            return RouterError("storage_error", "the audit log is not open")
+        if len(self._queue) + self._in_flight >= self.max_pending:
+            return RouterError("overloaded", "the audit log is behind: too many records wait for disk")
+        try:
+            clipped = self._paths[path if type(path) is tuple else tuple(path)][0]
+        except (KeyError, TypeError):  # a new path, or one that cannot be a key (a list, odd items)
+            clipped = self._path_of(path)
+        self._queue.append(self._maker.make(
+            self.reactor.seconds() if time is None else time, initiator, org, entry_router, ipath, interface,
+            method, args, outcome, tx_hash, block, clipped))
+        if not self._scheduled and not self._in_flight:
+            self._schedule()
+        return None
+
+    def _path_of(self, path: Sequence[str]) -> tuple[str, ...]:
+        """The clipped path, memoised with its column text (paths repeat: a router has few neighbours), at most
+        1,024 of them (the memo starts over when full)."""
+        clipped = clip_path(path)
+        if len(self._paths) >= 1024:
+            self._paths.clear()
+        entry = (clipped, json.dumps(list(clipped)))
+        self._paths[clipped] = entry
+        with contextlib.suppress(TypeError):  # items that cannot be a key: the next one is looked up by its clip
+            self._paths[tuple(path)] = entry
+        return clipped
+
+    def _path_column(self, path: tuple[str, ...]) -> str:
+        """The path column's text (JSON), on the store's thread: the memo's, else encoded here."""
+        known = self._paths.get(path)
+        return known[1] if known is not None else json.dumps(list(path))
+
     def _schedule(self) -> None:
+        """The next commit: at the end of this reactor turn, or, while the trail is busy, ``commit_interval``
+        after the previous one started (so a busy router pays one commit per interval, not one per fsync)."""
         if not self._in_flight and not self._scheduled:
             self._scheduled = True
-            self.reactor.callLater(0, self._flush)
+            delay = self._last_commit + self.commit_interval - self.reactor.seconds()
+            self.reactor.callLater(delay if delay > 0 else 0, self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -326,64 +416,78 @@ class AuditStore:
             self._check_drained()
             return
         batch, self._queue = self._queue, []
+        waiters, self._waiters = self._waiters, []
+        self._flight_syncs, self._syncs = self._syncs, []
         self._in_flight = len(batch)
-        records = [record for _, record, _ in batch]
-        d = deferToThreadPool(self.reactor, self._pool, self._write_batch, records)
-        d.addBoth(self._written, batch)
+        self._last_commit = self.reactor.seconds()
+        d = deferToThreadPool(self.reactor, self._pool, self._write_batch, self._durable, batch)
+        d.addBoth(self._written, batch, waiters)
 
-    def _written(self, result: object, batch: list[tuple[AuditEntry, AuditRecord, Deferred[AuditRecord]]]) -> None:
+    def _written(self, result: list[tuple[Any, ...]] | Failure, batch: list[Pending],
+                 waiters: list[tuple[int, Deferred[AuditRecord]]]) -> None:
         self._in_flight = 0
-        last = batch[-1][1]
-        failed = result.value if isinstance(result, Failure) else None
-        if isinstance(failed, _BatchFailed) and failed.head_known and failed.head == (last.seq, last.hash):
-            failed = None  # the commit reported an error, yet the records are on disk: they are written
-        if failed is None:
-            self._durable = (last.seq, last.hash)
+        if isinstance(result, Failure):
+            failed = result.value
+            if isinstance(failed, _BatchFailed) and failed.written is not None:
+                result, failed = failed.written, None  # the commit reported an error, yet the rows are on disk
+        if isinstance(result, Failure):
+            self._batch_failed(result.value or Exception("unknown"), batch, waiters)
+        else:
+            last = result[-1]
+            self._durable = (last[0], last[15])
+            self._refusing = False
             self.flushes += 1
             self.records_written += len(batch)
-            for _, record, d in batch:
-                d.callback(record)
-        else:
-            self._batch_failed(failed, batch)
+            for index, d in waiters:
+                row, entry = result[index], batch[index]
+                d.callback(AuditRecord(row[0], *entry[:12], row[13], row[14], row[15]))
+        syncs, self._flight_syncs = self._flight_syncs, []
+        for sync in syncs:
+            sync.callback(None)
         if self._queue:
             self._schedule()
         else:
             self._check_drained()
 
-    def _batch_failed(self, failed: BaseException,
-                      batch: list[tuple[AuditEntry, AuditRecord, Deferred[AuditRecord]]]) -> None:
+    def _batch_failed(self, failed: BaseException, batch: list[Pending],
+                      waiters: list[tuple[int, Deferred[AuditRecord]]]) -> None:
         self.failed_batches += 1
         log.error("audit log {path}: {n} records not written: {error}", path=str(self.path), n=len(batch),
                   error=str(failed))
         if isinstance(failed, _BatchFailed) and failed.head_known:
+            # What waits behind the failed batch is chained onto what is really on disk (chaining happens when
+            # a batch is written, so nothing queued needs redoing).
             self._durable = failed.head if failed.head is not None else AuditChain(self.router_id).head()
-        # Chain what waits behind the failed batch onto what is really on disk.
-        self.chain.reset(self._durable)
-        self._queue = [(entry, self.chain.append_entry(entry), d) for entry, _, d in self._queue]
         error = RouterError("storage_error", f"the audit log could not be written: {failed}")
-        for _, _, d in batch:
+        for _, d in waiters:
             d.errback(error)
 
-    def _write_batch(self, records: list[AuditRecord]) -> None:
-        """On the store's thread: one transaction for the whole batch. On failure, reads back the head, so the
-        reactor side knows where the chain really ends."""
+    def _write_batch(self, head: Head, batch: list[Pending]) -> list[tuple[Any, ...]]:
+        """On the store's thread: chain the batch onto ``head`` (:func:`link_pending`) and write it in one
+        transaction. On failure, reads back the head, so the reactor side knows where the chain really ends."""
         db = self._db
         assert db is not None
+        rows = link_pending(head, batch, self.sealer, self._path_column)
         try:
-            self._insert(db, records)
+            self._insert(db, rows)
         except Exception as exc:
             try:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
-                head, known = _read_head(db), True
+                on_disk, known = _read_head(db), True
             except sqlite3.Error:
-                head, known = None, False
-            raise _BatchFailed(f"{type(exc).__name__}: {exc}", head, known) from exc
+                on_disk, known = None, False
+            landed = known and on_disk == (rows[-1][0], rows[-1][15])
+            raise _BatchFailed(f"{type(exc).__name__}: {exc}", on_disk, known, rows if landed else None) from exc
+        return rows
 
-    def _insert(self, db: sqlite3.Connection, records: list[AuditRecord]) -> None:
+    def _insert(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         db.execute("BEGIN IMMEDIATE")
-        db.executemany(f"INSERT INTO audit ({_COLUMNS}) VALUES ({', '.join('?' * 16)})",
-                       [_record_row(record) for record in records])
+        done = 0
+        while done < len(rows):
+            size = next(size for size in _CHUNKS if size <= len(rows) - done)
+            db.execute(_INSERT[size], [value for row in rows[done:done + size] for value in row])
+            done += size
         db.execute("COMMIT")
 
     # -- reading -------------------------------------------------------------------------------------------------
