@@ -295,7 +295,7 @@ class HttpFraming(SynchronousTestCase):
         self.router = FakeRouter()
         self.clock = Clock()
         self.site = make_site(self.router, max_body=100, reactor=self.clock, header_timeout=5.0,
-                              max_connections_per_client=3)
+                              max_connections_per_client=3, body_timeout=8.0)
 
     def connect(self, host: str = "127.0.0.1", port: int = 40000) -> tuple[Any, StringTransport]:
         transport = StringTransport()
@@ -335,6 +335,24 @@ class HttpFraming(SynchronousTestCase):
             self.clock.advance(0.25)  # each byte well inside the idle timeout, the head as a whole too slow
         message = self.envelope(transport)
         self.assertIn("within 5 s", message)
+
+    def test_slow_body_is_cut_at_its_deadline(self) -> None:
+        channel, transport = self.connect()
+        channel.dataReceived(b"POST /z/c/r/call HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n")
+        for _ in range(40):  # a byte every 0.25 s: inside the idle timeout, too slow for the body as a whole
+            channel.dataReceived(b" ")
+            self.clock.advance(0.25)
+        message = self.envelope(transport)
+        self.assertIn("body did not arrive within 8 s", message)
+        self.assertEqual(self.router.invocations, [])
+
+    def test_a_prompt_body_is_not_cut(self) -> None:
+        channel, transport = self.connect()
+        body = b'{"method": "get", "args": []}'
+        channel.dataReceived(b"POST /z/c/r/call HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.clock.advance(20.0)
+        self.assertFalse(transport.disconnecting and b"did not arrive" in transport.value())
 
     def test_deadline_does_not_cut_an_idle_keepalive_or_a_prompt_head(self) -> None:
         channel, transport = self.connect()

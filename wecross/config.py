@@ -65,6 +65,8 @@ class RestSettings:
     header_timeout: float = 10.0
     #: Open connections one client address may hold at once.
     max_connections_per_client: int = 64
+    #: Seconds a request body may take once its head arrived; a client trickling its body is cut as well.
+    body_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +431,7 @@ def settings_from_dict(document: dict[str, Any], source: Path, *, check_files: b
         max_body=rest_r.integer("max_body", 1024 * 1024, 1024, 256 * 1024 * 1024),
         header_timeout=rest_r.number("header_timeout", 10.0, 0.1, 3600),
         max_connections_per_client=rest_r.integer("max_connections_per_client", 64, 1, 1_000_000),
+        body_timeout=rest_r.number("body_timeout", 30.0, 0.1, 3600),
     )
     rest_r.finish()
 

@@ -217,7 +217,7 @@ class RouterNode(MultiService):
 
             metrics = RouterMetrics(self.router, self.participant)
         self.site = make_site(self.router, max_body=settings.rest.max_body, metrics=metrics,
-                              header_timeout=settings.rest.header_timeout,
+                              header_timeout=settings.rest.header_timeout, body_timeout=settings.rest.body_timeout,
                               max_connections_per_client=settings.rest.max_connections_per_client,
                               limits=settings.limits, governance=self.router.governance, audit=self.audit,
                               is_revoked=self.is_revoked if self.revocation is not None else None)

@@ -55,6 +55,7 @@ from wecross.ipath import IPath, IPathError, IPathPattern
 from wecross.logs import untrusted
 from wecross.rest import governance as gov
 from wecross.rest.http import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     ClientConnections,
@@ -1134,6 +1135,7 @@ class RestSite(Site):
         self, api: RestApi, *, max_body: int, log_requests: bool, reactor: IReactorTime | None = None,
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
         max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         super().__init__(  # type: ignore[no-untyped-call]
             api, requestFactory=RestRequest, parsePOSTFormSubmission=False, reactor=reactor
@@ -1144,6 +1146,7 @@ class RestSite(Site):
         self.log_requests = log_requests
         self.displayTracebacks = False
         self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         #: Connections per client address (rest/http.py): one client cannot take every socket.
         self.clients = ClientConnections(max_connections_per_client)
         self._open: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -1162,6 +1165,7 @@ class RestSite(Site):
         channel = getattr(protocol, "_channel", protocol)
         if isinstance(channel, RestChannel):
             channel.header_timeout = self.header_timeout
+            channel.body_timeout = self.body_timeout
             channel.on_close = lambda: self.clients.release(client)
         else:  # pragma: no cover - a Twisted without the generic wrapper: no per-client count on this connection
             self.clients.release(client)
@@ -1195,13 +1199,14 @@ def make_site(
     governance: Governance | None = None,
     audit: AuditStore | None = None,
     is_revoked: Callable[[bytes], bool] | None = None,
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
 ) -> RestSite:
     """The REST API for one router, ready to be given to a TCP or TLS listener.
 
     For client identity, listen with TLS and a context that verifies offered client certificates against the
     network's CA; plain HTTP (or TLS without a client certificate) makes every caller ``anonymous``.
-    ``reactor`` only drives connection timeouts; the simulator passes its virtual clock. ``header_timeout`` and
-    ``max_connections_per_client`` are the [rest] settings of those names (see :mod:`wecross.rest.http`);
+    ``reactor`` only drives connection timeouts; the simulator passes its virtual clock. ``header_timeout``,
+    ``body_timeout`` and ``max_connections_per_client`` are the [rest] settings of those names (see :mod:`wecross.rest.http`);
     ``limits`` the router's [limits] (clock_skew and request_deadline bound a client's signed expiry; the defaults
     when None); ``governance`` its permissions; ``audit`` its audit trail (GET /audit; None: 404); ``is_revoked``
     whether its revocation list names a certificate (DER), asked about each client's chain (None: nothing checked).
@@ -1211,7 +1216,8 @@ def make_site(
     api = RestApi(router, max_body=max_body, counters=new_counters(), log_requests=log_requests, metrics=metrics,
                   limits=limits, governance=governance, audit=audit, is_revoked=is_revoked)
     return RestSite(api, max_body=max_body, log_requests=log_requests, reactor=reactor, header_timeout=header_timeout,
-                    max_connections_per_client=max_connections_per_client)
+                    max_connections_per_client=max_connections_per_client,
+                    body_timeout=body_timeout)
 
 
 __all__ = [

@@ -9,7 +9,8 @@ answers those in it too (``bad_request``, status from :mod:`wecross.errors`) bef
 Its idle timeout restarts on every byte, so a client that sends its request head one byte at a time is never
 dropped: each such connection holds a socket and a parser for as long as it likes. :class:`RestChannel` therefore
 gives every request head a deadline of its own (``rest.header_timeout``), counted from the head's first byte (from
-the connection's start for its first request), which no trickle of bytes extends. And :class:`ClientConnections`
+the connection's start for its first request), which no trickle of bytes extends, and every body one from the end
+of its head (``rest.body_timeout``). And :class:`ClientConnections`
 caps the connections one client address holds at once (``rest.max_connections_per_client``), so one client cannot
 take every socket the process may open. ``tests.test_hostile_input.HttpFraming`` holds all three.
 """
@@ -31,6 +32,7 @@ _log = Logger(namespace="wecross.rest")
 
 #: Defaults of the [rest] settings of the same names (docs/configuration.md).
 DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 64
 
 
@@ -103,6 +105,9 @@ class RestChannel(HTTPChannel):
     _peer: Any = None
     #: Seconds a request head (request line and headers) may take from its first byte; None: no deadline.
     header_timeout: float | None = DEFAULT_HEADER_TIMEOUT
+    #: Seconds a request body may take from the end of its head; None: no deadline.
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT
+    _body_call: Any = None
     #: Called once when the connection is gone (the site's per-client count).
     on_close: Any = None
     _head_call: Any = None
@@ -148,7 +153,24 @@ class RestChannel(HTTPChannel):
     def allHeadersReceived(self) -> None:
         self._awaiting_head = False
         self._disarm_head_deadline()
+        if self.body_timeout is not None and self._body_call is None:
+            # The body gets its own deadline: the idle timeout restarts on every byte, so a client trickling a
+            # body of max_body bytes would otherwise hold the connection and its buffer for hours.
+            self._body_call = self.callLater(self.body_timeout, self._body_too_slow)
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
+
+    def allContentReceived(self) -> None:
+        self._disarm_body_deadline()
+        super().allContentReceived()  # type: ignore[no-untyped-call]
+
+    def _disarm_body_deadline(self) -> None:
+        call, self._body_call = self._body_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _body_too_slow(self) -> None:
+        self._body_call = None
+        self._refuse(f"the request body did not arrive within {self.body_timeout:g} s", abort_after=1.0)
 
     def requestDone(self, request: Any) -> None:
         self._awaiting_head = True  # the next head's deadline starts with its first byte (the idle timeout till then)
@@ -182,6 +204,7 @@ class RestChannel(HTTPChannel):
             return
         self._refusing = True
         self._disarm_head_deadline()
+        self._disarm_body_deadline()
         self.setRawMode()  # stop parsing what else arrives: the connection is closing
         self.dataReceived = lambda data: None  # type: ignore[method-assign]
         transport = self.transport
@@ -200,6 +223,7 @@ class RestChannel(HTTPChannel):
 
     def connectionLost(self, reason: Any) -> None:
         self._disarm_head_deadline()
+        self._disarm_body_deadline()
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             on_close()
