@@ -1207,9 +1207,10 @@ def make_site(
     network's CA; plain HTTP (or TLS without a client certificate) makes every caller ``anonymous``.
     ``reactor`` only drives connection timeouts; the simulator passes its virtual clock. ``header_timeout``,
     ``body_timeout`` and ``max_connections_per_client`` are the [rest] settings of those names (see
-    :mod:`wecross.rest.http`); ``limits`` the router's [limits] (clock_skew and request_deadline bound a client's signed expiry; the defaults
-    when None); ``governance`` its permissions; ``audit`` its audit trail (GET /audit; None: 404); ``is_revoked``
-    whether its revocation list names a certificate (DER), asked about each client's chain (None: nothing checked).
+    :mod:`wecross.rest.http`); ``limits`` the router's [limits] (clock_skew and request_deadline bound a client's
+    signed expiry; the defaults when None); ``governance`` its permissions; ``audit`` its audit trail (GET /audit;
+    None: 404); ``is_revoked`` whether its revocation list names a certificate (DER), asked about each client's
+    chain (None: nothing checked).
     """
     if max_body < 0:
         raise ValueError(f"max_body must be >= 0, got {max_body}")
