@@ -139,9 +139,17 @@ initial = {{ alice = 1000, bob = 500 }}
 """
 
 
+#: The routers' processes and log files, once started: a wait gives up at once when one of them has exited.
+_STARTED: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+
 def _wait(what: str, check: Any, timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
+        for proc, logfile in _STARTED:
+            if proc.poll() is not None:
+                raise SystemExit(f"demo: a router exited (status {proc.returncode}) while waiting for {what}; "
+                                 f"see {logfile}")
         try:
             value = check()
             if value:
@@ -253,6 +261,7 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
     twistd = str(Path(sys.executable).parent / "twistd")
     processes: list[subprocess.Popen[bytes]] = []
     clients: list[WeCrossClient] = []
+    _STARTED.clear()
     try:
         for rid in ROUTERS:
             print(f"== starting {rid}: twistd -n wecross --config {work / (rid + '.toml')}")
@@ -261,6 +270,7 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
                  "--config", str(work / f"{rid}.toml")],
                 cwd=work, stdin=subprocess.DEVNULL,
             ))
+            _STARTED.append((processes[-1], work / f"{rid}.log"))
         # Both routers serve HTTPS and require a client certificate: every caller is a user the CA vouches for.
         url = {rid: f"https://127.0.0.1:{ports[rid][1]}" for rid in ROUTERS}
         a, b = _client(url["router-a"], certs, "alice"), _client(url["router-b"], certs, "alice")
@@ -298,7 +308,8 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
             tx.execute("payment.bank-a.hello", "set", "deal", "signed")
             tx.execute("evidence.court.hello", "set", "deal", "signed")
         record = a.get_tx(tx.tx_id)
-        blocks = ", ".join(f"{ipath} block {out.get('block_number')}" for ipath, out in record["outcomes"].items())
+        outcomes = sorted(record["outcomes"].items())
+        blocks = ", ".join(f"{ipath} block {out.get('block_number')}" for ipath, out in outcomes)
         print(f"     {record['state']}: {blocks}")
 
         print("== governance: who the routers say their callers are (GET /whoami, from the client certificate):")

@@ -245,10 +245,10 @@
   // ---- who the caller is -------------------------------------------------------------------------------------------
 
   const PROVEN = {
-    tls: "your TLS client certificate",
-    client: "your signature",
-    entry: "an entry router's word",
-    none: "nothing: no client certificate",
+    tls: "known by your TLS client certificate",
+    client: "known by your signature",
+    entry: "vouched for by an entry router",
+    none: "no client certificate (plain HTTP, or none sent)",
   };
 
   /** GET /whoami, once: the identity is that of the connection's client certificate, which a page cannot change. A
@@ -285,7 +285,7 @@
     put(line, "You are ", el("strong", { id: "whoami-name" }, String(me.name)),
       me.org ? " of " + String(me.org) : "",
       roles.length ? " · roles " + roles.join(", ") : "",
-      " · known by " + (PROVEN[String(me.proven)] || String(me.proven)),
+      " · " + (PROVEN[String(me.proven)] || "proven by " + String(me.proven)),
       me.unsupported ? " (this router does not say: no /whoami)" : "",
       isAnonymous() ? " · a router with an ACL grants the anonymous caller only what a rule names anonymous" : "");
   }
