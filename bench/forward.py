@@ -168,16 +168,19 @@ class Network:
 
 
 def start_network(work: Path, procs: ProcessGroup, *, relay_nodelay: bool, cprofile: bool,
-                  routers_nodelay: bool = False) -> Network:
+                  routers_nodelay: bool = False, audit: bool = True) -> Network:
     """PKI, two router daemons (router-a dials router-b) and the relay; returns once every path answers correctly."""
     certs = make_pki(work / "certs", ["router-a", "router-b", "relay-in", "relay-out"])
     ports = {rid: (free_port(), free_port()) for rid in ("router-a", "router-b")}
+    # Without the audit trail (--no-audit): what forwarding and end-to-end checks cost apart from it (issue 11's
+    # goal predates the trail; docs/benchmarks.md gives both).
+    extra = "" if audit else "\n[audit]\nenabled = false\n"
     (work / "router-b.toml").write_text(router_toml(
         "router-b", zone=ZONE, chain=CHAIN, p2p_port=ports["router-b"][0], rest_port=ports["router-b"][1],
-        certs=certs, data_dir=work / "data" / "router-b"))
+        certs=certs, data_dir=work / "data" / "router-b") + extra)
     (work / "router-a.toml").write_text(router_toml(
         "router-a", zone=ZONE, chain=None, p2p_port=ports["router-a"][0], rest_port=ports["router-a"][1],
-        certs=certs, data_dir=work / "data" / "router-a", peers=[("router-b", ports["router-b"][0])]))
+        certs=certs, data_dir=work / "data" / "router-a", peers=[("router-b", ports["router-b"][0])]) + extra)
     net = Network(work, procs)
     env: dict[str, str] = {}
     if cprofile:
@@ -692,7 +695,8 @@ def print_report(summary: dict[str, Any], args: argparse.Namespace, load_kind: s
     print(f"forward.py: {args.rounds} rounds, {load_kind}, latency at 1 connection ({args.latency_duration:g} s runs), "
           f"throughput at {args.connections} connections ({args.duration:g} s runs); medians over rounds")
     print(f"relay: {'Nagle on, as in the routers' if args.relay_nagle else 'TCP_NODELAY'}"
-          + ("; routers: TCP_NODELAY what-if (bench/_hooks), not the shipped code" if args.routers_nodelay else ""))
+          + ("; routers: TCP_NODELAY what-if (bench/_hooks), not the shipped code" if args.routers_nodelay else "")
+          + ("; audit trail off (--no-audit)" if args.no_audit else "; audit trail on"))
     header = (f"{'case':<12} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'x direct':>9} {'loaded p50':>11} "
               f"{'loaded p99':>11} {'server CPU us/req':>18}")
     print(header)
@@ -793,6 +797,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="leave Nagle on in the relay, as the routers do today (default: TCP_NODELAY, the floor)")
     parser.add_argument("--routers-nodelay", action="store_true",
                         help="what-if: TCP_NODELAY on every router socket, patched in by bench/_hooks (not a fix)")
+    parser.add_argument("--no-audit", action="store_true",
+                        help="[audit] enabled = false in both routers (the trail is on by default)")
     parser.add_argument("--output", type=Path, default=RESULTS / "forward.json")
     parser.add_argument("--keep-workdir", action="store_true", help="keep configs and router logs for a look")
     args = parser.parse_args(argv)
@@ -830,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"rounds": args.rounds, "throughput_run_s": args.duration,
                      "latency_run_s": args.latency_duration, "connections": args.connections,
                      "relay_nodelay": not args.relay_nagle, "routers_nodelay_what_if": args.routers_nodelay,
-                     "profilers": profilers, "quick": args.quick},
+                     "audit": not args.no_audit, "profilers": profilers, "quick": args.quick},
         "request": {"method": "POST", "path": CALL_PATH, "body": CALL_BODY},
         "goals": {"added_p50_ms": GOAL_ADDED_P50_MS, "added_over_relay_ratio": GOAL_RATIO_TO_RELAY,
                   "one_hop_requests_per_s": GOAL_ONE_HOP_RPS},
@@ -840,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessGroup() as procs:
             log(f"starting router-b (owner), router-a (entry) and the TLS relay in {work}")
             net = start_network(work, procs, relay_nodelay=not args.relay_nagle, cprofile="cprofile" in profilers,
-                                routers_nodelay=args.routers_nodelay)
+                                routers_nodelay=args.routers_nodelay, audit=not args.no_audit)
             log(f"all three paths answer; load generator: {load_kind}")
             load = LoadGenerator(load_kind, work)
             runs = run_schedule(net, load, args, log)
