@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from wecross.sdk import NotFound, PermissionDenied, Rejected, WeCrossClient, WeCrossError
-from wecross.sdk.protocol import Call
 
 ROUTERS = {
     "router-a": {"zone": "payment", "chain": "bank-a"},
@@ -168,11 +167,6 @@ def _client(url: str, certs: Path, user: str) -> WeCrossClient:
     return WeCrossClient(url, ca=certs / "ca.crt", cert=home / "chain.pem", key=home / "key.pem")
 
 
-def _get(client: WeCrossClient, path: str) -> Any:
-    """A GET of an endpoint the SDK has no method for (``/whoami``, ``/audit``): the answer's data."""
-    return client._run(Call("GET", path, None, lambda data: data))
-
-
 def _show_rules() -> None:
     import tomllib
 
@@ -194,43 +188,20 @@ def _audit_lines(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _auditor_reads(auditor: WeCrossClient, audit_file: Path, router_id: str) -> None:
-    """The auditor reads router_id's trail: through GET /audit with its certificate where the router serves it,
-    else (a router without the endpoint) with `wecross audit show` on the router's data directory."""
-    wanted = ("alice", "bob")
+def _auditor_reads(auditor: WeCrossClient, router_id: str) -> None:
+    """The auditor reads router_id's trail over HTTPS (GET /audit, interface audit.read), with its certificate."""
 
-    def through_rest() -> list[dict[str, Any]] | None:
-        data = _get(auditor, "/audit?interface=sendTransaction&limit=1000")
-        records = data.get("records", []) if isinstance(data, dict) else data
-        mine = [r for r in records if isinstance(r, dict) and r.get("initiator") in wanted
-                and r.get("interface") == "sendTransaction"]
-        # Records are written just after the answers: wait until bob's refusal is on disk.
+    def records() -> list[dict[str, Any]] | None:
+        page = auditor.audit(interface="sendTransaction", limit=1000)
+        mine = [dict(r) for r in page.get("records", []) if r.get("initiator") in ("alice", "bob")]
+        # Records are written just after the answers: wait until bob's refusal is in.
         return mine if any(r.get("outcome") == "forbidden" for r in mine) else None
 
-    try:
-        _get(auditor, "/audit")
-    except NotFound:  # no GET /audit on this router: read its file instead
-        pass
-    else:
-        records = _wait("the audit records", through_rest, timeout=15.0)
-        print(f"== the auditor (role auditor, from the ACL's [roles]) reads {router_id}'s audit trail over HTTPS "
-              f"(GET /audit):")
-        for line in _audit_lines(sorted(records, key=lambda r: int(r.get("seq") or 0))):
-            print(line)
-        return
-    from wecross.cli import main as cli_main
-    from wecross.governance.audit_store import AuditQuery, query_file
-
-    _wait("the audit records", lambda: any(
-        r.outcome == "forbidden" for r in query_file(audit_file, AuditQuery(initiator="bob", limit=100))), 15.0)
-    command = ["audit", "show", str(audit_file), "--interface", "sendTransaction"]
-    print(f"== the auditor reads {router_id}'s audit trail (this router has no GET /audit yet, so from its data "
-          f"directory): wecross {' '.join(command)}")
-    shown = io.StringIO()
-    with contextlib.redirect_stdout(shown):
-        cli_main(command)
-    for line in shown.getvalue().splitlines():
-        print("    " + line)
+    found = _wait("the audit records", records, timeout=15.0)
+    print(f"== the auditor (role auditor, from the ACL's [roles]) reads {router_id}'s audit trail over HTTPS: "
+          f"GET /audit?interface=sendTransaction")
+    for line in _audit_lines(found):
+        print(line)
 
 
 def main(keep: bool = False, workdir: str = "data/demo") -> int:
@@ -314,11 +285,7 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
 
         print("== governance: who the routers say their callers are (GET /whoami, from the client certificate):")
         for client in (b, bob_a, auditor):
-            try:
-                me = _get(client, "/whoami")
-            except NotFound:
-                print("     (this router has no GET /whoami yet)")
-                break
+            me = client.whoami()
             print(f"     {me.get('name')} (org {me.get('org') or 'none'}, roles {', '.join(me.get('roles') or [])}, "
                   f"proven by {me.get('proven')})")
         print("== alice, through router-b, pays bob 25 on bank-a (allowed by rule alice-on-bank-a):")
@@ -348,7 +315,7 @@ def main(keep: bool = False, workdir: str = "data/demo") -> int:
                 print(f"== bob's write to the court's chain through {via} was NOT refused (block "
                       f"{bob_wrote['block_number']}): the ACL is not in force")
                 return 1
-        _auditor_reads(auditor, work / "data" / "router-a" / "audit.sqlite", "router-a")
+        _auditor_reads(auditor, "router-a")
 
         peer = a.peers()[0]
         print(f"== link health seen by router-a: smoothed RTT {peer['srtt_ms']} ms, loss {peer['loss']}")
