@@ -482,11 +482,15 @@ class StoreTest(TestCase):
         self.addCleanup(lambda: store.close() if store._db is not None else None)
         first = store.append(**fields(1))
         self.assertEqual(clock.delays, [0])  # an idle trail commits at the end of the turn
+        store._flush()  # that commit has started...
+        second = store.append(**fields(2))  # ...and this record queues up behind it
         yield first
-        second = store.append(**fields(2))
-        self.assertEqual(clock.delays, [0, 0.5])  # a busy one waits for the interval since the last commit
         yield second
-        self.assertEqual(store.flushes, 2)
+        self.assertEqual(clock.delays, [0, 0.5])  # so it waited for the interval since that commit started
+        third = store.append(**fields(3))  # a caller that waited for each record finds the trail idle
+        self.assertEqual(clock.delays, [0, 0.5, 0])
+        yield third
+        self.assertEqual(store.flushes, 3)
 
 
 

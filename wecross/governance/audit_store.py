@@ -1,33 +1,48 @@
 """The audit trail on disk: an append-only SQLite table of :class:`~wecross.governance.audit.AuditRecord`.
 
-The shell around :class:`~wecross.governance.audit.AuditChain`, following the transaction log's pattern
-(:mod:`wecross.tx.log`): the reactor thread only builds and hashes the record (a few microseconds) and queues it;
-every record queued during one reactor turn is written by the store's own thread in one SQLite transaction
-(WAL, ``synchronous = FULL`` by default), and each append's Deferred fires with its record once that transaction is
-durable. So a burst of requests costs one fsync, not one each (``test_audit.StoreTest.test_burst_is_group_committed``).
+The shell around the sans-IO core (:mod:`wecross.governance.audit`), following the transaction log's pattern
+(:mod:`wecross.tx.log`), and shaped by what a record may cost: the issue 13 goal is 50 ACL rules plus the trail
+on both routers for under 10 % more CPU per forwarded request (``bench/governance.py``, docs/benchmarks.md
+"Governance"), and every thread of the process counts. So:
+
+- the reactor thread's share per record is :meth:`AuditStore.record`: clip the text fields and digest the
+  arguments (both memoised: :class:`~wecross.governance.audit.PendingMaker`), append a tuple to the queue. No
+  Deferred, no record object (:meth:`AuditStore.append` adds those, for callers that wait for the disk);
+- the store's own thread takes everything queued since the last commit as one batch, assigns the sequence numbers
+  and hashes the chain in one pass (:func:`~wecross.governance.audit.link_pending`: the same hashes as
+  :class:`~wecross.governance.audit.AuditChain`, ``test_audit.BatchTest``), seals, and writes the batch in one
+  transaction (WAL, ``synchronous = FULL`` by default) with a few multi-row INSERTs, each of which gives up the GIL
+  once, rather than once per row. The queue's order is the order of the seqs, since batches are written one at a
+  time and in order;
+- a record that finds the trail idle is committed at the end of the reactor turn; records that queue up behind a
+  commit wait until ``commit_interval`` (10 ms) after it started, so a burst costs one fsync, not one each
+  (``test_audit.StoreTest.test_burst_is_group_committed``, ``test_busy_trail_commits_once_per_interval``). A
+  record is durable within that interval plus one commit; the answer to its request never waits for it.
 
 **Append-only, and what enforces it.** Triggers refuse every UPDATE and DELETE of the table, which stops any code
 path of ours (or a careless operator) from editing it; someone who can write the file can drop them, which is what
 the hash chain is for (:func:`verify_file`; ``test_audit.FileTamperTest``).
 
-**No gaps.** A group commit that fails fails its records' Deferreds with ``storage_error``; the chain then
-continues from the last record actually on disk (read back on the store's thread, so a commit that reported an
-error yet reached the disk counts as written), and the records queued behind the failed batch are chained again
-onto it before they are written. The file never holds a record whose predecessor is missing
-(``test_audit.StoreTest.test_failed_batch_leaves_no_gap``).
+**No gaps.** A group commit that fails fails its records' Deferreds with ``storage_error`` (and is logged once,
+with its size); the chain then continues from the last record actually on disk (read back on the store's thread,
+so a commit that reported an error yet reached the disk counts as written): the records queued behind the failed
+batch are not chained yet, and are chained onto that record when their batch is written. The file never holds a
+record whose predecessor is missing (``test_audit.StoreTest.test_failed_batch_leaves_no_gap``).
 
 **Bounded.** Each record is bounded (:data:`~wecross.governance.audit.LIMITS`), and at most ``max_pending``
-records wait for the disk: past that, appends fail at once with ``overloaded`` rather than the queue growing
-while the disk is stuck.
+records wait for the disk: past that, appends fail at once with ``overloaded`` (``record`` returns False, counts it
+in ``refused`` and logs the first refusal of each episode) rather than the queue growing while the disk is stuck.
+What waits is clipped and digested already (the arguments only as their sealing plaintext, itself bounded), so a
+queued record holds no more than a written one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -209,9 +224,8 @@ def _router_id(db: sqlite3.Connection) -> str | None:
 
 
 class _BatchFailed(Exception):
-    """A batch whose commit raised. ``head``: the last record on disk after it, when it could be read back
-    (``head_known``); ``written``: the batch's rows when that head is the batch's own last record (the commit
-    reached the disk despite the error)."""
+    """A batch whose commit raised. ``head``: the last record on disk after it, if read back (``head_known``);
+    ``written``: the batch's rows when that is the batch's own last record (it reached the disk after all)."""
 
     def __init__(self, message: str, head: Head | None, head_known: bool,
                  written: list[tuple[Any, ...]] | None) -> None:
@@ -247,19 +261,14 @@ class AuditStore:
         self._queue: list[Pending] = []
         self._waiters: list[tuple[int, Deferred[AuditRecord]]] = []
         self._syncs: list[Deferred[None]] = []
-        self._flight_syncs: list[Deferred[None]] = []
-        self._in_flight = 0
-        self._scheduled = False
-        self._closing = False
+        self._flight_syncs: list[Deferred[None]] = []  # those of the batch being written
+        self._in_flight, self._closing, self._refusing = 0, False, False
+        self._next: Any = None  # the timer of the next commit (IDelayedCall), while one is set
         self._durable: Head = AuditChain(router_id).head()
         self._drained: list[Deferred[None]] = []
         self._paths: dict[Any, tuple[tuple[str, ...], str]] = {}
         self._maker = PendingMaker(seal=sealer is not None)
-        self._refusing = False
-        self.flushes = 0
-        self.records_written = 0
-        self.failed_batches = 0
-        self.refused = 0
+        self.flushes = self.records_written = self.failed_batches = self.refused = 0
 
     # -- life cycle ----------------------------------------------------------------------------------------------
 
@@ -299,6 +308,8 @@ class AuditStore:
     def close(self) -> Deferred[None]:
         """Refuse new appends, wait until every queued record is written (or failed), then close."""
         self._closing = True
+        if self._next is not None and self._queue:
+            self._flush()  # what waits is written now, not at the end of its interval
         d: Deferred[None] = Deferred()
         self._drained.append(d)
         self._check_drained()
@@ -313,7 +324,7 @@ class AuditStore:
         return d.addCallback(shut)
 
     def _check_drained(self) -> None:
-        if not self._queue and not self._in_flight and not self._scheduled:
+        if not self._queue and not self._in_flight and self._next is None:
             waiting, self._drained = self._drained, []
             for d in waiting:
                 d.callback(None)
@@ -381,37 +392,36 @@ class AuditStore:
         self._queue.append(self._maker.make(
             self.reactor.seconds() if time is None else time, initiator, org, entry_router, ipath, interface,
             method, args, outcome, tx_hash, block, clipped))
-        if not self._scheduled and not self._in_flight:
-            self._schedule()
+        self._schedule()
         return None
 
     def _path_of(self, path: Sequence[str]) -> tuple[str, ...]:
         """The clipped path, memoised with its column text (paths repeat: a router has few neighbours), at most
-        1,024 of them (the memo starts over when full)."""
+        1,024 of them (the memo starts over when full). Keyed by the clipped path, so a path that needed clipping
+        is clipped each time, and the memo holds nothing larger than a record."""
         clipped = clip_path(path)
         if len(self._paths) >= 1024:
             self._paths.clear()
-        entry = (clipped, json.dumps(list(clipped)))
-        self._paths[clipped] = entry
-        with contextlib.suppress(TypeError):  # items that cannot be a key: the next one is looked up by its clip
-            self._paths[tuple(path)] = entry
+        self._paths[clipped] = (clipped, json.dumps(list(clipped)))
         return clipped
 
     def _path_column(self, path: tuple[str, ...]) -> str:
-        """The path column's text (JSON), on the store's thread: the memo's, else encoded here."""
-        known = self._paths.get(path)
+        known = self._paths.get(path)  # on the store's thread: the memo's text, else the JSON made here
         return known[1] if known is not None else json.dumps(list(path))
 
-    def _schedule(self) -> None:
-        """The next commit: at the end of this reactor turn, or, while the trail is busy, ``commit_interval``
-        after the previous one started (so a busy router pays one commit per interval, not one per fsync)."""
-        if not self._in_flight and not self._scheduled:
-            self._scheduled = True
-            delay = self._last_commit + self.commit_interval - self.reactor.seconds()
-            self.reactor.callLater(delay if delay > 0 else 0, self._flush)
+    def _schedule(self, busy: bool = False) -> None:
+        """The next commit: at the end of this reactor turn, or, for records that queued up behind a commit
+        (``busy``), ``commit_interval`` after that commit started, so that a busy trail pays one commit per
+        interval rather than one per fsync, while a caller that waits for each record pays no interval."""
+        if not self._in_flight and self._next is None:
+            delay = self._last_commit + self.commit_interval - self.reactor.seconds() if busy else 0
+            delay = 0 if self._closing else delay
+            self._next = self.reactor.callLater(delay if delay > 0 else 0, self._flush)
 
     def _flush(self) -> None:
-        self._scheduled = False
+        if self._next is not None and self._next.active():  # called before its time (close, a test)
+            self._next.cancel()
+        self._next = None
         if self._in_flight or not self._queue:
             self._check_drained()
             return
@@ -445,7 +455,7 @@ class AuditStore:
         for sync in syncs:
             sync.callback(None)
         if self._queue:
-            self._schedule()
+            self._schedule(busy=True)
         else:
             self._check_drained()
 
@@ -486,7 +496,7 @@ class AuditStore:
         done = 0
         while done < len(rows):
             size = next(size for size in _CHUNKS if size <= len(rows) - done)
-            db.execute(_INSERT[size], [value for row in rows[done:done + size] for value in row])
+            db.execute(_INSERT[size], list(chain.from_iterable(rows[done:done + size])))
             done += size
         db.execute("COMMIT")
 
