@@ -4,8 +4,8 @@ and the demo's ACL file in force (deny by default).
 The demo is a blocking program (the SDK, ``time.sleep`` while routers start), so it runs here as a child process,
 as a newcomer runs it, and the test reads its output. The lines asserted are the ones the demo exists to show:
 alice's transfer allowed, bob's write to the court's chain refused with 403 naming the missing grant at both
-routers, and the auditor reading both in router-a's audit trail. A few seconds (up to about 10 on two loaded cores): the routers'
-start-up and the TLS link are most of it.
+routers, and the auditor reading both in router-a's audit trail. A few seconds (up to about 10 on two loaded
+cores): the routers' start-up and the TLS link are most of it.
 """
 
 from __future__ import annotations
