@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from OpenSSL import crypto
 
 from wecross.pki.authority import PKIError, common_name, is_self_signed
+from wecross.reloading import ReloadingFile, ReloadResult
 
 __all__ = [
     "EMPTY",
@@ -325,23 +326,15 @@ class RevocationList:
 EMPTY = RevocationList()
 
 
-@dataclass(frozen=True, slots=True)
-class ReloadResult:
-    #: "unchanged", "reloaded" (the new list is in force) or "rejected" (the old one stays; see errors).
-    status: str
-    errors: tuple[str, ...] = ()
-
-
-UNCHANGED = ReloadResult("unchanged")
-
-
-class RevocationFile:
+class RevocationFile(ReloadingFile[RevocationList]):
     """The revocation list of one file, kept current by :meth:`maybe_reload` (a LoopingCall in the node drives it).
 
     The constructor reads and checks the file and raises RevocationError when it cannot: a router must not start
     believing nothing is revoked because its list was unreadable. Afterwards an unreadable or invalid file keeps the
     list in force (``errors`` says why), reported once per distinct content, not at every tick.
     """
+
+    problem_types = (RevocationError,)
 
     def __init__(
         self,
@@ -353,18 +346,15 @@ class RevocationFile:
         known_cas: Sequence[x509.Certificate] = (),
         wall_clock: Callable[[], datetime.datetime] | None = None,
     ) -> None:
-        self._read_bytes = read_bytes
-        self.source = source
+        super().__init__(read_bytes, source, now)
         self.trust_roots = tuple(trust_roots)
         self.known_cas = tuple(known_cas)
         self._wall_clock = wall_clock or (lambda: datetime.datetime.now(datetime.UTC))
-        data = self._read()
-        self.current: RevocationList = self._parse(data)
-        self._digest = hashlib.sha256(data).digest()
-        self._seen: bytes | str = self._digest
-        self.loaded_at = now
-        #: Why the newest content of the file is not in force; () while it is.
-        self.errors: tuple[str, ...] = ()
+        self._start(now)
+
+    @property
+    def current(self) -> RevocationList:
+        return self.value
 
     def _read(self) -> bytes:
         try:
@@ -380,33 +370,9 @@ class RevocationFile:
         return RevocationList.parse(data, self.trust_roots, known_cas=self.known_cas, source=self.source,
                                     now=self._wall_clock())
 
+    def _lines(self, problem: Exception) -> tuple[str, ...]:
+        assert isinstance(problem, RevocationError)
+        return tuple(problem.problems)
+
     def is_revoked(self, cert: x509.Certificate | crypto.X509 | bytes) -> bool:
         return self.current.is_revoked(cert)
-
-    def maybe_reload(self, now: float) -> ReloadResult:
-        """Read the file; put its list in force if its content changed and it is valid."""
-        try:
-            data = self._read()
-        except RevocationError as exc:
-            return self._reject(str(exc), exc.problems)
-        digest = hashlib.sha256(data).digest()
-        if digest == self._digest:
-            self._seen = digest
-            self.errors = ()
-            return UNCHANGED
-        try:
-            revocations = self._parse(data)
-        except RevocationError as exc:
-            return self._reject(digest, exc.problems)
-        self.current = revocations
-        self._digest = self._seen = digest
-        self.loaded_at = now
-        self.errors = ()
-        return ReloadResult("reloaded")
-
-    def _reject(self, seen: bytes | str, errors: tuple[str, ...]) -> ReloadResult:
-        if seen == self._seen:
-            return UNCHANGED
-        self._seen = seen
-        self.errors = errors
-        return ReloadResult("rejected", errors)
