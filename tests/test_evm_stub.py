@@ -468,6 +468,34 @@ class Waiting(EvmStubBase):
         self.assertEqual(int(self.anvil.rpc("eth_blockNumber"), 16), result.block_number + 2)
 
     @defer.inlineCallbacks
+    def test_stop_while_a_send_is_in_flight_fails_the_write(self) -> Any:
+        """The stub stops while a write's send runs on its pool: the write answers shutting_down, never a success
+        with nothing in it (stop used to wait on the callers' own Deferreds, with a DeferredList that consumed
+        their errors)."""
+        import threading
+
+        stub, _ = yield self.by_address()
+        self.anvil.rpc("evm_setAutomine", [False])
+        release, started = threading.Event(), threading.Event()
+        submit = stub.node.submit
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            started.set()
+            release.wait(10)
+            return submit(*args, **kwargs)
+
+        stub.node.submit = held
+        waiting = stub.resource("hello").set_data("k3", "v3", "alice")
+        for _ in range(500):
+            if started.is_set():
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        stopping = stub.stop()
+        release.set()
+        yield stopping
+        yield self.assert_stub_error(waiting, "shutting_down")
+
+    @defer.inlineCallbacks
     def test_receipt_timeout_and_stop_while_waiting(self) -> Any:
         stub, impatient = yield self.by_address(receipt_timeout=0.3)
         self.anvil.rpc("evm_setAutomine", [False])

@@ -324,7 +324,7 @@ class EvmStub(EventPages):
         self._status = "stopped"
         for sleep in list(self._sleeps):
             sleep.cancel()
-        in_flight = defer.DeferredList(list(self._jobs), consumeErrors=True)
+        in_flight = defer.DeferredList(list(self._jobs))
         return in_flight.addCallback(lambda _: self._release())
 
     def _release(self) -> Deferred[None]:
@@ -354,10 +354,15 @@ class EvmStub(EventPages):
         if self._pool is None:
             return defer.fail(StubError("unavailable", f"{self.where} is not running"))
         job: Deferred[_T] = deferToThreadPool(self._reactor, self._pool, fn, *args)
-        self._jobs.add(job)
+        # stop() waits on a Deferred of its own per job, never on the job's: a callback added to the job by stop()
+        # would run after the caller's and change what the caller's chain ends with (a DeferredList consuming
+        # errors turned a write's "shutting_down" into a success with None).
+        finished: Deferred[None] = Deferred()
+        self._jobs.add(finished)
 
         def done(result: Any) -> Any:
-            self._jobs.discard(job)
+            self._jobs.discard(finished)
+            finished.callback(None)
             if isinstance(result, Failure):
                 return self._translate(result)
             return result
