@@ -470,3 +470,27 @@ class DurableDecisions(TestCase):
         fault.unlink()
         yield support.until(lambda: self.logged_state(tx_id) == "committed")
         self.assertEqual(c.stats()["unlogged"], 0)
+
+
+class LogClose(TestCase):
+    """Closing the log while a write is on its way must leave that write's outcome as it is."""
+
+    @defer.inlineCallbacks
+    def test_a_write_that_fails_at_close_still_fails_for_its_writer(self) -> Any:
+        import sqlite3
+
+        work = Path(self.mktemp())
+        work.mkdir()
+        txlog = TxLog(work / "tx.sqlite", reactor)
+        txlog.open()
+
+        def broken(batch: Any) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        txlog._write_batch = broken  # type: ignore[method-assign]
+        tx = Tx(tx_id="router-a:" + "0" * 32, coordinator="router-a", resources=[], created_at=0.0, deadline=1.0,
+                updated_at=0.0)
+        written = txlog.write(tx)
+        yield txlog.close()
+        failure = yield self.assertFailure(written, RouterError)
+        self.assertEqual(failure.code, "storage_error")

@@ -167,5 +167,7 @@ class TxLog:
                 self._db.close()
                 self._db = None
 
-        d = defer.DeferredList(pending, consumeErrors=True) if pending else defer.succeed(None)
+        # Not consumeErrors: these are the writers' own Deferreds, and consuming a failure here would turn a write
+        # that failed at close into a success for whoever waits on it (a decision taken for durable).
+        d = defer.DeferredList(pending) if pending else defer.succeed(None)
         return d.addBoth(shut)
