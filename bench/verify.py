@@ -74,7 +74,7 @@ def measure(args: argparse.Namespace) -> Any:
         kinds = {"write": write, "call": call, "getData": get}
         owner = net.nodes["router-b"].router
         routers = (entry, owner)
-        real = [(r.auth, r._proven_or_attested, r.header_signer) for r in routers]
+        real = [(r.e2e.auth, r.e2e.proven_or_attested, r.e2e.header_signer) for r in routers]
 
         class Plain:
             """Authenticates nothing: the baseline's stand-in for wecross.attest.Authenticator."""
@@ -89,10 +89,10 @@ def measure(args: argparse.Namespace) -> Any:
             """The baseline: nothing verified, nothing signed (patched on these two routers only)."""
             for router, (auth, proven_or_attested, header_signer) in zip(routers, real, strict=True):
                 if on:
-                    router.auth, router.header_signer = Plain(), None
-                    router._proven_or_attested = lambda result, chain: result
+                    router.e2e.auth, router.e2e.header_signer = Plain(), None  # type: ignore[assignment]
+                    router.e2e.proven_or_attested = lambda result, chain: result  # type: ignore[method-assign]
                 else:
-                    router.auth, router._proven_or_attested, router.header_signer = \
+                    router.e2e.auth, router.e2e.proven_or_attested, router.e2e.header_signer = \
                         auth, proven_or_attested, header_signer
 
         times: dict[str, list[float]] = {f"{kind}_{mode}": [] for kind in kinds for mode in ("verified", "unverified")}

@@ -3,19 +3,23 @@
 It implements both faces of a router: :class:`~wecross.facade.RouterFacade` for users (REST, SDK) and the
 :class:`~wecross.peer.service.RequestHandler` for peers. Requests a peer sends are checked (deadline, hop limit,
 loops) before anything runs; writes run at most once per request id (:class:`~wecross.routing.replay.ReplayGuard`);
-every failure leaves as a :class:`~wecross.errors.RouterError` with a stable code.
+every failure leaves as a :class:`~wecross.errors.RouterError` with a stable code. Whether what arrived is what its
+signer sent is wecross.authn's (EndToEnd); who may do it, wecross.governance's.
+
+Over 600 lines: it is the whole request path of a router (originating, relaying, serving, router-level operations,
+the events long poll, header fetches, route rebuilds). Splitting it further (a table of router-level operations,
+the events poll and header serving in modules of their own) is issue 14's next step.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -25,30 +29,35 @@ from twisted.python.failure import Failure
 
 import wecross
 from wecross import attest
+from wecross.authn import (
+    OP_TX_STATUS,
+    PROVABLE_READS,
+    SIGNED,
+    STATEFUL,
+    TX_DECISIONS,
+    EndToEnd,
+    drop_marks,
+    is_router,
+    replay_key,
+)
 from wecross.chain.trust import TrustedResults
 from wecross.errors import RouterError
 from wecross.facade import Invocation
 from wecross.gossip.directory import Directory
-from wecross.gossip.record import ChainInfo, LinkInfo, RecordError, ResourceEntry, RouterRecord
+from wecross.gossip.record import ChainInfo, LinkInfo, ResourceEntry, RouterRecord
 from wecross.gossip.service import GossipService, LocalContent
 from wecross.governance.enforce import OWNER_INTERFACES, Governance
 from wecross.governance.identity import Identity
 from wecross.ipath import IPath, IPathError
 from wecross.logs import untrusted
-from wecross.pki.authority import common_name
 from wecross.routing.graph import build_graph
 from wecross.routing.replay import ReplayGuard
 from wecross.routing.replicas import ClashVerdict, replicas
 from wecross.routing.table import Route, RoutingTable
 from wecross.stub.interfaces import (
-    OP_CALL,
-    OP_GET_DATA,
     OP_TX_COMMIT,
-    OP_TX_PREPARE,
-    OP_TX_ROLLBACK,
     OPERATIONS,
     TX_OPERATIONS,
-    WRITE_OPERATIONS,
     ChainState,
     EventPage,
     IEventSource,
@@ -62,25 +71,6 @@ from wecross.wire.messages import GossipDigest, GossipRecords, GossipSummary, Re
 OP_HEADERS = "headers"
 #: Router-level operation: a resource's events from a block on (one poll; the entry router does the long poll).
 OP_EVENTS = "events"
-#: A participant asks a transaction's coordinator router for its state (args [tx_id]; routed by destination).
-OP_TX_STATUS = "txStatus"
-#: Operations that change state: deduplicated by request id at the owner, never re-sent once they may have run.
-_STATEFUL = WRITE_OPERATIONS | TX_OPERATIONS
-#: Reads whose answer may come back unsigned by its owner when it carries a proof the entry router checks.
-_PROVABLE_READS = frozenset({OP_CALL, OP_GET_DATA})
-#: Requests whose authenticator must be a signature (wecross.attest: the origin cannot deny them later); other
-#: requests may carry a MAC under the key the two routers share. Answers: the same, and txStatus, on which
-#: participants commit or roll back.
-_SIGNED = _STATEFUL
-_SIGNED_ANSWERS = _STATEFUL | {OP_TX_STATUS}
-#: ``header_sig`` of a proof that came inside an answer its owner authenticated whole (Router._authenticate_result).
-_OWNER_AUTHENTICATED = object()
-#: Decisions and steps a participant takes only from the transaction's coordinator (Router._from_coordinator).
-_TX_DECISIONS = frozenset({OP_TX_PREPARE, OP_TX_COMMIT, OP_TX_ROLLBACK})
-#: Users' signed operations remembered (nonces until they expire), and user certificates' names.
-_CLIENT_NONCES = 100_000
-#: How many (chain, transaction hash) pairs of verified writes an entry router remembers (see _check_fresh).
-_USED_TXS = 65_536
 #: Longest a client may wait for events in one request, and how often the entry router looks again meanwhile.
 MAX_EVENTS_WAIT = 60.0
 EVENTS_POLL_INTERVAL = 0.5
@@ -96,16 +86,6 @@ log = Logger()
 
 def _audit_failed(failure: Failure) -> None:
     log.warn("audit record not written: {why}", why=untrusted(failure.getErrorMessage()))
-
-
-def _is_router(sender: str) -> bool:
-    """A router acting for itself (header fetches, txStatus, its participant watcher and HTLC service)."""
-    return sender == "router" or sender.startswith("router:")
-
-
-def _is_user(sender: str) -> bool:
-    """A user's name, as opposed to nobody in particular (plain HTTP) or a router acting for itself."""
-    return sender != "anonymous" and not _is_router(sender)
 
 
 def _as_router_error(failure: Failure) -> Failure:
@@ -192,24 +172,32 @@ class Router:
         self.coordinator: Any = None
         #: The HTLC service (wecross.tx.htlc.HtlcService), set by the node.
         self.htlc_service: Any = None
-        #: This router's certificate key: signs the requests it originates, its answers and its chains' headers.
-        self.signing_key = signing_key
-        self.auth = attest.Authenticator(self.local_id, signing_key) if signing_key is not None else None
-        self.header_signer = attest.HeaderSigner(signing_key) if signing_key is not None else None
+        #: End-to-end authentication (wecross.authn): this router's keys, the checks, what they remember.
+        self.e2e = EndToEnd(self.local_id, settings, clock, directory, signing_key, self.replays, self.outcomes)
         #: Who may do what (wecross.governance); open until the node gives it the configured policy.
         self.governance = Governance()
         #: The audit trail's record (wecross.governance.audit_store.AuditStore.record), set by the node; None: off.
         self.audit: Callable[..., object] | None = None
-        #: End-to-end checks refused, by check (bad_signature, unknown_signer, no_authority, expired, ...).
-        self.auth_refused: Counter[str] = Counter()
-        #: (chain, tx hash) of writes verified here: an answer naming one again is a replayed receipt.
-        self._used_txs: OrderedDict[tuple[str, str], None] = OrderedDict()
-        #: (user, nonce) -> expiry (ms) of users' signed operations already run, oldest first.
-        self._client_nonces: OrderedDict[tuple[str, bytes], int] = OrderedDict()
-        #: leaf certificate (DER) -> its common name, for users' signatures.
-        self._client_names: OrderedDict[bytes, str] = OrderedDict()
         #: chain -> how the last route rebuild settled routers disagreeing on its genesis.
         self._clash_verdicts: dict[str, ClashVerdict] = {}
+
+    @property
+    def signing_key(self) -> attest.PrivateKey | None:
+        return self.e2e.signing_key
+
+    @property
+    def auth_refused(self) -> Counter[str]:
+        """End-to-end checks refused, by check (/status, /metrics)."""
+        return self.e2e.auth_refused
+
+    def authenticate_header(self, chain: str, wire: Mapping[str, Any], signer: str, signature: Any) -> None:
+        self.e2e.authenticate_header(chain, wire, signer, signature)
+
+    def sign_tx_record(self, record: dict[str, Any]) -> bytes:
+        return self.e2e.sign_tx_record(record)
+
+    def verify_tx_record(self, record: Any) -> None:
+        self.e2e.verify_tx_record(record)
 
     # -- lifecycle (driven by the node) -----------------------------------------------------------------------------
 
@@ -316,7 +304,7 @@ class Router:
             return self._count(defer.fail(RouterError("bad_request", f"unknown operation {invocation.op!r}; use one "
                                                                      f"of {', '.join(OPERATIONS)}")), "rest")
         org = ""
-        if not _is_router(invocation.sender):  # this router's own services act as themselves, not as a user
+        if not is_router(invocation.sender):  # this router's own services act as themselves, not as a user
             try:
                 identity = self.caller(invocation)
                 org = identity.org or ""
@@ -378,7 +366,7 @@ class Router:
                             client_auth=proof.encode() if proof is not None else b"", sender_org=org)
         if self.trust is not None:
             d.addCallback(self.trust.verify, invocation)
-        d.addCallback(self._proven_or_attested, path.chain_path)
+        d.addCallback(self.e2e.proven_or_attested, path.chain_path)
         return self._count(d, "forwarded")
 
     def caller(self, invocation: Invocation) -> Identity:
@@ -499,15 +487,16 @@ class Router:
             return defer.fail(RouterError("timeout", "the request's deadline passed before it could be sent"))
         signature = out.signature
         if out.originated_here:
-            if self.auth is None:
+            auth = self.e2e.auth
+            if auth is None:
                 return defer.fail(RouterError("internal", "this router has no key to sign requests with"))
             try:
-                signature = self.auth.tag(
+                signature = auth.tag(
                     route.destination, self.directory.signing_key(route.destination),
                     attest.request_body(out.request_id, self.local_id, route.destination, out.expires_ms, out.op,
                                         str(path), out.method, out.args, out.sender, out.client_auth,
                                         out.sender_org),
-                    signed=out.op in _SIGNED)
+                    signed=out.op in SIGNED)
             except attest.AttestError as exc:
                 return defer.fail(RouterError("bad_args", f"the request cannot be sent: {exc.message}"))
         try:
@@ -526,19 +515,19 @@ class Router:
             if out.originated_here:
                 # The owner is the router this request was signed for, whatever the answer says about itself.
                 result["router"] = owner
-                self._authenticate_result(result, out, owner)
+                self.e2e.authenticate_result(result, out.request_id, out.op, owner)
             return result
 
         def failed(failure: Failure) -> Deferred[dict[str, Any]] | Failure:
             error = failure.value
             if not isinstance(error, RouterError) or error.code not in ("peer_lost", "unreachable", "hop_limit"):
                 return failure
-            if out.op not in _STATEFUL or error.code != "peer_lost":
+            if out.op not in STATEFUL or error.code != "peer_lost":
                 # Try the next path, never the one that failed. Safe for reads whatever happened; safe for writes
                 # when the request provably never reached the chain (no route or hop limit on the way).
                 log.info("{kind} {rid} fails over from {hop}: {error}", rid=out.request_id.hex(),
                          hop=route.next_hop, error=untrusted(error.message),
-                         kind="write" if out.op in _STATEFUL else "read")
+                         kind="write" if out.op in STATEFUL else "read")
                 self.outcomes["failovers"] += 1
                 return self._forward(out, tried | {route.next_hop})
             if not out.originated_here:
@@ -551,250 +540,6 @@ class Router:
             ))
 
         return link.request(request, remaining).addCallbacks(answered, failed)
-
-    # -- end-to-end authentication (wecross.attest) ------------------------------------------------------------------
-
-    def _refuse_auth(self, code: str, check: str, message: str, **details: Any) -> NoReturn:
-        self.auth_refused[check] += 1
-        raise RouterError(code, f"{message} ({check})", {"check": check, **details})
-
-    def _authenticate_request(self, request: Request) -> x509.Certificate | None:
-        """At the destination, before anything runs: the request is the one its origin signed, not expired, and
-        not claiming to live longer than any request may. The origin's key comes from its verified gossip record;
-        the sender named inside is the identity the origin vouches for."""
-        try:
-            if self.auth is None:
-                raise attest.AttestError("unknown_signer", "this router has no key to check requests with")
-            self.auth.check(request.origin, self.directory.signing_key(request.origin), request.signature,
-                            attest.request_body(request.request_id, request.origin, request.destination,
-                                                request.expires_ms, request.op, request.ipath, request.method,
-                                                request.args, request.sender, request.client_auth,
-                                                request.sender_org),
-                            signed=request.op in _SIGNED)
-        except attest.AttestError as exc:
-            code = "unknown_signer" if exc.check == "unknown_signer" else "bad_signature"
-            self._refuse_auth(code, exc.check, f"request refused by {self.local_id}: {exc.message}",
-                              origin=request.origin)
-        now_ms = self.clock.seconds() * 1000
-        skew_ms = self.settings.limits.clock_skew * 1000
-        if now_ms > request.expires_ms + skew_ms:
-            self._refuse_auth("timeout", "expired", f"request refused by {self.local_id}: it expired at "
-                                                    f"{request.expires_ms} ms (now {int(now_ms)} ms)")
-        if request.expires_ms > now_ms + self.settings.limits.request_deadline * 1000 + skew_ms:
-            self._refuse_auth("bad_request", "expiry_too_far",
-                              f"request refused by {self.local_id}: it claims to live until {request.expires_ms} "
-                              f"ms, beyond the longest deadline a request may have")
-        if _is_router(request.sender) and request.sender not in ("router", f"router:{request.origin}"):
-            # A router may act for itself (its own services), never as another router.
-            self._refuse_auth("forbidden", "router_identity",
-                              f"request refused by {self.local_id}: {request.origin} may act as itself, not as "
-                              f"{untrusted(request.sender)}")
-        if request.client_auth:
-            return self._authenticate_client(request, now_ms, skew_ms)
-        if self.settings.trust.client_signatures == "required" and _is_user(request.sender) \
-                and request.op in OPERATIONS:
-            self._refuse_auth("unauthenticated", "client_signature",
-                              f"request refused by {self.local_id}: operations in a user's name need the user's own "
-                              f"signature here ([trust] client_signatures = \"required\"), and "
-                              f"{untrusted(request.sender)!s} did not sign this one")
-        return None
-
-    def _authenticate_client(self, request: Request, now_ms: float, skew_ms: float) -> x509.Certificate:
-        """The user's own signature, when the client holds a key: by a certificate of the network's CA whose name
-        is the sender, over exactly this operation, not expired, and each signed operation run once (nonce)."""
-        try:
-            proof = attest.ClientProof.decode(request.client_auth)
-        except attest.AttestError as exc:
-            self._refuse_auth("bad_signature", exc.check, f"request refused by {self.local_id}: {exc.message}")
-        try:
-            key, name = self._client_certificate(proof.chain)
-        except RecordError as exc:
-            self._refuse_auth("bad_signature", "client_certificate", f"request refused by {self.local_id}: the "
-                                                                     f"user's certificate: {untrusted(exc.message)}")
-        if name != request.sender:
-            self._refuse_auth("bad_signature", "client_identity",
-                              f"request refused by {self.local_id}: signed by {untrusted(name)}, in the name of "
-                              f"{untrusted(request.sender)}")
-        try:
-            attest.verify(key, proof.signature, attest.client_body(
-                request.sender, request.ipath, request.op, request.method, request.args, proof.nonce,
-                proof.expires_ms), request.sender)
-        except attest.AttestError:
-            self._refuse_auth("bad_signature", "client_signature",
-                              f"request refused by {self.local_id}: the user's signature is not over this operation")
-        if now_ms > proof.expires_ms + skew_ms or \
-                proof.expires_ms > now_ms + self.settings.limits.request_deadline * 1000 + skew_ms:
-            self._refuse_auth("timeout", "client_expired", f"request refused by {self.local_id}: the user's "
-                                                           f"signature expires at {proof.expires_ms} ms")
-        nonces = self._client_nonces
-        while nonces and next(iter(nonces.values())) < now_ms - skew_ms:
-            nonces.popitem(last=False)
-        seen = (request.sender, proof.nonce)
-        if seen in nonces and not (request.op in _STATEFUL and self.replays.seen(self._replay_key(request))):
-            # (A write retried under its request id is answered from the replay guard, not run: that is no reuse.)
-            self._refuse_auth("bad_signature", "client_replayed", f"request refused by {self.local_id}: the user's "
-                                                                  f"signed operation was used already")
-        nonces[seen] = proof.expires_ms
-        while len(nonces) > _CLIENT_NONCES:
-            nonces.popitem(last=False)
-        self.outcomes["client_signed"] += 1
-        return x509.load_der_x509_certificate(proof.chain[0])
-
-    def _client_certificate(self, chain: tuple[bytes, ...]) -> tuple[attest.PublicKey, str]:
-        """The key and common name of a user's certificate chain, checked against the CA (cached by the
-        directory's verifier; the name parsed once per leaf)."""
-        trusted = self.directory.verify_chain(chain)
-        name = self._client_names.get(chain[0])
-        if name is None:
-            name = common_name(x509.load_der_x509_certificate(chain[0]))
-            self._client_names[chain[0]] = name
-            while len(self._client_names) > _CLIENT_NONCES:
-                self._client_names.popitem(last=False)
-        return trusted.public_key, name
-
-    @staticmethod
-    def _replay_key(request: Request) -> bytes:
-        return request.origin.encode() + b"\x00" + request.request_id
-
-    def authenticate_header(self, chain: str, wire: Mapping[str, Any], signer: str, signature: Any) -> None:
-        """A header is taken as ``signer``'s vote only with ``signer``'s signature over it and only if the chain's
-        authority (its certificate: wecross.pki serves) admits ``signer`` for ``chain``; otherwise it is refused,
-        counted, and never reaches the header store."""
-        if not self.directory.authorized(signer, chain):
-            self._refuse_auth("proof_invalid", "no_authority", f"{signer} is not authorised to serve {chain}: its "
-                                                               f"headers are not taken", router=signer)
-        if signature is _OWNER_AUTHENTICATED:
-            return  # the header came inside an answer whose authenticator by ``signer`` checked out
-        try:
-            attest.verify(self.directory.signing_key(signer), signature, attest.header_body(chain, wire), signer)
-        except attest.AttestError as exc:
-            self._refuse_auth("proof_invalid", "header_signature" if exc.check == "bad_signature" else exc.check,
-                              f"header {wire.get('number')!r} of {chain} from {signer}: {exc.message}",
-                              router=signer)
-
-    def sign_tx_record(self, record: dict[str, Any]) -> bytes:
-        """This router's signature of a transaction record it coordinates (wecross.attest.tx_record_body)."""
-        if self.signing_key is None:
-            raise RouterError("internal", "this router has no key to sign with")
-        return attest.sign(self.signing_key, attest.tx_record_body(record))
-
-    def verify_tx_record(self, record: Any) -> None:
-        """Raises RouterError('forbidden') unless ``record`` carries the signature of the coordinator that its
-        transaction id names (the only router that can have decided it)."""
-        if not isinstance(record, dict):
-            raise RouterError("forbidden", "a transaction record must be a map")
-        tx_id, coordinator, signature = record.get("tx_id"), record.get("coordinator"), record.get("signature")
-        if not isinstance(tx_id, str) or not isinstance(coordinator, str) or not tx_id.startswith(coordinator + ":"):
-            raise RouterError("forbidden", "the record's transaction id does not name its coordinator")
-        try:
-            raw = bytes.fromhex(signature) if isinstance(signature, str) else b""
-        except ValueError:
-            raw = b""
-        key = self.directory.signing_key(coordinator)
-        if key is None and coordinator == self.local_id and self.signing_key is not None:
-            key = self.signing_key.public_key()
-        try:
-            attest.verify(key, raw, attest.tx_record_body(record), coordinator)
-        except attest.AttestError as exc:
-            raise RouterError("forbidden", f"the record of {untrusted(tx_id)} is not signed by its coordinator "
-                                           f"{untrusted(coordinator)}: {exc.message}",
-                              {"check": "tx_record_signature"}) from None
-
-    def _from_coordinator(self, request: Request) -> Request:
-        """A participant takes a transaction's steps and decisions from the coordinator its id names; a decision
-        from another router (one that adopted the transaction) only with that coordinator's signed record showing
-        the same decision (commit: it had decided commit; rollback: it had not), which is then left out of what
-        the chain sees."""
-        tx_id = request.args[0] if request.args else None
-        if not isinstance(tx_id, str) or ":" not in tx_id:
-            raise RouterError("bad_args", "a transaction operation names its transaction id first")
-        coordinator = tx_id.split(":", 1)[0]
-        if request.origin == coordinator:
-            return request
-        if request.op == OP_TX_PREPARE or len(request.args) != 2:
-            self._refuse_auth("forbidden", "tx_coordinator",
-                              f"{self.local_id} takes {request.op} of {untrusted(tx_id)} from its coordinator "
-                              f"{untrusted(coordinator)} only, not from {request.origin}")
-        record = request.args[1]
-        self.verify_tx_record(record)
-        state = record.get("state")
-        decided = state in ("committing", "committed")
-        if record.get("tx_id") != tx_id or (request.op == OP_TX_COMMIT) != decided:
-            self._refuse_auth("forbidden", "tx_coordinator",
-                              f"the signed record of {untrusted(tx_id)} ({untrusted(state)}) does not allow "
-                              f"{request.op}")
-        return replace(request, args=[tx_id])
-
-    def _attest_result(self, result: dict[str, Any], request: Request) -> dict[str, Any]:
-        """The owner signs its answer, binding it to the request it answers; a read that carries a proof is
-        checked against trusted headers instead and saves the signature."""
-        if (request.op in _PROVABLE_READS and "proof" in result) or self.auth is None:
-            return result
-        try:
-            result["attestation"] = self.auth.tag(
-                request.origin, self.directory.signing_key(request.origin),
-                attest.result_body(request.request_id, request.origin, self.local_id, result),
-                signed=request.op in _SIGNED_ANSWERS)
-        except attest.AttestError as exc:
-            raise RouterError("internal", f"the answer cannot be signed: {exc.message}") from None
-        return result
-
-    def _authenticate_result(self, result: dict[str, Any], out: Outbound, owner: str) -> None:
-        """At the entry router: a signed answer must carry the owner's signature over this very request; an
-        unsigned one is let through only as a read with a proof, which the trusted-results check must then prove
-        (:meth:`_proven_or_attested`)."""
-        signature = result.pop("attestation", None)
-        if signature is None:
-            if out.op in _PROVABLE_READS and "proof" in result:
-                result["_attested"] = False
-                return
-            self._refuse_auth("proof_invalid", "unattested",
-                              f"the answer from {owner} is not signed by it", router=owner)
-        try:
-            assert self.auth is not None  # it made the request
-            self.auth.check(owner, self.directory.signing_key(owner), signature,
-                            attest.result_body(out.request_id, self.local_id, owner, result),
-                            signed=out.op in _SIGNED_ANSWERS)
-        except attest.AttestError as exc:
-            self._refuse_auth("proof_invalid", "result_signature" if exc.check == "bad_signature" else exc.check,
-                              f"the answer from {owner} failed its signature check: {exc.message}", router=owner)
-        result["_attested"] = True
-        if "proof" in result:
-            # The owner's authenticator covered the proof, its header included (wecross.attest.result_body): the
-            # header is the owner's word as surely as with a signature of its own. A marker no wire value equals.
-            result["header_sig"] = _OWNER_AUTHENTICATED
-
-    @staticmethod
-    def _drop_attestation_marks(result: dict[str, Any]) -> dict[str, Any]:
-        """Answers that are signed by their owner (every non-read answer is: :meth:`_authenticate_result`) and not
-        put through the read/write verifier: the marks are ours, not the answer's."""
-        result.pop("_attested", None)
-        result.pop("header_sig", None)
-        return result
-
-    def _proven_or_attested(self, result: dict[str, Any], chain: str) -> dict[str, Any]:
-        """No downgrade: every forwarded answer is signed by its owner or proven against trusted headers (an
-        unsigned read whose proof was not checked is refused); a verified write names a transaction no earlier
-        answer named."""
-        attested = result.pop("_attested", True)
-        result.pop("header_sig", None)
-        verified = result.get("verified")
-        proven = isinstance(verified, dict) and verified.get("proof") is True
-        owner = result.get("router")
-        if not attested and not proven:
-            self._refuse_auth("proof_invalid", "unattested",
-                              f"the read answered by {owner} is neither signed nor proven", router=owner)
-        tx_hash = result.get("tx_hash")
-        if proven and isinstance(tx_hash, str) and tx_hash and not result.get("replayed"):
-            # (An answer marked replayed is the owner's own repeat of one request id's first answer.)
-            key = (chain, tx_hash)
-            if key in self._used_txs:
-                self._refuse_auth("proof_invalid", "replayed_receipt",
-                                  f"transaction {tx_hash} answered an earlier request already", router=owner)
-            self._used_txs[key] = None
-            if len(self._used_txs) > _USED_TXS:
-                self._used_txs.popitem(last=False)
-        return result
 
     def _count(self, d: Deferred[dict[str, Any]], kind: str) -> Deferred[dict[str, Any]]:
         def ok(result: dict[str, Any]) -> dict[str, Any]:
@@ -840,15 +585,15 @@ class Router:
         if request.destination == self.local_id:
             # Only the router the origin signed the request for runs it (a replica on the way relays it): nothing
             # runs before the signature, the expiry and the signer check out.
-            certificate = self._authenticate_request(request)
+            certificate = self.e2e.authenticate_request(request)
             interface = OWNER_INTERFACES.get(request.op)
-            if interface is not None and not _is_router(request.sender):
+            if interface is not None and not is_router(request.sender):
                 # The decision that counts: this router's rules, for the identity the signed request proves.
                 identity = self.governance.identity_of(request.sender, request.sender_org, certificate)
                 self.governance.authorize(identity, path, interface, f"router {self.local_id} (owner)")
-            if request.op in _TX_DECISIONS:
-                request = self._from_coordinator(request)
-            return self._execute(request, path, trail).addCallback(self._attest_result, request)
+            if request.op in TX_DECISIONS:
+                request = self.e2e.from_coordinator(request)
+            return self._execute(request, path, trail).addCallback(self.e2e.attest_result, request)
         if not self.settings.transit:
             raise RouterError("forbidden", f"router {self.local_id} does not relay for others (transit = false)")
         if request.hop_limit <= 1:
@@ -877,25 +622,16 @@ class Router:
 
         def execute() -> Deferred[dict[str, Any]]:
             d = self._run_local(path, request.op, request.method, list(request.args), request.sender, trail)
-            if request.op in _PROVABLE_READS:
+            if request.op in PROVABLE_READS:
                 # A proven read goes back unsigned: its header needs a signature of its own. Any other answer is
-                # authenticated whole by this router (Router._attest_result), its proof's header included.
-                d.addCallback(self._sign_proof_header, path.chain_path)
+                # authenticated whole by this router (EndToEnd.attest_result), its proof's header included.
+                d.addCallback(self.e2e.sign_proof_header, path.chain_path)
             return d
 
-        if request.op in _STATEFUL:
+        if request.op in STATEFUL:
             # Keyed by origin too: one origin cannot pick another's request id to be answered with its result.
-            return self.replays.run(self._replay_key(request), execute)
+            return self.replays.run(replay_key(request), execute)
         return execute()
-
-    def _sign_proof_header(self, result: dict[str, Any], chain: str) -> dict[str, Any]:
-        """A proof names its block's header; signed here (once per block) so that the entry router may take it as
-        the next trusted header without a fetch."""
-        proof = result.get("proof")
-        header = proof.get("header") if isinstance(proof, dict) else None
-        if isinstance(header, dict) and self.header_signer is not None:
-            result["header_sig"] = self.header_signer.sign(chain, header)
-        return result
 
     # -- the transaction layer ---------------------------------------------------------------------------------------
 
@@ -920,7 +656,7 @@ class Router:
         d = self._originate(path, op, method, list(args), sender)
         if self.trust is not None and op == OP_TX_COMMIT:
             d.addCallback(self.trust.verify_commit, path, list(args), sender)
-        d.addCallback(self._drop_attestation_marks)
+        d.addCallback(drop_marks)
         return self._count(d, "forwarded")
 
     def tx_status(self, coordinator: str, tx_id: str, path: IPath) -> Deferred[dict[str, Any]]:
@@ -932,7 +668,7 @@ class Router:
             except RouterError as exc:
                 return defer.fail(exc)
         return self._originate(path, OP_TX_STATUS, "", [tx_id], f"router:{self.local_id}", coordinator) \
-            .addCallback(self._drop_attestation_marks)
+            .addCallback(drop_marks)
 
     def _answer_tx_status(self, args: list[Any], trail: list[str]) -> Deferred[dict[str, Any]]:
         return defer.succeed(dict(self._answer_tx_status_now(args), router=self.local_id, path=trail))
@@ -965,7 +701,7 @@ class Router:
                 return found
             return defer.gatherResults([stub.header(n) for n in range(start, last + 1)], consumeErrors=True)
 
-        signer = self.header_signer
+        signer = self.e2e.header_signer
 
         def answer(found: list[Any]) -> dict[str, Any]:
             wires = [h.to_wire() for h in found]
@@ -1015,7 +751,7 @@ class Router:
                 d = self._answer_events(path, [from_block], [self.local_id])
             else:
                 d = self._originate(path, OP_EVENTS, "poll", [from_block], caller.name, sender_org=caller.org or "")
-                d.addCallback(self._drop_attestation_marks)
+                d.addCallback(drop_marks)
                 if self.trust is not None:
                     d.addCallback(self.trust.verify_events, path)
             d.addCallbacks(polled, lambda failure: None if result.called else result.errback(failure))
@@ -1044,7 +780,7 @@ class Router:
             d = self._answer_headers(chain, [start, count], [self.local_id])
         else:
             d = self._originate(path, OP_HEADERS, "range", [start, count], f"router:{self.local_id}", source) \
-                .addCallback(self._drop_attestation_marks)
+                .addCallback(drop_marks)
 
         def unpack(result: dict[str, Any]) -> list[Any]:
             output = result.get("output")
@@ -1055,8 +791,8 @@ class Router:
                                   {"check": "malformed"})
             if source != self.local_id:
                 if not isinstance(signatures, list) or len(signatures) != len(headers):
-                    self._refuse_auth("proof_invalid", "header_signature",
-                                      f"headers of {chain} from {source} are not each signed", router=source)
+                    self.e2e.refuse("proof_invalid", "header_signature",
+                                    f"headers of {chain} from {source} are not each signed", router=source)
                 for wire, signature in zip(headers, signatures, strict=True):
                     self.authenticate_header(chain, wire, source, signature)
             return headers
