@@ -493,7 +493,7 @@ class Waiting(EvmStubBase):
         stopping = stub.stop()
         release.set()
         yield stopping
-        yield self.assert_stub_error(waiting, "shutting_down")
+        yield self.assert_stub_error(waiting, "shutting_down", "may still be mined")
 
     @defer.inlineCallbacks
     def test_receipt_timeout_and_stop_while_waiting(self) -> Any:

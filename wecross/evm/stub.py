@@ -411,7 +411,17 @@ class EvmStub(EventPages):
                 return outcome
             waited = self._await_receipt(outcome)
             waited.addCallback(lambda receipt: self.in_pool(self._finish, resource, function, data, receipt, None))
-            return waited
+            return waited.addErrback(sent_then_stopped, outcome)
+
+        def sent_then_stopped(failure: Failure, tx_hash: str) -> Failure:
+            # Stopped after the transaction went out (whether in a receipt poll or between two): say that it may
+            # still be mined, as the sleeping wait does, not only that the stub is not running.
+            error = failure.value
+            if isinstance(error, StubError) and error.code == "shutting_down" \
+                    and "may still be mined" not in error.message:
+                raise StubError("shutting_down", f"{self.where} stopped while write {hex_str(tx_hash)} waited for "
+                                                 "its receipt; it may still be mined")
+            return failure
 
         return sent.addCallback(then)
 
