@@ -208,3 +208,19 @@ def signed_request(node: RouterNode, **fields: Any) -> Any:
                                fields["op"], fields["ipath"], fields["method"], fields["args"], fields["sender"])
     fields.setdefault("signature", bytes((attest.SCHEME_SIGNATURE,)) + attest.sign(key, body))
     return Request(**fields)
+
+
+@defer.inlineCallbacks
+def started_network(case: Any, routers: dict[str, dict[str, Any]], links: list[tuple[str, str]], chain: str, *,
+                    routed: tuple[str, ...] = ("router-a", "router-b"),
+                    adjust: Callable[[str, Settings], Settings] | None = None) -> Any:
+    """A Network of real routers for ``case`` (a trial TestCase: its temp dir, stopped at cleanup), started and
+    linked, with a route to ``chain`` at every router of ``routed``."""
+    work = Path(case.mktemp())
+    work.mkdir()
+    net = Network(work, routers, links, adjust=adjust)
+    case.addCleanup(net.stop)
+    yield net.start()
+    yield until(lambda: net.linked() and all(net.nodes[r].router.table.route(chain) is not None for r in routed),
+                timeout=30)
+    return net

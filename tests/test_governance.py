@@ -130,11 +130,7 @@ class Permissions(TestCase):
                                                                                   acl_reload=0.05))
             return settings
 
-        self.net = support.Network(work, ROUTERS, LINKS, adjust=adjust)
-        self.addCleanup(self.net.stop)
-        yield self.net.start()
-        yield support.until(lambda: self.net.linked() and all(
-            self.net.nodes[r].router.table.route(CHAIN) is not None for r in ("router-a", "router-b")), timeout=30)
+        self.net = yield support.started_network(self, ROUTERS, LINKS, CHAIN, adjust=adjust)
         self.entry = self.net.nodes["router-a"].router
         self.owner = self.net.nodes["router-c"].router
 
@@ -238,13 +234,7 @@ class TransactionControl(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        work = Path(self.mktemp())
-        work.mkdir()
-        self.net = support.Network(work, ROUTERS, LINKS)
-        self.addCleanup(self.net.stop)
-        yield self.net.start()
-        yield support.until(lambda: self.net.linked() and all(
-            self.net.nodes[r].router.table.route(CHAIN) is not None for r in ("router-a", "router-b")), timeout=30)
+        self.net = yield support.started_network(self, ROUTERS, LINKS, CHAIN)
         self.entry = self.net.nodes["router-a"].router
 
     @defer.inlineCallbacks

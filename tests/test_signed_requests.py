@@ -46,13 +46,7 @@ class SignedRequests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        work = Path(self.mktemp())
-        work.mkdir()
-        self.net = support.Network(work, ROUTERS, LINKS)
-        self.addCleanup(self.net.stop)
-        yield self.net.start()
-        yield support.until(lambda: self.net.linked() and all(
-            self.net.nodes[r].router.table.route(CHAIN) is not None for r in ("router-a", "router-b")), timeout=30)
+        self.net = yield support.started_network(self, ROUTERS, LINKS, CHAIN)
         self.entry = self.net.nodes["router-a"].router
         self.relay = self.net.nodes["router-b"].router
         self.owner = self.net.nodes["router-c"].router
@@ -209,16 +203,10 @@ class ClientSignatures(TestCase):
     def setUp(self) -> Any:
         from wecross.config import TrustSettings
 
-        work = Path(self.mktemp())
-        work.mkdir()
         required = TrustSettings(client_signatures="required")
-        self.net = support.Network(
-            work, ROUTERS, LINKS,
+        self.net = yield support.started_network(
+            self, ROUTERS, LINKS, CHAIN,
             adjust=lambda rid, s: dataclasses.replace(s, trust=required) if rid == "router-c" else s)
-        self.addCleanup(self.net.stop)
-        yield self.net.start()
-        yield support.until(lambda: self.net.linked() and all(
-            self.net.nodes[r].router.table.route(CHAIN) is not None for r in ("router-a", "router-b")), timeout=30)
         self.entry = self.net.nodes["router-a"].router
         self.owner = self.net.nodes["router-c"].router
         self.alice = support.pki() / "alice"
