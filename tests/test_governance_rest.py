@@ -385,3 +385,27 @@ class GovernanceRestTests(TestCase):
         client = WeCrossClient("http://127.0.0.1:1")
         self.assertRaises(WeCrossError, client.remove_peer, "")
         self.assertRaises(WeCrossError, client.audit, limit="5")  # type: ignore[arg-type]
+
+
+class ExchangeControl(SynchronousTestCase):
+    """An HTLC exchange is acted on (unlock, refund) only by the party that started it here, or an admin."""
+
+    def test_another_identity_cannot_act_on_an_exchange(self) -> None:
+        acted: list[tuple[str, str]] = []
+
+        class Htlcs:
+            def get(self, htlc_id: str) -> dict[str, Any]:
+                return {"htlc_id": htlc_id, "own": {"sender": "alice"}}
+
+            def act(self, htlc_id: str, action: str, body: Any, sender: str) -> Any:
+                acted.append((action, sender))
+                return defer.succeed({"htlc_id": htlc_id})
+
+        router = FakeRouter()
+        router.htlc = lambda: Htlcs()  # type: ignore[attr-defined]
+        req = Req(b"POST", "/htlc/h1/refund", b"{}")
+        render(RestApi(router), req)
+        status, body = answer(req)
+        self.assertEqual((status, body["error"]["code"]), (403, "forbidden"))
+        self.assertIn("'alice'", body["error"]["message"])
+        self.assertEqual(acted, [])

@@ -707,6 +707,13 @@ class RestApi(Resource):
             body = self._json_body(request, optional=action != "exec")
             if kind == "htlc":
                 allow("htlc.act")
+                # The same control plane as 2PC: only the party that started this exchange here (whose lock it
+                # is) or an admin acts on it.
+                party = self.router.htlc().get(tx_id).get("own", {}).get("sender")
+                if party != sender and "admin" not in identity.roles:
+                    raise RouterError("forbidden", f"exchange {tx_id} is {party!r}'s: only that identity or an admin "
+                                                   f"may {action} it, not {sender!r}",
+                                      {"interface": "htlc.act", "identity": sender})
                 return self.router.htlc().act(tx_id, action, body, sender)
             coordinator = self.router.transactions()
             if action != "exec":
