@@ -1,5 +1,6 @@
-"""Governance at the REST edge (issue 13): GET /whoami, GET /audit, POST and DELETE /admin/peers, and revoked users
-refused, through real routers serving HTTPS with client certificates, an ACL file and a revocation list.
+"""Governance at the REST edge (issue 13): GET /whoami, GET /audit, POST and DELETE /admin/peers, /admin/accounts,
+and revoked users refused, through real routers serving HTTPS with client certificates, an ACL file and a revocation
+list.
 
 ```
 router-a (z.one; REST over HTTPS, client certificates required; ACL file; CRL reloaded every 0.05 s)
@@ -30,6 +31,7 @@ from wecross.config import Address, GovernanceSettings, RestSettings, TLSPaths
 from wecross.console.commands import Session
 from wecross.errors import RouterError
 from wecross.governance.identity import Identity
+from wecross.governance.keystore import Kek, Keystore
 from wecross.pki import authority
 from wecross.rest import governance as gov
 from wecross.rest.api import RestApi
@@ -147,6 +149,22 @@ class Inputs(SynchronousTestCase):
         self.assertEqual(gov.peer_to_remove("127.0.0.1:9000"), "127.0.0.1:9000")
         self.refused("id", gov.peer_to_remove, "Router B")
 
+    def test_account_inputs(self) -> None:
+        self.assertEqual(gov.account_to_create({"user": "alice", "chain": "z.evm"}), ("alice", "z.evm"))
+        self.assertEqual(gov.accounts_filter({}), (None, None))
+        self.assertEqual(gov.accounts_filter({"user": "bob", "chain": "z.one"}), ("bob", "z.one"))
+        self.assertEqual(gov.account_to_remove("alice", "z.evm"), ("alice", "z.evm"))
+        self.refused("user", gov.account_to_create, {"chain": "z.evm"})
+        self.refused("chain", gov.account_to_create, {"user": "alice"})
+        self.refused("key", gov.account_to_create, {"user": "alice", "chain": "z.evm", "key": "00"})
+        self.refused("user", gov.account_to_create, {"user": 5, "chain": "z.evm"})
+        self.refused("user", gov.account_to_create, {"user": "anonymous", "chain": "z.evm"})  # nobody in particular
+        self.refused("chain", gov.account_to_create, {"user": "alice", "chain": "z.evm.extra"})
+        self.refused("chain", gov.accounts_filter, {"chain": "z"})
+        self.refused("user", gov.accounts_filter, {"user": "a b"})
+        self.refused("user", gov.account_to_remove, "router:router-a", "z.evm")
+        self.refused("chain", gov.account_to_remove, "alice", "z.e/vm")
+
     def test_whoami_shape(self) -> None:
         self.assertEqual(gov.whoami(Identity("alice", "bank-a", frozenset({"user", "auditor"}), "tls")),
                          {"name": "alice", "org": "bank-a", "roles": ["auditor", "user"], "proven": "tls"})
@@ -178,6 +196,25 @@ class PlainApi(SynchronousTestCase):
             status, answered = self.request(method, uri, body)
             self.assertEqual((status, answered["error"]["code"]), (403, "forbidden"), uri)
             self.assertIn("without an ACL file", answered["error"]["message"])
+
+    def test_open_mode_keeps_accounts_to_admins(self) -> None:
+        for method, uri, body in ((b"GET", "/admin/accounts", None),
+                                  (b"POST", "/admin/accounts", {"user": "alice", "chain": "z.evm"}),
+                                  (b"DELETE", "/admin/accounts/alice/z.evm", None)):
+            status, answered = self.request(method, uri, body)
+            self.assertEqual((status, answered["error"]["code"]), (403, "forbidden"), uri)
+            self.assertIn("without an ACL file", answered["error"]["message"])
+            # Allowed by a permissive ACL, a router without a keystore has none to show.
+            status, answered = self.request(method, uri, body, api=self.permissive())
+            self.assertEqual((status, answered["error"]["code"]), (404, "not_found"), uri)
+            self.assertIn("keeps no keystore", answered["error"]["message"])
+
+    def test_accounts_routes(self) -> None:
+        self.assertEqual(self.request(b"PUT", "/admin/accounts")[0], 405)
+        self.assertEqual(self.request(b"GET", "/admin/accounts/alice/z.evm")[0], 405)
+        self.assertEqual(self.request(b"DELETE", "/admin/accounts/alice")[0], 404)
+        status, body = self.request(b"GET", "/admin/accounts?key=1")
+        self.assertEqual((status, body["error"]["code"]), (400, "bad_request"))
 
     def test_no_audit_trail_is_404(self) -> None:
         status, body = self.request(b"GET", "/audit?limit=5", api=self.permissive())
@@ -366,6 +403,81 @@ class GovernanceRestTests(TestCase):
         ok = yield threads.deferToThread(user.run_line, "audit limit=5")
         self.assertFalse(ok)
         self.assertIn("error: forbidden:", err.getvalue())
+
+    @defer.inlineCallbacks
+    def test_no_keystore_is_404(self) -> Any:
+        root = self.client("root")
+        self.assertIsNone(self.a.keystore)  # its embedded stub acts from nobody's own account
+        for d in (root.accounts(), root.create_account("alice", "z.one"), root.remove_account("alice", "z.one")):
+            exc = yield self.refused(d, 404, "not_found")
+            self.assertIn("keeps no keystore", exc.message)
+
+    @defer.inlineCallbacks
+    def test_accounts_listed_created_removed_by_admin_refused_for_user(self) -> Any:
+        keystore = Keystore.in_data_dir(self.workdir / "keys", Kek.generate())
+        self.addCleanup(keystore.close)
+        self.a.site.api.keystore = keystore  # as the node opens it when a stub has per_user_accounts
+        alice, root = self.client("alice"), self.client("root")
+        for ask in (alice.accounts, lambda: alice.create_account("alice", "z.evm"),
+                    lambda: alice.remove_account("bob", "z.evm")):  # one after the other: the trail's order
+            exc = yield self.refused(ask(), 403, "forbidden")
+            self.assertIn("admin.accounts", exc.message)
+        empty = yield root.accounts()
+        self.assertEqual(empty, [])
+        made = yield root.create_account("alice", "z.evm")
+        self.assertEqual((made["user"], made["chain"]), ("alice", "z.evm"))
+        self.assertRegex(made["address"], "^0x[0-9a-fA-F]{40}$")
+        again = yield root.create_account("alice", "z.evm")
+        self.assertEqual(again, made)  # idempotent
+        yield root.create_account("bob", "z.evm")
+        rows = yield root.accounts()
+        self.assertEqual([(r["user"], r["chain"]) for r in rows], [("alice", "z.evm"), ("bob", "z.evm")])
+        mine = yield root.accounts(user="alice", chain="z.evm")
+        self.assertEqual(mine, [made])
+        self.assertEqual((yield root.accounts(chain="z.other")), [])
+        yield self.refused(root.create_account("anonymous", "z.evm"), 400, "bad_request")
+
+        # No answer carries key material: each account is these four fields, and no secret appears anywhere.
+        secrets = [keystore.signer(user, "z.evm").secret.hex() for user in ("alice", "bob")]
+        sync_root = self.blocking("root")
+        raw = yield threads.deferToThread(lambda: json.dumps([sync_root.accounts(),
+                                                              sync_root.create_account("alice", "z.evm")]))
+        for row in [*rows, made]:
+            self.assertEqual(set(row), {"user", "chain", "address", "created"})
+        for secret in secrets:
+            self.assertNotIn(secret, raw.lower())
+            self.assertNotIn(secret, json.dumps([rows, made]).lower())
+
+        removed = yield root.remove_account("alice", "z.evm")
+        self.assertEqual(removed["address"], made["address"])
+        yield self.refused(root.remove_account("alice", "z.evm"), 404, "not_found")
+        self.assertEqual([r["user"] for r in (yield root.accounts())], ["bob"])
+
+        # The console says the same.
+        out, err = io.StringIO(), io.StringIO()
+        session = Session(sync_root, out=out, err=err)
+        ok = yield threads.deferToThread(session.run_line, "createAccount carol z.evm; listAccounts * z.evm; "
+                                                           "removeAccount carol z.evm")
+        self.assertTrue(ok, err.getvalue())
+        printed = out.getvalue()
+        self.assertIn("account of carol on z.evm: 0x", printed)
+        self.assertIn("removed the account of carol on z.evm", printed)
+        self.assertIn("bob", printed)
+
+        # Every request is in the trail with its outcome, refused ones too.
+        wanted = [("alice", "listAccounts", "forbidden"), ("alice", "createAccount", "forbidden"),
+                  ("alice", "removeAccount", "forbidden"), ("root", "listAccounts", "ok"),
+                  ("root", "createAccount", "ok"), ("root", "createAccount", "ok"), ("root", "createAccount", "ok")]
+        got: list[Any] = []
+        for _ in range(200):
+            page = yield root.audit(interface="admin.accounts")
+            got = [(r["initiator"], r["method"], r["outcome"]) for r in page["records"]]
+            if got[:len(wanted)] == wanted and len(got) >= 19:
+                break
+            yield pause()
+        self.assertEqual(got[:len(wanted)], wanted)
+        self.assertIn(("root", "createAccount", "bad_request"), got)
+        self.assertIn(("root", "removeAccount", "not_found"), got)
 
     @defer.inlineCallbacks
     def test_revoked_user_refused_within_one_reload(self) -> Any:

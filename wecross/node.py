@@ -220,7 +220,8 @@ class RouterNode(MultiService):
                               header_timeout=settings.rest.header_timeout, body_timeout=settings.rest.body_timeout,
                               max_connections_per_client=settings.rest.max_connections_per_client,
                               limits=settings.limits, governance=self.router.governance, audit=self.audit,
-                              is_revoked=self.is_revoked if self.revocation is not None else None)
+                              is_revoked=self.is_revoked if self.revocation is not None else None,
+                              keystore=self.keystore)
 
     def is_revoked(self, cert: Any) -> bool:
         """Whether the revocation list in force names ``cert`` (x509.Certificate or DER): for the REST layer."""

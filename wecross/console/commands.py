@@ -370,6 +370,19 @@ def _remove_peer(session: Session, args: list[str]) -> Outcome:
     return Outcome(session.client.remove_peer(args[0]), render.peer_change)
 
 
+def _list_accounts(session: Session, args: list[str]) -> Outcome:
+    user = args[0] if args and args[0] != "*" else None
+    return Outcome(session.client.accounts(user, args[1] if len(args) > 1 else None), render.accounts)
+
+
+def _create_account(session: Session, args: list[str]) -> Outcome:
+    return Outcome(session.client.create_account(args[0], args[1]), render.account_change("account of"))
+
+
+def _remove_account(session: Session, args: list[str]) -> Outcome:
+    return Outcome(session.client.remove_account(args[0], args[1]), render.account_change("removed the account of"))
+
+
 def _refresh(session: Session, args: list[str]) -> Outcome:
     rows = session.refresh()
     return Outcome({"resources": len(rows)}, lambda d: f"{d['resources']} resources known")
@@ -445,6 +458,13 @@ _LIST: list[Command] = [
          ("address", "?router_id")),
     _cmd("removePeer", "<router_id | host:port>", "stop dialling a peer and close its links (admins)", _remove_peer,
          ("peer",)),
+    _cmd("listAccounts", "[user|*] [zone.chain]", "users' chain accounts in this router's keystore (admins)",
+         _list_accounts, ("?user", "?chain"),
+         details="examples:\n  listAccounts\n  listAccounts alice\n  listAccounts * bank-a.evm"),
+    _cmd("createAccount", "<user> <zone.chain>", "create a user's account on a chain, or show the existing one "
+         "(admins)", _create_account, ("user", "chain")),
+    _cmd("removeAccount", "<user> <zone.chain>", "forget a user's account on a chain, its key included (admins)",
+         _remove_account, ("user", "chain")),
     _cmd("refresh", "", "read the resources again (for completion of iPaths and methods)", _refresh),
     _cmd(":json", "[on|off]", "print raw JSON (for scripts) instead of tables; no argument toggles", _json,
          ("?onoff",)),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -305,8 +305,21 @@ def peer_change(data: Mapping[str, Any]) -> str:
     return cell(data.get("message")) + ("" if data.get("changed") else " (nothing changed)")
 
 
+def accounts(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``GET /admin/accounts``: one row per (user, chain) with its address (the router never sends a key)."""
+    return table(["user", "chain", "address"], [[r.get("user"), r.get("chain"), r.get("address")] for r in rows],
+                 empty="(no accounts)")
+
+
+def account_change(verb: str) -> Callable[[Mapping[str, Any]], str]:
+    """``POST`` and ``DELETE /admin/accounts``: what was created or removed, and its address."""
+    return lambda data: f"{verb} {cell(data.get('user'))} on {cell(data.get('chain'))}: {cell(data.get('address'))}"
+
+
 __all__ = [
     "MAX_CELL",
+    "account_change",
+    "accounts",
     "audit",
     "cell",
     "chains",

@@ -37,6 +37,7 @@ from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -51,6 +52,7 @@ from wecross.facade import Invocation, RouterFacade
 from wecross.governance.audit_store import AuditStore
 from wecross.governance.enforce import Governance
 from wecross.governance.identity import Identity
+from wecross.governance.keystore import Keystore
 from wecross.ipath import IPath, IPathError, IPathPattern
 from wecross.logs import untrusted
 from wecross.rest import governance as gov
@@ -143,6 +145,13 @@ _INDEX: dict[str, Any] = {
          "summary": "dial a new peer now and keep it (interface admin.peers)"},
         {"method": "DELETE", "path": "/admin/peers/{id}",
          "summary": "stop dialling a peer (router id or host:port) and close its links (interface admin.peers)"},
+        {"method": "GET", "path": "/admin/accounts", "query": ["user", "chain"],
+         "summary": "users' chain accounts in this router's keystore: user, chain, address (interface admin.accounts)"},
+        {"method": "POST", "path": "/admin/accounts", "body": {"user": "alice", "chain": "zone.chain"},
+         "summary": "create a user's account on a chain, or return the existing one (interface admin.accounts)"},
+        {"method": "DELETE", "path": "/admin/accounts/{user}/{chain_path}",
+         "summary": "forget a user's account on a chain (chain_path: zone.chain), its key included "
+                    "(interface admin.accounts)"},
         {"method": "GET", "path": "/routes", "summary": "routing table: next hop, path, cost per chain and router"},
         {"method": "GET", "path": "/chains", "summary": "chains served here, trusted header chains, verifications"},
         {"method": "GET", "path": "/{zone}/{chain}/{resource}/events", "query": ["from_block", "wait"],
@@ -514,6 +523,8 @@ class RestApi(Resource):
         governance: Governance | None = None,
         audit: AuditStore | None = None,
         is_revoked: Callable[[bytes], bool] | None = None,
+        keystore: Keystore | None = None,
+        blocking: gov.Blocking = deferToThread,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.router = router
@@ -521,6 +532,10 @@ class RestApi(Resource):
         self.governance = governance if governance is not None else Governance()
         #: The router's audit trail, read by GET /audit and appended to by the admin endpoints; None: none kept.
         self.audit = audit
+        #: The users' chain accounts (/admin/accounts); None: this router keeps none (404).
+        self.keystore = keystore
+        #: Runs the keystore's blocking SQLite calls off the reactor thread.
+        self.blocking = blocking
         #: Whether the router's revocation list names a certificate (DER); None: no list, nothing checked.
         self.is_revoked = is_revoked
         #: clock_skew and request_deadline bound the life of a client's signature (wecross.rest.identity).
@@ -650,7 +665,7 @@ class RestApi(Resource):
             "not_found",
             f"no endpoint at {shown_path}; GET / lists the endpoints",
             {"endpoints": ["/", "/status", "/peers", "/routes", "/resources", "/chains", "/tx", "/htlc", "/whoami",
-                           "/audit", "/admin/peers",
+                           "/audit", "/admin/peers", "/admin/accounts",
                            "/chains/{zone}/{chain}/headers/{n}", "/{zone}/{chain}/{resource}/events",
                            "/{zone}/{chain}/{resource}/{op}"]},
         )
@@ -885,7 +900,9 @@ class RestApi(Resource):
 
     def _admin(self, request: Request, segments: list[str | None], shown_path: str) -> Any:
         """``POST /admin/peers`` and ``DELETE /admin/peers/{id}`` (interface ``admin.peers``), each recorded in
-        the audit trail with its outcome, refused or not."""
+        the audit trail with its outcome, refused or not; ``/admin/accounts`` goes to :meth:`_accounts`."""
+        if len(segments) >= 2 and segments[1] == "accounts":
+            return self._accounts(request, segments, shown_path)
         if len(segments) not in (2, 3) or segments[1] != "peers":
             raise RouterError("not_found", f"no endpoint at {shown_path}; GET / lists the endpoints")
         if any(s is None for s in segments):
@@ -910,6 +927,44 @@ class RestApi(Resource):
             raise
         gov.record(self.audit, identity, "admin.peers", method, args, "ok")
         return answer
+
+    def _accounts(self, request: Request, segments: list[str | None], shown_path: str) -> Any:
+        """``GET``/``POST /admin/accounts`` and ``DELETE /admin/accounts/{user}/{zone}.{chain}`` (interface
+        ``admin.accounts``), each recorded in the audit trail with its outcome, refused or not."""
+        if len(segments) not in (2, 4):
+            raise RouterError("not_found", f"no endpoint at {shown_path}; GET / lists the endpoints")
+        if any(s is None for s in segments):
+            raise RouterError("bad_request", "path segments must be valid UTF-8")
+        allowed = (*_GET_METHODS, *_POST_METHODS) if len(segments) == 2 else _DELETE_METHODS
+        if request.method not in allowed:
+            raise _MethodNotAllowed(request.method, allowed, shown_path)
+        listing = request.method in _GET_METHODS
+        query = _query(request, gov.ACCOUNTS_PARAMETERS if listing else frozenset())
+        identity = self._caller(request)
+        method = "listAccounts" if listing else "createAccount" if len(segments) == 2 else "removeAccount"
+        args: list[Any] = ([sorted(query.items())] if listing else
+                           [] if len(segments) == 2 else [str(segments[2])[:80], str(segments[3])[:160]])
+
+        def done(result: Any) -> Any:
+            gov.record(self.audit, identity, "admin.accounts", method, args, gov.outcome_of(result))
+            return result
+
+        try:
+            self.governance.authorize(identity, None, "admin.accounts", "this router")
+            if listing:
+                user, chain = gov.accounts_filter(query)
+                d = gov.list_accounts(self.keystore, self.blocking, user, chain)
+            elif len(segments) == 2:
+                user, chain = gov.account_to_create(self._json_body(request))
+                args = [user, chain]
+                d = gov.create_account(self.keystore, self.blocking, user, chain)
+            else:
+                user, chain = gov.account_to_remove(str(segments[2]), str(segments[3]))
+                d = gov.remove_account(self.keystore, self.blocking, user, chain)
+        except RouterError as exc:
+            done(exc)
+            raise
+        return d.addBoth(done)
 
     def _peer_admin(self, name: str) -> Callable[..., dict[str, Any]]:
         # Not part of RouterFacade: a facade without it (the simulator's, a test fake) answers 422 unsupported.
@@ -1207,6 +1262,7 @@ def make_site(
     audit: AuditStore | None = None,
     is_revoked: Callable[[bytes], bool] | None = None,
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+    keystore: Keystore | None = None,
 ) -> RestSite:
     """The REST API for one router, ready to be given to a TCP or TLS listener.
 
@@ -1217,12 +1273,13 @@ def make_site(
     :mod:`wecross.rest.http`); ``limits`` the router's [limits] (clock_skew and request_deadline bound a client's
     signed expiry; the defaults when None); ``governance`` its permissions; ``audit`` its audit trail (GET /audit;
     None: 404); ``is_revoked`` whether its revocation list names a certificate (DER), asked about each client's
-    chain (None: nothing checked).
+    chain (None: nothing checked); ``keystore`` its users' chain accounts (/admin/accounts; None: 404).
     """
     if max_body < 0:
         raise ValueError(f"max_body must be >= 0, got {max_body}")
     api = RestApi(router, max_body=max_body, counters=new_counters(), log_requests=log_requests, metrics=metrics,
-                  limits=limits, governance=governance, audit=audit, is_revoked=is_revoked)
+                  limits=limits, governance=governance, audit=audit, is_revoked=is_revoked,
+                  keystore=keystore)
     return RestSite(api, max_body=max_body, log_requests=log_requests, reactor=reactor, header_timeout=header_timeout,
                     max_connections_per_client=max_connections_per_client,
                     body_timeout=body_timeout)

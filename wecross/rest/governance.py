@@ -1,18 +1,26 @@
-"""The governance endpoints of the REST API: ``GET /whoami``, ``GET /audit``, ``POST /admin/peers`` and
-``DELETE /admin/peers/{id}`` (docs/rest-api.md, "Governance").
+"""The governance endpoints of the REST API: ``GET /whoami``, ``GET /audit``, ``POST /admin/peers``,
+``DELETE /admin/peers/{id}`` and ``/admin/accounts`` (docs/rest-api.md, "Governance").
 
 Kept apart from :mod:`wecross.rest.api`, whose concern is the request path every operation takes: these endpoints
 are few, rare, and mostly input checking. What a client sends is checked here by plain functions of the decoded
 query or body (no request, no reactor), so each refusal is a ``bad_request`` naming the field before anything
 touches the audit store or the peer service; ``tests.test_governance_rest.Inputs`` holds them to that.
 
-Who may call them is the ACL's business (``audit.read``, ``admin.peers``), decided by the API through
-:class:`wecross.governance.enforce.Governance` like every other interface. ``/whoami`` needs no permission: it
+Who may call them is the ACL's business (``audit.read``, ``admin.peers``, ``admin.accounts``), decided by the API
+through :class:`wecross.governance.enforce.Governance` like every other interface. ``/whoami`` needs no permission: it
 tells callers only what their own certificate and this router's ``[roles]`` say about them.
 
 Admin actions on peers go to the audit trail, allowed or refused (they change what the router trusts), and so do
 refused audit reads; allowed audit reads do not, or every read (a monitor polling the trail) would grow the trail
-it reads.
+it reads. Every ``/admin/accounts`` request is recorded, listings included: who looked up whose accounts is an
+admin's act on other users' keys, and admins do not poll it.
+
+Chain accounts live in :class:`wecross.governance.keystore.Keystore`, whose every method blocks on SQLite: the
+functions here run them through the ``blocking`` runner the API hands in (``deferToThread`` in a router), never on
+the reactor thread, and check names first, so a malformed name costs no thread. Answers carry the user, the
+chain, the address and the creation time (:meth:`AccountInfo.to_json`), never a key: the keystore's listing reads
+no sealed column, and :func:`account_answer` builds each answer from those four fields only
+(``tests.test_governance_rest.AccountsTests.test_no_key_material``).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -31,6 +39,7 @@ from wecross.errors import RouterError
 from wecross.governance.audit import AuditRecord, Head
 from wecross.governance.audit_store import MAX_QUERY_LIMIT, AuditQuery, AuditStore
 from wecross.governance.identity import Identity
+from wecross.governance.keystore import AccountInfo, Keystore, KeystoreError, check_chain, check_user
 from wecross.logs import untrusted
 
 _log = Logger(namespace="wecross.rest")
@@ -179,6 +188,111 @@ def peer_to_remove(segment: str) -> str:
     return _router_id("id", segment)
 
 
+# --- /admin/accounts -----------------------------------------------------------------------------------------------
+
+#: The query parameters of ``GET /admin/accounts``.
+ACCOUNTS_PARAMETERS = frozenset({"user", "chain"})
+
+#: Runs a blocking function off the reactor thread (``deferToThread`` in a router; inline in tests that want it).
+Blocking = Callable[[Callable[[], Any]], "Deferred[Any]"]
+
+
+def _keystore_refusal(field: str, exc: KeystoreError) -> RouterError:
+    """A name the keystore refuses, as the client's error: ``bad_request`` naming the field (a reserved name such
+    as ``anonymous`` included: the keystore calls that ``forbidden``, but here it is the admin's input at fault)."""
+    return _bad(field, exc.message)
+
+
+def _user(value: object) -> str:
+    try:
+        return check_user(value)
+    except KeystoreError as exc:
+        raise _keystore_refusal("user", exc) from None
+
+
+def _chain(value: object) -> str:
+    try:
+        return check_chain(value)
+    except KeystoreError as exc:
+        raise _keystore_refusal("chain", exc) from None
+
+
+def accounts_filter(query: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """``GET /admin/accounts``'s (already known, single-valued) ``user`` and ``chain`` filters, each checked."""
+    user, chain = query.get("user"), query.get("chain")
+    return (None if user is None else _user(user)), (None if chain is None else _chain(chain))
+
+
+def account_to_create(body: Mapping[str, Any]) -> tuple[str, str]:
+    """``POST /admin/accounts``'s body ``{"user": "alice", "chain": "zone.chain"}`` as (user, chain)."""
+    unknown = sorted(set(body) - {"user", "chain"})
+    if unknown:
+        raise RouterError("bad_request", f"unknown field {unknown[0][:40]!r}; the body is "
+                                         '{"user": "alice", "chain": "zone.chain"}', {"field": unknown[0][:40]})
+    for name in ("user", "chain"):
+        if name not in body:
+            raise _bad(name, f'{name} is missing; the body is {{"user": "alice", "chain": "zone.chain"}}')
+    return _user(body["user"]), _chain(body["chain"])
+
+
+def account_to_remove(user: str, chain: str) -> tuple[str, str]:
+    """``DELETE /admin/accounts/{user}/{zone}.{chain}``'s two segments as (user, chain)."""
+    return _user(user), _chain(chain)
+
+
+def account_answer(info: AccountInfo) -> dict[str, Any]:
+    """One account as answers show it: these four fields and nothing else."""
+    return {"user": info.user, "chain": info.chain, "address": info.address, "created": info.created}
+
+
+def _keystore_of(keystore: Keystore | None) -> Keystore:
+    if keystore is None:
+        raise RouterError("not_found", "this router keeps no keystore")
+    return keystore
+
+
+def _as_router_error(failure: Failure) -> Failure:
+    """A KeystoreError from the worker thread as the router error of its code (its message names no secret)."""
+    error = failure.value
+    if isinstance(error, KeystoreError):
+        if error.code == "storage_error":  # names the file and the KEK's source: the router's log, not the client
+            _log.warn("keystore failure: {why}", why=untrusted(error.message))
+            raise RouterError("storage_error", "the keystore could not be read or written (see the router's log)")
+        raise RouterError(error.code, error.message[:300])
+    return failure
+
+
+def list_accounts(keystore: Keystore | None, blocking: Blocking, user: str | None,
+                  chain: str | None) -> Deferred[dict[str, Any]]:
+    """``GET /admin/accounts``: the stored accounts (of ``user``, on ``chain``), by user then chain."""
+    store = _keystore_of(keystore)
+
+    def work() -> dict[str, Any]:
+        found = store.list(user)
+        return {"accounts": [account_answer(info) for info in found if chain is None or info.chain == chain]}
+
+    return blocking(work).addErrback(_as_router_error)
+
+
+def create_account(keystore: Keystore | None, blocking: Blocking, user: str, chain: str) -> Deferred[dict[str, Any]]:
+    """``POST /admin/accounts``: ``user``'s account on ``chain``, created unless it exists (idempotent)."""
+    store = _keystore_of(keystore)
+    return blocking(lambda: account_answer(store.create(user, chain))).addErrback(_as_router_error)
+
+
+def remove_account(keystore: Keystore | None, blocking: Blocking, user: str, chain: str) -> Deferred[dict[str, Any]]:
+    """``DELETE /admin/accounts/{user}/{chain}``: the removed account; ``not_found`` when there was none."""
+    store = _keystore_of(keystore)
+
+    def work() -> dict[str, Any]:
+        removed = store.remove(user, chain)
+        if removed is None:
+            raise RouterError("not_found", f"{user} has no account on {chain} in this router's keystore")
+        return account_answer(removed)
+
+    return blocking(work).addErrback(_as_router_error)
+
+
 # --- the audit trail of these endpoints ----------------------------------------------------------------------------
 
 
@@ -209,5 +323,7 @@ def outcome_of(result: object) -> str:
     return "ok"
 
 
-__all__ = ["AUDIT_PARAMETERS", "DEFAULT_AUDIT_LIMIT", "audit_page", "audit_query", "outcome_of", "peer_to_add",
-           "peer_to_remove", "read_audit", "record", "whoami"]
+__all__ = ["ACCOUNTS_PARAMETERS", "AUDIT_PARAMETERS", "DEFAULT_AUDIT_LIMIT", "Blocking", "account_answer",
+           "account_to_create", "account_to_remove", "accounts_filter", "audit_page", "audit_query", "create_account",
+           "list_accounts", "outcome_of", "peer_to_add", "peer_to_remove", "read_audit", "record", "remove_account",
+           "whoami"]

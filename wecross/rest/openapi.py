@@ -77,6 +77,14 @@ _OPERATION_BODIES = {
                 "properties": {"key": {"type": "string"}, "value": _JSON}},
 }
 
+#: A user as certificates name it, and a chain path: what /admin/accounts takes (wecross.governance.keystore).
+_USER = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"}
+_CHAIN_PATH = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]{1,64}$"}
+#: One account as /admin/accounts answers it: these four fields, never a key.
+_ACCOUNT = {"type": "object", "required": ["user", "chain", "address", "created"], "additionalProperties": False,
+            "properties": {"user": {"type": "string"}, "chain": {"type": "string"}, "address": {"type": "string"},
+                           "created": {"type": "number"}}}
+
 
 def _get(summary: str, parameters: list[dict[str, Any]] | None = None,
          data: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -191,6 +199,22 @@ def document(example: str | None = None) -> dict[str, Any]:
                        "idempotent", "responses": _responses(),
             "parameters": [_path_param("id", {"type": "string", "minLength": 1, "maxLength": 300},
                                        "router id, or host:port")]}},
+        "/admin/accounts": {
+            **_get("users' chain accounts in this router's keystore, by user then chain: user, chain, address, "
+                   "created, never a key (interface admin.accounts; 404 when the router keeps no keystore)", [
+                       _query("user", _USER, "only this user's accounts"),
+                       _query("chain", _CHAIN_PATH, "only accounts on this chain (zone.chain)")],
+                   data={"type": "object", "required": ["accounts"], "properties": {
+                       "accounts": {"type": "array", "items": _ACCOUNT}}}),
+            **_post("create a user's account on a chain (a new key, sealed at rest), or answer the existing one; "
+                    "idempotent (interface admin.accounts)", {
+                        "type": "object", "required": ["user", "chain"], "additionalProperties": False,
+                        "properties": {"user": _USER, "chain": _CHAIN_PATH}})},
+        "/admin/accounts/{user}/{chain_path}": {"delete": {
+            "summary": "forget a user's account on a chain, its sealed key included; 404 when it has none "
+                       "(interface admin.accounts)", "responses": _responses(_ACCOUNT),
+            "parameters": [_path_param("user", _USER, "the user (a client certificate's name)"),
+                           _path_param("chain_path", _CHAIN_PATH, "the chain, zone.chain")]}},
         "/openapi.json": _get("this document"),
         "/ui/": {"get": {"summary": "the web page of the network (HTML; its script and style are served next to "
                                     "it)", "responses": {

@@ -34,6 +34,7 @@ from wecross.sdk import protocol
 from wecross.sdk.client import check_timeout
 from wecross.sdk.errors import UNREACHABLE_ROUTER, ConfigError, ConnectionError, WeCrossError
 from wecross.sdk.models import (
+    Account,
     AuditPage,
     EventsPage,
     HeaderInfo,
@@ -386,6 +387,15 @@ class AsyncWeCrossClient:
 
     def remove_peer(self, id: str) -> Deferred[PeerChange]:
         return self._call(protocol.remove_peer, id)
+
+    def accounts(self, user: str | None = None, chain: str | None = None) -> Deferred[list[Account]]:
+        return self._call(protocol.accounts, user, chain)
+
+    def create_account(self, user: str, chain: str) -> Deferred[Account]:
+        return self._call(protocol.create_account, user, chain)
+
+    def remove_account(self, user: str, chain: str) -> Deferred[Account]:
+        return self._call(protocol.remove_account, user, chain)
 
     def transaction(self, resources: Sequence[str] | None = None, *,
                     timeout: float | None = None) -> AsyncTransaction:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from wecross.sdk import protocol
 from wecross.sdk.errors import UNREACHABLE_ROUTER, BadRequest, ConfigError, ConnectionError, WeCrossError
 from wecross.sdk.models import (
+    Account,
     AuditPage,
     Event,
     EventsPage,
@@ -378,6 +379,21 @@ class WeCrossClient:
         """``DELETE /admin/peers/{id}`` (interface ``admin.peers``): stop dialling a peer (router id or host:port)
         and close the links to it."""
         return self._run(protocol.remove_peer(id))
+
+    def accounts(self, user: str | None = None, chain: str | None = None) -> list[Account]:
+        """``GET /admin/accounts`` (interface ``admin.accounts``): users' chain accounts in the router's keystore
+        (of ``user``, on ``chain`` ``zone.chain``, when given): user, chain, address, created; never a key."""
+        return self._run(protocol.accounts(user, chain))
+
+    def create_account(self, user: str, chain: str) -> Account:
+        """``POST /admin/accounts`` (interface ``admin.accounts``): ``user``'s account on ``chain`` (``zone.chain``),
+        created unless it exists; its address."""
+        return self._run(protocol.create_account(user, chain))
+
+    def remove_account(self, user: str, chain: str) -> Account:
+        """``DELETE /admin/accounts/{user}/{chain}`` (interface ``admin.accounts``): forget ``user``'s key on
+        ``chain``, and what it held there with it; the removed account (404 ``not_found`` when there was none)."""
+        return self._run(protocol.remove_account(user, chain))
 
     # --- 2PC ---------------------------------------------------------------------------------------------------------
 

@@ -256,7 +256,17 @@ class PeerChange(TypedDict, total=False):
     closed_links: int
 
 
+class Account(TypedDict, total=False):
+    """One user's account on one chain, as ``/admin/accounts`` answers it (never a key)."""
+
+    user: str
+    chain: str
+    address: str
+    created: float
+
+
 __all__ = [
+    "Account",
     "AuditHead",
     "AuditPage",
     "AuditRecord",

@@ -36,6 +36,7 @@ from wecross.sdk.errors import (
     error_class,
 )
 from wecross.sdk.models import (
+    Account,
     AuditPage,
     EventsPage,
     HeaderInfo,
@@ -489,6 +490,35 @@ def remove_peer(peer: str) -> Call[PeerChange]:
         raise BadRequest("bad_args", f"peer must be a router id or host:port, got {peer!r}", None,
                          {"client_side": True})
     return Call("DELETE", f"/admin/peers/{quote(peer, safe=':')}", None, _object)
+
+
+def _account_names(user: object, chain: object) -> tuple[str, str]:
+    if not isinstance(user, str) or not user or not isinstance(chain, str) or chain.count(".") != 1:
+        raise BadRequest("bad_args", f"an account is named by a user and a chain zone.chain, got {user!r} and "
+                                     f"{chain!r}", None, {"client_side": True})
+    return user, chain
+
+
+def _accounts_data(data: Any) -> Any:
+    accounts = _object(data).get("accounts")
+    if not isinstance(accounts, list):
+        raise _invalid(200, "the accounts answer has no list of accounts", None)
+    return accounts
+
+
+def accounts(user: str | None = None, chain: str | None = None) -> Call[list[Account]]:
+    """``GET /admin/accounts`` (filtered by user and chain when given)."""
+    return _get("/admin/accounts", _accounts_data, {"user": user, "chain": chain})
+
+
+def create_account(user: str, chain: str) -> Call[Account]:
+    user, chain = _account_names(user, chain)
+    return _post("/admin/accounts", {"user": user, "chain": chain}, _object)
+
+
+def remove_account(user: str, chain: str) -> Call[Account]:
+    user, chain = _account_names(user, chain)
+    return Call("DELETE", f"/admin/accounts/{quote(user, safe='@')}/{quote(chain, safe='')}", None, _object)
 
 
 # --- answers ---------------------------------------------------------------------------------------------------------
