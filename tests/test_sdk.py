@@ -115,6 +115,20 @@ class Protocol(TestCase):
                          ("DELETE", "/admin/peers/10.0.0.7:25500", None, False))
         self.assertEqual(protocol.remove_peer("a/b").path, "/admin/peers/a%2Fb")
         self.assertRaises(BadRequest, protocol.remove_peer, "")
+        listed = protocol.accounts(user="alice", chain="z.evm")
+        self.assertEqual((listed.method, listed.path), ("GET", "/admin/accounts?user=alice&chain=z.evm"))
+        self.assertEqual(protocol.accounts().path, "/admin/accounts")
+        self.assertEqual(listed.parse({"accounts": [{"user": "alice"}]}), [{"user": "alice"}])
+        self.assertRaises(WeCrossError, listed.parse, {"nothing": []})
+        create = protocol.create_account("alice", "z.evm")
+        self.assertEqual((create.method, create.path, json.loads(create.body or b"")),
+                         ("POST", "/admin/accounts", {"user": "alice", "chain": "z.evm"}))
+        drop = protocol.remove_account("alice@bank", "z.evm")
+        self.assertEqual((drop.method, drop.path, drop.body), ("DELETE", "/admin/accounts/alice@bank/z.evm", None))
+        self.assertEqual(protocol.remove_account("a/b", "z.evm").path, "/admin/accounts/a%2Fb/z.evm")
+        for user, chain in (("", "z.evm"), ("alice", "z"), ("alice", "z.evm.x"), (5, "z.evm")):
+            self.assertRaises(BadRequest, protocol.create_account, user, chain)
+            self.assertRaises(BadRequest, protocol.remove_account, user, chain)
         for bad in ("z.one", "z..x", "a.b.c.d"):
             exc = self.assertRaises(BadRequest, protocol.call, bad, "get", [])
             self.assertEqual((exc.code, exc.status), ("bad_ipath", None))
