@@ -108,9 +108,13 @@ class RestChannel(HTTPChannel):
     #: Seconds a request body may take from the end of its head; None: no deadline.
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
     _body_call: Any = None
+    #: When the current body must be in (the clock's seconds); None: no body deadline running.
+    _body_deadline: float | None = None
     #: Called once when the connection is gone (the site's per-client count).
     on_close: Any = None
     _head_call: Any = None
+    #: When the current head must be in (the clock's seconds); None: no head deadline running.
+    _head_deadline: float | None = None
     _awaiting_head = True
     _refusing = False
     _why = ""
@@ -133,15 +137,49 @@ class RestChannel(HTTPChannel):
         super().connectionMade()  # type: ignore[no-untyped-call]
         self._arm_head_deadline()  # a connection that never sends a byte is held to it as well
 
+    # Both deadlines are kept as a time, not as a timer per request: arming one is setting a float, disarming it is
+    # clearing it, and one timer per connection and deadline (set when none is pending) checks the time when it
+    # fires, re-aiming itself at a deadline that has moved on since. A request whose head and body arrive in one read,
+    # the usual case, would otherwise create and cancel two reactor timers (a heap push each, and the cancelled
+    # entries' later purge) for deadlines that never fire. The deadlines themselves are the same:
+    # tests.test_hostile_input.HttpFraming, tests.test_rest_channel.DeadlineTimers.
+
+    def _now(self) -> float:
+        # The clock behind callLater (Site.buildProtocol sets it: the reactor, or a test's or the simulator's Clock).
+        seconds = getattr(getattr(self.callLater, "__self__", None), "seconds", None)
+        if seconds is None:  # pragma: no cover - a callLater that is not a clock's bound method
+            from twisted.internet import reactor
+            seconds = reactor.seconds  # type: ignore[attr-defined]
+        now: float = seconds()
+        return now
+
     def _arm_head_deadline(self) -> None:
-        if self.header_timeout is not None and self._head_call is None:
-            # The site's clock (Site.buildProtocol sets callLater): the simulator's virtual one there.
-            self._head_call = self.callLater(self.header_timeout, self._head_too_slow)
+        if self.header_timeout is not None and self._head_deadline is None:
+            self._head_deadline = self._now() + self.header_timeout
+            if self._head_call is None:  # a pending timer is due no later than this deadline: it re-aims itself
+                self._head_call = self.callLater(self.header_timeout, self._head_due)
 
     def _disarm_head_deadline(self) -> None:
-        call, self._head_call = self._head_call, None
-        if call is not None and call.active():
-            call.cancel()
+        self._head_deadline = None  # a pending timer finds nothing due and lapses (cancelled at connectionLost)
+
+    def _head_due(self) -> None:
+        self._head_call = None
+        deadline = self._head_deadline
+        if deadline is None:
+            return
+        left = deadline - self._now()
+        if left > 0:
+            self._head_call = self.callLater(left, self._head_due)
+            return
+        self._head_deadline = None
+        self._head_too_slow()
+
+    def _stop_timers(self) -> None:
+        self._head_deadline = self._body_deadline = None
+        for call in (self._head_call, self._body_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._head_call = self._body_call = None
 
     def dataReceived(self, data: bytes) -> None:
         if self._refusing:
@@ -153,10 +191,12 @@ class RestChannel(HTTPChannel):
     def allHeadersReceived(self) -> None:
         self._awaiting_head = False
         self._disarm_head_deadline()
-        if self.body_timeout is not None and self._body_call is None:
+        if self.body_timeout is not None and self._body_deadline is None:
             # The body gets its own deadline: the idle timeout restarts on every byte, so a client trickling a
             # body of max_body bytes would otherwise hold the connection and its buffer for hours.
-            self._body_call = self.callLater(self.body_timeout, self._body_too_slow)
+            self._body_deadline = self._now() + self.body_timeout
+            if self._body_call is None:
+                self._body_call = self.callLater(self.body_timeout, self._body_due)
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
 
     def allContentReceived(self) -> None:
@@ -164,12 +204,21 @@ class RestChannel(HTTPChannel):
         super().allContentReceived()  # type: ignore[no-untyped-call]
 
     def _disarm_body_deadline(self) -> None:
-        call, self._body_call = self._body_call, None
-        if call is not None and call.active():
-            call.cancel()
+        self._body_deadline = None
+
+    def _body_due(self) -> None:
+        self._body_call = None
+        deadline = self._body_deadline
+        if deadline is None:
+            return
+        left = deadline - self._now()
+        if left > 0:
+            self._body_call = self.callLater(left, self._body_due)
+            return
+        self._body_deadline = None
+        self._body_too_slow()
 
     def _body_too_slow(self) -> None:
-        self._body_call = None
         self._refuse(f"the request body did not arrive within {self.body_timeout:g} s", abort_after=1.0)
 
     def requestDone(self, request: Any) -> None:
@@ -177,7 +226,6 @@ class RestChannel(HTTPChannel):
         super().requestDone(request)  # type: ignore[no-untyped-call]
 
     def _head_too_slow(self) -> None:
-        self._head_call = None
         if not self._awaiting_head:
             return
         self._refuse(f"the request line and headers did not arrive within {self.header_timeout:g} s",
@@ -203,8 +251,7 @@ class RestChannel(HTTPChannel):
         if self._refusing:
             return
         self._refusing = True
-        self._disarm_head_deadline()
-        self._disarm_body_deadline()
+        self._stop_timers()
         self.setRawMode()  # stop parsing what else arrives: the connection is closing
         self.dataReceived = lambda data: None  # type: ignore[method-assign]
         transport = self.transport
@@ -222,8 +269,7 @@ class RestChannel(HTTPChannel):
             transport.abortConnection()
 
     def connectionLost(self, reason: Any) -> None:
-        self._disarm_head_deadline()
-        self._disarm_body_deadline()
+        self._stop_timers()
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             on_close()
