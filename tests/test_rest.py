@@ -469,7 +469,8 @@ class ApiTests(SynchronousTestCase):
                                  "/{zone}/{chain}/{resource}/{op}", "/tx", "/tx/start", "/tx/adopt", "/tx/{id}",
                                  "/tx/{id}/exec", "/tx/{id}/commit", "/tx/{id}/rollback", "/htlc", "/htlc/start",
                                  "/htlc/{id}", "/htlc/{id}/unlock", "/htlc/{id}/refund", "/openapi.json",
-                                 "/metrics", "/ui/", "/whoami", "/audit", "/admin/peers", "/admin/peers/{id}"})
+                                 "/metrics", "/ui/", "/whoami", "/audit", "/admin/peers", "/admin/peers/{id}",
+                                 "/admin/accounts", "/admin/accounts/{user}/{chain_path}"})
 
     def test_status_peers_resources(self) -> None:
         self.assertEqual(self.ok(b"GET", "/status"), self.router.status_value)
