@@ -128,3 +128,35 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(parse_address("[::1]:80").host, "::1")
         self.assertRaises(ValueError, parse_address, "host:99999")
         self.assertRaises(ValueError, parse_address, ":80")
+
+
+class CheckConfigAcl(SynchronousTestCase):
+    """``wecross check-config`` reads the ACL file as the daemon does: every mistake reported with its key."""
+
+    def run_check(self, acl: str) -> tuple[int, str, str]:
+        import contextlib
+        import io
+
+        from wecross.cli import main
+
+        work = Path(self.mktemp())
+        work.mkdir()
+        (work / "acl.toml").write_text(acl)
+        (work / "router.toml").write_text(GOOD + '\n[governance]\nacl_file = "acl.toml"\n')
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(["check-config", "--no-files", str(work / "router.toml")])
+        return status, out.getvalue(), err.getvalue()
+
+    def test_a_valid_acl_is_summarised(self) -> None:
+        status, out, _ = self.run_check('[acl_settings]\ndefault = "deny"\n\n[[acl]]\nwho = "*"\n'
+                                        'resources = ["*"]\ninterfaces = ["read"]\neffect = "allow"\n')
+        self.assertEqual(status, 0)
+        self.assertIn("1 ACL rules, default deny", out)
+
+    def test_every_mistake_of_an_acl_is_reported(self) -> None:
+        status, _, err = self.run_check('[[acl]]\nwho = "nobody-knows:x"\nresources = ["*"]\n'
+                                        'interfaces = ["fly"]\neffect = "maybe"\n')
+        self.assertEqual(status, 1)
+        for key in ("acl[0].who", "acl[0].interfaces", "acl[0].effect"):
+            self.assertIn(key, err)

@@ -19,9 +19,21 @@ def _check_config(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
             continue
+        acl = settings.governance.acl_file
+        permissions = "open mode (no ACL file)"
+        if acl is not None and (acl.exists() or not args.no_files):
+            from wecross.governance.reload import PolicyFile
+
+            try:  # what the daemon reads at start: the same parser, every mistake with its key
+                policy = PolicyFile(acl.read_bytes, str(acl), 0.0).policy
+            except ConfigError as exc:  # AclError is one
+                print(f"error: {exc}", file=sys.stderr)
+                status = 1
+                continue
+            permissions = f"{len(policy.rules)} ACL rules, default {policy.default}"
         chains = ", ".join(f"{s.zone}.{s.name} ({s.type})" for s in settings.stubs) or "none"
         print(f"{path}: ok: router {settings.router_id}, zones {list(settings.zones)}, "
-              f"{len(settings.peers)} peers, chains: {chains}")
+              f"{len(settings.peers)} peers, chains: {chains}; {permissions}")
     return status
 
 
