@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -226,18 +226,25 @@ def _duplicates(names: Sequence[str]) -> list[str]:
     return sorted(name for name, count in Counter(names).items() if count > 1)
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Carry out a parsed ``wecross certs`` command; errors are printed as one line, never as a traceback."""
+def run_reporting(prog: str, body: Callable[[argparse.Namespace, TextIO], int], args: argparse.Namespace,
+                  out: TextIO | None = None) -> int:
+    """Carry out one of the certificate commands (``body``); its errors are printed as one line naming ``prog``,
+    never as a traceback."""
     stdout = out if out is not None else sys.stdout
     try:
-        return _run(args, stdout)
+        return body(args, stdout)
     except PKIError as exc:
-        print(f"{PROG}: error [{exc.code}]: {exc.message}", file=sys.stderr)
+        print(f"{prog}: error [{exc.code}]: {exc.message}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"{PROG}: error [io]: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"{prog}: error [io]: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Carry out a parsed ``wecross certs`` command; errors are printed as one line, never as a traceback."""
+    return run_reporting(PROG, _run, args, out)
 
 
 def _run(args: argparse.Namespace, stdout: TextIO) -> int:

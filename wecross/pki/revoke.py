@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,16 +254,9 @@ def _leaf_issuer(directory: Path) -> Path:
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    stdout = out if out is not None else sys.stdout
-    try:
-        return _run(args, stdout)
-    except PKIError as exc:
-        print(f"{PROG}: error [{exc.code}]: {exc.message}", file=sys.stderr)
-        return EXIT_ERROR
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"{PROG}: error [io]: {where}{exc.strerror or exc}", file=sys.stderr)
-        return EXIT_ERROR
+    from wecross.pki.cli import run_reporting  # (wecross.pki.cli dispatches here, lazily)
+
+    return run_reporting(PROG, _run, args, out)
 
 
 def _run(args: argparse.Namespace, stdout: TextIO) -> int:
