@@ -49,6 +49,7 @@ from twisted.web.http_headers import Headers
 
 from tests import support
 from tests.test_twistd import TWISTD, Collect
+from tests.test_tx_faults import twistd_config
 
 ACCOUNTS = [f"acct{i}" for i in range(6)]
 INITIAL = {"anonymous": 1_000_000}
@@ -150,54 +151,21 @@ class Campaign:
     # -- processes ----------------------------------------------------------------------------------------------------
 
     def config(self, rid: str) -> Path:
-        certs = support.pki()
         p2p, rest = self.ports[rid]
-        peers = ""
-        if rid == "router-a":
-            peers = ", ".join(f'{{ address = "127.0.0.1:{self.relay_ports[p].getHost().port}", id = "{p}" }}'
-                              for p in CHAINS)
-        text = f"""
-[router]
-id = "{rid}"
-zones = ["z"]
-data_dir = "{self.work / rid}"
-
-[p2p]
-listen = "127.0.0.1:{p2p}"
-ca = "{certs / 'ca.crt'}"
-cert = "{certs / rid / 'chain.pem'}"
-key = "{certs / rid / 'key.pem'}"
-peers = [{peers}]
-
-[rest]
-listen = "127.0.0.1:{rest}"
-
-[timing]
-heartbeat_interval = 0.3
-backoff_initial = 0.1
-backoff_max = 0.5
-
-[gossip]
-interval = 0.3
-
-[tx]
-default_timeout = 4
-participant_timeout = 1
-check_interval = 0.3
-retry_max = 1
-test_log_fault_file = "{self.fault_file}"
-"""
+        # router-a dials the chains' routers through the test's relays, so the test can cut those links.
+        peers = {p: self.relay_ports[p].getHost().port for p in CHAINS} if rid == "router-a" else {}
+        tx = (f"default_timeout = 4\nparticipant_timeout = 1\ncheck_interval = 0.3\nretry_max = 1\n"
+              f'test_log_fault_file = "{self.fault_file}"')
+        stubs = ""
         if rid in CHAINS:
             initial = ", ".join(f"{a} = {b}" for a, b in INITIAL.items())
-            text += f"""
+            stubs = f"""
 [[stubs]]
 name = "{CHAINS[rid]}"
 type = "embedded"
 resources = [{{ name = "kv", kind = "kv" }}, {{ name = "asset", kind = "asset", initial = {{ {initial} }} }}]
 """
-        path = self.work / f"{rid}.toml"
-        path.write_text(text)
-        return path
+        return twistd_config(self.work, rid, p2p, rest, peers, tx, stubs)
 
     def spawn(self, rid: str) -> None:
         proto = Collect()

@@ -31,10 +31,12 @@ ACCOUNTS = {"anonymous": 1000, "bob": 1000}
 CHAINS = {"router-b": "one", "router-c": "two"}
 
 
-def router_config(work: Path, rid: str, ports: dict[str, tuple[int, int]], peers: list[str], tx: str) -> Path:
+def twistd_config(work: Path, rid: str, p2p: int, rest: int, peers: dict[str, int], tx: str,
+                  stubs: str = "") -> Path:
+    """The config of one router of these twistd tests (and the fault campaign's): ``peers`` maps a router id to the
+    port to dial it at, ``tx`` is the body of its [tx] table, ``stubs`` any [[stubs]] tables."""
     certs = support.pki()
-    p2p, rest = ports[rid]
-    peer_list = ", ".join(f'{{ address = "127.0.0.1:{ports[p][0]}", id = "{p}" }}' for p in peers)
+    peer_list = ", ".join(f'{{ address = "127.0.0.1:{port}", id = "{p}" }}' for p, port in peers.items())
     text = f"""
 [router]
 id = "{rid}"
@@ -61,18 +63,24 @@ interval = 0.3
 
 [tx]
 {tx}
-"""
+{stubs}"""
+    config = work / f"{rid}.toml"
+    config.write_text(text)
+    return config
+
+
+def router_config(work: Path, rid: str, ports: dict[str, tuple[int, int]], peers: list[str], tx: str) -> Path:
+    stubs = ""
     if rid in CHAINS:
         initial = ", ".join(f'{a} = {b}' for a, b in ACCOUNTS.items())
-        text += f"""
+        stubs = f"""
 [[stubs]]
 name = "{CHAINS[rid]}"
 type = "embedded"
 resources = [{{ name = "asset", kind = "asset", initial = {{ {initial} }} }}]
 """
-    config = work / f"{rid}.toml"
-    config.write_text(text)
-    return config
+    p2p, rest = ports[rid]
+    return twistd_config(work, rid, p2p, rest, {p: ports[p][0] for p in peers}, tx, stubs)
 
 
 def sleep(seconds: float) -> defer.Deferred[None]:
