@@ -110,7 +110,8 @@ class TrustSettings:
 
     #: Distinct routers serving a chain that must give the same header before it is trusted.
     quorum: int = 1
-    #: chain path -> genesis hash (hex) pinned by configuration; chains not listed pin the first genesis seen.
+    #: chain path -> genesis hash (hex) pinned by configuration; a chain not listed is pinned to the genesis its
+    #: owner states in its signed gossip record (wecross.chain.trust.TrustedResults._pin).
     checkpoints: dict[str, str] = field(default_factory=dict)
     #: Headers asked for in one request.
     batch: int = 256

@@ -69,7 +69,9 @@ class HeaderChain:
 
     ``checkpoint``: the hash of block ``checkpoint_number`` the config pins (the genesis, block 0, by default; a
     later block for a long chain such as Ethereum's, where linking back to genesis is out of the question), or None
-    to pin the first genesis seen (trust on first use, reported as such). Blocks below the checkpoint cannot be
+    to pin the first genesis seen (trust on first use, reported as such). A router never leaves it None when it
+    fetches: TrustedResults._pin sets the genesis from the owner's signed gossip record first; the fallback serves
+    callers of this sans-IO class that have no signed source. Blocks below the checkpoint cannot be
     trusted. ``quorum``: how many distinct routers must give the same header before it is accepted.
     """
 
