@@ -257,3 +257,30 @@ class ClientSignatures(TestCase):
     def test_reads_and_routers_own_requests_need_no_user_signature(self) -> Any:
         anonymous = yield self.entry.invoke(balance("alice"))  # "anonymous": nobody's account is used
         self.assertEqual(anonymous["output"], 1000)
+
+
+class HeaderAuthority(TestCase):
+    """A header counts only with the signature of a router the chain's authority admits (EndToEnd
+    .authenticate_header): an unknown or unauthorised signer, or a signature by another router, is refused."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_header_signers_are_checked(self) -> Any:
+        self.net = yield support.started_network(self, ROUTERS, LINKS, CHAIN)
+        self.entry = self.net.nodes["router-a"].router
+        owner = self.net.nodes["router-c"]
+        header = yield owner.stubs.stubs()[CHAIN].header(0)
+        wire = header.to_wire()
+        genuine = attest.sign(owner.router.signing_key, attest.header_body(CHAIN, wire))
+        self.entry.authenticate_header(CHAIN, wire, "router-c", genuine)  # the owner's own: taken
+        for signer, signature, check in (
+                ("router-x", genuine, "no_authority"),  # not known here, so not admitted for the chain
+                ("router-b", genuine, "header_signature"),  # router-b's name on router-c's signature
+                ("router-c", attest.sign(owner.router.signing_key, attest.header_body("z.other", wire)),
+                 "header_signature")):  # signed for another chain
+            with self.assertRaises(RouterError) as caught:
+                self.entry.authenticate_header(CHAIN, wire, signer, signature)
+            self.assertEqual(caught.exception.details["check"], check)
+        self.assertGreaterEqual(self.entry.auth_refused["header_signature"], 2)
+
